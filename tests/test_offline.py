@@ -746,15 +746,11 @@ def _slow_to_leave() -> None:
     threading.Thread(target=threading.Event().wait, args=(60,)).start()
 
 
-@pytest.mark.timeout(120, method="thread")
-async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_busy(
-    settings, caplog, monkeypatch
-) -> None:
-    """A worker on no note that had not left within the closing grace was killed with a
-    warning that it was still busy: `voxdesk web` stopped by SIGTERM printed it on a loaded
-    machine, where nothing had been heard at all."""
-    from concurrent.futures import ProcessPoolExecutor
-
+def _slow_to_leave_hearing(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, close_seconds: float
+) -> Any:
+    """A hearing of one worker whose job loads nothing and that, idle, takes a minute to leave,
+    closed with a grace of `close_seconds` (CLOSE_SECONDS), its log kept from DEBUG up."""
     from bot.engines.offline import hearing as hearing_module
     from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
 
@@ -764,9 +760,19 @@ async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_bus
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
             return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_slow_to_leave)
 
-    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", 0.5)
+    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", close_seconds)
     caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
-    hearing = Slow(settings.storage_dir / "speech", workers=1)
+    return Slow(settings.storage_dir / "speech", workers=1)
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_busy(
+    settings, caplog, monkeypatch
+) -> None:
+    """A worker on no note that had not left within the closing grace was killed with a
+    warning that it was still busy: `voxdesk web` stopped by SIGTERM printed it on a loaded
+    machine, where nothing had been heard at all."""
+    hearing = _slow_to_leave_hearing(settings, monkeypatch, caplog, 0.5)
     try:
         pids = await hearing.start()
         assert await hearing.hear(b"\x01\x00", 16_000) in pids
@@ -787,18 +793,9 @@ async def test_closing_long_after_a_check_in_killed_a_worker_calls_no_idle_one_b
     had closing call every idle worker slow to leave "still busy", with a warning."""
     import time
 
-    from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
+    from bot.engines.offline.hearing import WORKER_CONTEXT
 
-    class Slow(WorkerHearing):
-        job = staticmethod(_pid)
-
-        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_slow_to_leave)
-
-    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", 0.5)
-    caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
-    hearing = Slow(settings.storage_dir / "speech", workers=1)
+    hearing = _slow_to_leave_hearing(settings, monkeypatch, caplog, 0.5)
     hung = WORKER_CONTEXT.Process(target=time.sleep, args=(60,))  # a worker hung loading
     hung.start()
     try:
@@ -824,25 +821,15 @@ async def test_closing_does_not_wait_for_good_on_a_killed_worker_that_stays(
     import contextlib
     import os
     import signal
-    from concurrent.futures import ProcessPoolExecutor
 
     from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
-
-    class Slow(WorkerHearing):
-        job = staticmethod(_pid)
-
-        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_slow_to_leave)
 
     def not_acted_on(process: Any) -> None:  # SIGKILL, sent to a process in the D state
         pass
 
-    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", 0.5)
     monkeypatch.setattr(hearing_module, "KILLED_SECONDS", 0.5)
     monkeypatch.setattr(hearing_module._WorkerProcess, "kill", not_acted_on)
-    caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
-    hearing = Slow(settings.storage_dir / "speech", workers=1)
+    hearing = _slow_to_leave_hearing(settings, monkeypatch, caplog, 0.5)
     pids: set[int] = set()
     closed: Exception | None = None
     try:
