@@ -206,10 +206,11 @@ class JiraGrievances:
         await self._in_thread(self._tracker.myself)  # the credentials, refused here if wrong
         types = await self._in_thread(self._tracker.issue_types)
         project, issue_type = self._settings.project, self._settings.issue_type
-        if issue_type not in types:
+        if not any(issue_type in t for t in types):
+            # By its id too: Jira shows the names in the account's language, which may change.
             raise TrackerError(
                 f"Jira project {project} has no issue type {issue_type!r}: set jira.issue_type to one of "
-                + ", ".join(types)
+                + ", ".join(f"{name} ({type_id})" for type_id, name in types)
             )
         if permissions := await self._in_thread(self._tracker.lacking_permissions):
             raise TrackerError(permission_reason(project, permissions))

@@ -77,6 +77,8 @@ SUMMARY_CHARS = 120
 REASON_CHARS = 200
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # how far back ticket news looks, at most
 PROJECT_NEWS_PAGE = 100  # issues in a project-wide look for ticket news: one page, the client's
+# jira.issue_type as an issue type's id (10001) rather than its name.
+ISSUE_TYPE_ID = re.compile(r"^[0-9]{1,18}\Z")
 # Issues one key label is looked up among: ours, and those of grievances an older copy of the
 # database filed under the same key (each restore from a backup can add one).
 MAX_SAME_KEY = 20
@@ -156,6 +158,16 @@ class RemoteIssue:
     # `updated` as Jira wrote it, to the millisecond: which edit of the issue this is
     version: str = ""
     untouched: bool = False  # never changed since it was made: `updated` is `created`
+
+
+def type_id_named(types: list[Any], issue_type: str) -> str | None:
+    """The id of the issue type, of a project's `issueTypes`, that jira.issue_type names: by its
+    id, or by its name as Jira shows it to the account (its site's language, an admin's
+    translation)."""
+    for t in types:
+        if isinstance(t, dict) and t.get("id") is not None and issue_type in (str(t["id"]), t.get("name")):
+            return str(t["id"])
+    return None
 
 
 def status_words(status: dict[str, Any] | None) -> str:
@@ -494,6 +506,9 @@ class JiraTracker:
         self.shown_url = shown_url(self.url)  # for messages and logs
         self.project = project
         self.issue_type = issue_type
+        # The configured type's id in the project, once a create has looked it up (or as
+        # configured: an id names one type on any site, in any language).
+        self._type_id: str | None = issue_type if ISSUE_TYPE_ID.match(issue_type) else None
         self.timeout = timeout
         self.user_label_prefix = user_label_prefix
         self.key_label_prefix = key_label_prefix
@@ -538,12 +553,12 @@ class JiraTracker:
         fields = {
             # dicts, not names: the client would otherwise look the project and type up first
             "project": {"key": self.project},
-            "issuetype": {"name": self.issue_type},
             "summary": summary_for(category, description),
             "description": wiki_literal(description),  # never interpreted as a query either
             "labels": [category, self.user_label(user_id), self.key_label(local_key)],
         }
         with self._client() as client:
+            fields["issuetype"] = self._issue_type_field(client)
             try:
                 issue = client.create_issue(fields=fields, prefetch=False)
             except JIRAError as exc:
@@ -552,6 +567,8 @@ class JiraTracker:
                 said = field_error(exc, "issuetype") if exc.status_code == 400 else None
                 if said is None:
                     raise
+                if not ISSUE_TYPE_ID.match(self.issue_type):
+                    self._type_id = None  # looked up again: an admin may give the project the type back
                 raise TrackerError(
                     f"Jira project {self.project} takes no issue type {self.issue_type!r} (400: {said}):"
                     " set jira.issue_type to one it has (voxdesk check lists them)",
@@ -734,7 +751,7 @@ class JiraTracker:
         each as "Name (id)"). Nothing when the project has no such issue type."""
         with self._client() as client:
             types = client.project(self.project).raw.get("issueTypes", [])
-            type_id = next((str(t.get("id")) for t in types if t.get("name") == self.issue_type), None)
+            type_id = type_id_named(types, self.issue_type)
             if type_id is None:
                 return [], []
             found: list[dict[str, Any]] = []
@@ -776,8 +793,9 @@ class JiraTracker:
                 lacking.append(str(permission.get("name") or key))
         return lacking
 
-    def issue_types(self) -> list[str]:
-        """The issue types of the configured project (raises with 404 when it is not visible)."""
+    def issue_types(self) -> list[tuple[str, str]]:
+        """The issue types of the configured project, (id, name) each, named as Jira shows them
+        to the account (raises with 404 when the project is not visible)."""
         try:
             with self._client(not_found=True) as client:
                 raw = client.project(self.project).raw
@@ -787,7 +805,18 @@ class JiraTracker:
                 exc.status_code,
                 maybe_done=False,
             ) from None
-        return [str(t.get("name")) for t in raw.get("issueTypes", [])]
+        return [(str(t.get("id")), str(t.get("name"))) for t in raw.get("issueTypes", [])]
+
+    def _issue_type_field(self, client: JIRA) -> dict[str, str]:
+        """The issue type a create names: by its id in the project. Jira reads a type's name
+        against every type of the site and in its untranslated form alone: on a site in another
+        language the project lists "Aufgabe", a create naming "Aufgabe" is refused, and in a
+        site of team-managed projects, each with a "Task" of its own, a name may mean several.
+        A configured name the project does not list goes as the name, for Jira to read."""
+        if self._type_id is None:
+            types = client.project(self.project).raw.get("issueTypes", [])
+            self._type_id = type_id_named(types, self.issue_type)
+        return {"id": self._type_id} if self._type_id is not None else {"name": self.issue_type}
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
 from bot.tools.jira_tracker import TrackerError, explain, iso_utc, status_words, summary_for
 from tests.conftest import BLAZE, NOVA, QUILL, make_settings
+from tests.fakes import jira_server
 from tests.fakes.jira_server import FakeJira, running_fake_jira, select_field
 
 # The two JQL forms voxdesk may send, with only digits or a local key inside the quotes.
@@ -1273,7 +1274,8 @@ async def test_check_names_the_credentials_when_jira_refuses_them(fake, settings
         ({"project": "NOPE"}, "Jira has no project NOPE this account can see (404): check jira.project"),
         (
             {"issue_type": "Epic"},
-            "Jira project GRV has no issue type 'Epic': set jira.issue_type to one of Task, Bug",
+            "Jira project GRV has no issue type 'Epic': set jira.issue_type to one of Task (10001),"
+            " Bug (10002)",
         ),
     ],
 )
@@ -1285,6 +1287,56 @@ async def test_check_names_a_wrong_project_or_issue_type(fake, db, changes, expe
     finally:
         await backend.aclose()
     assert str(failed.value) == expected
+
+
+@pytest.mark.parametrize("issue_type", ["Aufgabe", "10001", "Task"])
+async def test_a_site_in_another_language_takes_grievances_as_the_type_check_accepts(
+    fake, db, issue_type: str
+) -> None:
+    # A German site lists its project's Task as "Aufgabe", and Jira reads a create's type name
+    # in its untranslated form alone: check passed "Aufgabe" and Jira refused every filing of it
+    # ("The issue type selected is invalid"); check told a site whose default "Task" it did not
+    # list to set "Aufgabe". By the type's id, as check lists it, each is filed.
+    fake.type_names = {"Task": "Aufgabe"}
+    backend = await open_backend(fake, db, issue_type=issue_type)
+    try:
+        if issue_type == "Task":
+            with pytest.raises(TrackerError, match=r"one of Aufgabe \(10001\), Bug \(10002\)"):
+                await backend.check()
+        else:
+            assert "project GRV" in await backend.check()
+        await backend.register(NOVA, "wallet", "charged twice for the pass")
+        assert await backend.push_pending() == 1
+        (ticket,) = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    (create,) = fake.requests_to("/issue", "POST")
+    # A name the project does not list goes as it is, for Jira to read as before.
+    sent = {"name": "Task"} if issue_type == "Task" else {"id": "10001"}
+    assert create.body["fields"]["issuetype"] == sent
+    assert ticket.key == "GRV-101" and fake.issues["GRV-101"].issue_type == "Task"
+
+
+async def test_a_type_removed_from_the_project_is_looked_up_again_once_it_is_back(
+    fake, db, monkeypatch
+) -> None:
+    # The id a create looked up is kept; a refusal of it (an admin took the type out of the
+    # project) asks again, so the type given back, under another id, is found.
+    fake.expect_violations()  # the create of a type the project no longer has
+    backend = await open_backend(fake, db, issue_type="Bug")
+    try:
+        await backend.register(NOVA, "wallet", "charged twice for the pass")
+        assert await backend.push_pending() == 1
+        await backend.register(NOVA, "other", "lag every evening since the patch")
+        monkeypatch.setattr(jira_server, "ISSUE_TYPES", {"10001": "Task"})
+        assert await backend.push_pending() == 0
+        monkeypatch.setattr(jira_server, "ISSUE_TYPES", {"10001": "Task", "10005": "Bug"})
+        await expire_claims(db)
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    sent = [c.body["fields"]["issuetype"] for c in fake.requests_to("/issue", "POST")]
+    assert sent == [{"id": "10002"}, {"id": "10002"}, {"id": "10005"}]
 
 
 @pytest.mark.parametrize(

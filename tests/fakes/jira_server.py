@@ -24,6 +24,8 @@ issue" (a create Jira is slow to make: the issue comes when the hang ends, after
 with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
 Issues can be moved to another project, a project's key changed, or an issue deleted, as staff
 do in Jira: an old key still answers with the moved issue, under its new key, as Jira's does.
+A site in another language shows its issue types' translated names (`type_names`), and a create
+naming a type takes only its untranslated name, as Jira Cloud's does.
 """
 
 from __future__ import annotations
@@ -293,6 +295,10 @@ class FakeJira(Strict):
     # Fields /field lists besides Jira's own: an admin's custom fields, as Jira describes them
     # ({"id": "customfield_10100", "name": ..., "custom": True, "clauseNames": [...]}).
     custom_fields: list[dict[str, Any]] = field(default_factory=list)
+    # A site in another language (or whose admin translated an issue type): the names Jira shows
+    # the account for its issue types ({"Task": "Aufgabe"}). A create naming the type takes only
+    # its untranslated name, as Jira Cloud's does; by id, any type of the project.
+    type_names: dict[str, str] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -614,7 +620,9 @@ class FakeJira(Strict):
         key = request.match_info["key"]
         if key != self.project:
             return _errors(404, f"No project could be found with key '{key}'.")
-        types = [{"id": i, "name": n, "subtask": False} for i, n in ISSUE_TYPES.items()]
+        types = [
+            {"id": i, "name": self.type_names.get(n, n), "subtask": False} for i, n in ISSUE_TYPES.items()
+        ]
         return web.json_response(
             {
                 "self": f"{self.url}/rest/api/2/project/10000",
@@ -767,7 +775,15 @@ class FakeJira(Strict):
         issue = self._find(request.match_info["key"])
         if issue is None:
             return _errors(404, "Issue does not exist or you do not have permission to see it.")
-        return web.json_response(issue.json(self.url, _wanted_fields(request.query.getall("fields", []))))
+        return web.json_response(self._issue_json(issue, _wanted_fields(request.query.getall("fields", []))))
+
+    def _issue_json(self, issue: FakeIssue, wanted: set[str] | None) -> dict[str, Any]:
+        """An issue as the account sees it: its type named in the site's language."""
+        shown = issue.json(self.url, wanted)
+        issue_type = shown["fields"].get("issuetype")
+        if isinstance(issue_type, dict) and issue_type.get("name") in self.type_names:
+            shown["fields"]["issuetype"] = {**issue_type, "name": self.type_names[issue_type["name"]]}
+        return shown
 
     def _offered(self, issue: FakeIssue) -> dict[str, str]:
         """The transitions the issue's workflow offers from its status (`workflow`, if set, limits
@@ -976,7 +992,7 @@ class FakeJira(Strict):
             # The enhanced search's default is the issue's id alone, not the fields /issue gives.
             result: dict[str, Any] = {"issues": [{"id": i.id} for i in page]}
         else:
-            result = {"issues": [i.json(self.url, wanted) for i in page]}
+            result = {"issues": [self._issue_json(i, wanted) for i in page]}
         if start + limit < len(found):
             result["nextPageToken"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
             result["isLast"] = False
