@@ -1334,6 +1334,38 @@ async def test_status_news_quotes_the_players_words_not_a_description_staff_rewr
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_no_comment_staff_write_in_jira_reaches_the_player(fake: FakeJira, tmp_path: Path) -> None:
+    # Staff answer in an issue's comments, some for staff alone: a note restricted to a role, a
+    # Service Management internal note. None is the player's to hear, in a DM or a status
+    # answer, of an issue pushed from here or of one staff made for them.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        made = fake.add_issue([f"discord-{NOVA}"], description="gems for the outage")
+        for key in ("GRV-101", made.key):
+            fake.comment(key, "restricted: a known chargeback abuser", visibility=("role", "Administrators"))
+            fake.comment(key, "internal note: refuse politely", public=False)
+            fake.comment(key, "reply to the customer: refund sent")
+        fake.set_status("GRV-101", "Done")
+        fake.set_status(made.key, "In Progress")
+        assert await p.news.run_once(front) == 2
+        told = front.texts()
+        told += [t.description for t in await p.grievances.status(NOVA)]
+        told += [t.description for t in await p.grievances.status(NOVA, made.key)]
+    assert sorted(told) == sorted(
+        [
+            "News about your tickets:\n"
+            '- Your ticket GRV-101 ("charged twice") is now resolved.\n'
+            f'- Your ticket {made.key} ("gems for the outage") is now in progress.',
+            "charged twice",
+            "gems for the outage",
+            "gems for the outage",
+        ]
+    )
+
+
 async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, tmp_path: Path) -> None:
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:

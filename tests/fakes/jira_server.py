@@ -221,6 +221,7 @@ class FakeIssue:
     category: str = "new"  # the status category key
     resolution: dict[str, Any] | None = None  # as Jira shows it: {"id", "name", ...}, or None
     values: dict[str, Any] = field(default_factory=dict)  # custom fields, by id
+    comments: list[dict[str, Any]] = field(default_factory=list)  # as the comment field lists them
 
     def json(self, base: str, wanted: set[str] | None = None) -> dict[str, Any]:
         type_id = next(i for i, n in ISSUE_TYPES.items() if n == self.issue_type)
@@ -234,6 +235,12 @@ class FakeIssue:
             "created": jira_time(self.created),
             "updated": jira_time(self.updated),
             "resolution": self.resolution,
+            "comment": {
+                "comments": [dict(c) for c in self.comments],
+                "maxResults": len(self.comments),
+                "total": len(self.comments),
+                "startAt": 0,
+            },
             **self.values,
         }
         if wanted is not None:
@@ -375,6 +382,30 @@ class FakeJira(Strict):
         issue.status = status
         issue.category = category or STATUSES[status]
         _touch(issue)
+
+    def comment(
+        self, key: str, body: str, visibility: tuple[str, str] | None = None, public: bool = True
+    ) -> None:
+        """Staff comment on an issue, as Jira's comment field then lists it: `visibility` ("role",
+        "Administrators") restricts who may read it; `public` False is a Service Management
+        internal note (jsdPublic false), which only agents see."""
+        issue = self.issues[key]
+        _touch(issue)
+        when = jira_time(issue.updated)
+        author = {"accountId": "5b10ac8d82e05b22cc7d4ef5", "displayName": "Staff", "active": True}
+        made: dict[str, Any] = {
+            "self": f"{self.url}/rest/api/2/issue/{issue.id}/comment/{10000 + len(issue.comments)}",
+            "id": str(10000 + len(issue.comments)),
+            "author": author,
+            "body": body,
+            "updateAuthor": author,
+            "created": when,
+            "updated": when,
+            "jsdPublic": public,
+        }
+        if visibility is not None:
+            made["visibility"] = {"type": visibility[0], "value": visibility[1], "identifier": visibility[1]}
+        issue.comments.append(made)
 
     def relabel(self, key: str, old: str, new: str) -> None:
         """Replace one label of an issue, as staff editing it in Jira do (giving an issue to another
