@@ -814,6 +814,38 @@ async def test_while_jira_rate_limits_no_lookup_or_push_asks_it_before_retry_aft
     assert first.from_local_record and [t.from_local_record for t in again + mine] == [True, True]
 
 
+async def test_a_grievance_filed_while_jira_rate_limits_is_kept_and_pushed_once_the_wait_ends(
+    fake, db
+) -> None:
+    # A player's lookup meets the 429; a grievance filed then wakes the pusher, which asks Jira
+    # nothing until the Retry-After ends, nor does a restart meanwhile, and then files it.
+    fake.retry_after = "30"
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep, max_backoff_seconds=60.0)
+    await backend.register(NOVA, "wallet", "charged twice")
+    assert await backend.push_pending() == 1
+    fake.fail("429", times=1)
+    (looked_up,) = await backend.status(NOVA)
+    asked = len(fake.received)
+    await backend.start()
+    try:
+        waiting = await backend.register(NOVA, "other", "lag every evening")
+        assert 25.0 < await delays.next() <= 30.0  # what is left of the Retry-After
+        assert len(fake.received) == asked
+    finally:
+        await backend.aclose()
+    assert looked_up.from_local_record and (await local_rows(db))[waiting.key] == ("pending", None)
+    restarted = await open_backend(fake, db)
+    try:
+        assert await restarted.push_pending() == 0  # its row waits out the Retry-After too
+        assert len(fake.received) == asked
+        await expire_claims(db)  # as if the 30 s had passed
+        assert await restarted.push_pending() == 1
+    finally:
+        await restarted.aclose()
+    assert (await local_rows(db))[waiting.key] == ("pushed", "GRV-102") and len(fake.issues) == 2
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_retry_after_neither_seconds_nor_a_date_is_no_wait_and_raises_nothing_else(status: int) -> None:
     # requests reads header bytes as Latin-1: a stray byte can read as "²", which str.isdigit
