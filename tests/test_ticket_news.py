@@ -1924,6 +1924,38 @@ async def test_a_status_resolved_on_the_desk_never_reaches_a_done_status_that_sa
     assert fake.transitioned == [("GRV-101", "Done")]
 
 
+async def test_a_desk_status_reaches_a_workflow_in_another_language_by_its_category(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A German site names its statuses and resolutions in German (Jira Cloud's defaults, in
+    # their order): the way into done is found by its status category, not by a name.
+    from tests.fakes import jira_server
+
+    german = {"Zu erledigen": "new", "In Arbeit": "indeterminate", "Fertig": "done"}
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **german})
+    monkeypatch.setattr(jira_server, "TRANSITIONS", {"11": "Zu erledigen", "21": "In Arbeit", "31": "Fertig"})
+    fake.screens = {
+        "Fertig": (resolution_field(("Fertig", "Wird nicht erledigt", "Duplikat", "Nicht reproduzierbar")),)
+    }
+    front = Recorder()
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 1
+        fake.set_status("GRV-101", "In Arbeit")  # reopened by staff in Jira
+        assert await p.news.run_once(front) == 2
+        (answer,) = await p.grievances.status(NOVA)
+    issue = fake.issues["GRV-101"]
+    assert fake.transitioned == [("GRV-101", "Fertig")] and issue.resolution is not None
+    assert issue.resolution["name"] == "Fertig"
+    assert answer.status == "in progress"
+    assert front.texts() == [
+        "News about your tickets:\n"
+        f"- Your ticket {key} has now reached our support team as GRV-101: use GRV-101 when you ask"
+        " about it. Its status is resolved.\n"
+        '- Your ticket GRV-101 ("charged twice") is now in progress.'
+    ]
+
+
 async def test_a_poll_that_saw_the_issue_before_its_push_moved_it_keeps_the_desks_status(
     fake: FakeJira, tmp_path: Path
 ) -> None:
