@@ -89,6 +89,27 @@ async def test_playground_answers_a_note_with_the_tool_timings_and_playable_audi
         assert (await audio.read()).startswith(b"OggS")
 
 
+async def test_the_playground_times_the_upload_alone_not_the_answer_after_it(wsettings, monkeypatch) -> None:
+    # The page lists each stage's time: an "upload" that ran on to the answer's end would say a
+    # note of a few KB took as long to send as the model took to think.
+    from tests.frontend_engine import FrontendEngine
+
+    real, ahead = time.perf_counter, [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + ahead[0])
+
+    class Thinking(FrontendEngine):
+        async def complete(self, turn):  # type: ignore[no-untyped-def]
+            ahead[0] += 100.0  # the model's call, as long as a clock read over it would find
+            return await super().complete(turn)
+
+    async with web_client(wsettings, Thinking()) as (client, _):
+        done = await ask(client, await csrf_of(client))
+        assert done.status == 200, await done.text()
+        timings = (await done.json())["timings_ms"]
+    assert timings["engine"] >= 100_000
+    assert timings["upload"] < 100_000, timings
+
+
 async def test_a_playground_note_is_let_go_once_decoded_while_the_model_thinks(
     wsettings, monkeypatch
 ) -> None:

@@ -216,7 +216,7 @@ async def ask(request: web.Request) -> web.Response:
             del st.uploads_by_client[client]
     if isinstance(got, web.Response):
         return got
-    user_id, data, started = got
+    user_id, data, upload_seconds = got
     del got
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
@@ -272,14 +272,14 @@ async def ask(request: web.Request) -> web.Response:
             "tool_calls": [
                 {"name": r.call.name, "arguments": r.call.arguments, "ok": r.ok} for r in reply.tool_results
             ],
-            "timings_ms": {"upload": round((time.perf_counter() - started) * 1000, 1), **reply.timings_ms},
+            "timings_ms": {"upload": round(upload_seconds * 1000, 1), **reply.timings_ms},
             "audio_url": audio_url,
         }
     )
 
 
 async def _read_note(request: web.Request, spender: str) -> tuple[str, bytes | None, float] | web.Response:
-    """(player, note, when the upload began), or the refusal of a body that is not one player and
+    """(player, note, the seconds its upload took), or the refusal of a body that is not one player and
     then one note, of a player refused (not offered, or over today's budget) before its note is
     read, or of a note over audio.max_bytes."""
     limits = web_state(request).settings.audio
@@ -305,8 +305,9 @@ async def _read_note(request: web.Request, spender: str) -> tuple[str, bytes | N
         return _refused(say.BAD_UPLOAD, 400, "bad_request")
     if player is None:
         return _refused(*_unoffered(request, None) or ("", 400), "bad_request")
-    metrics.stage("download", time.perf_counter() - started)
-    return player, data, started
+    took = time.perf_counter() - started
+    metrics.stage("download", took)
+    return player, data, took
 
 
 def _may_file(st: WebState, visitor: str) -> str | None:
