@@ -672,12 +672,57 @@ def test_a_password_check_running_when_the_server_stops_logs_no_error(monkeypatc
 async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3")
     async with web_client(s) as (client, _):
-        for path in ("/desk", "/desk/ticket/GRV-10", "/desk/charts", "/desk/check"):
+        for path, then in (
+            ("/desk", ""),
+            ("/desk/ticket/GRV-10", "?next=/desk/ticket/GRV-10"),
+            ("/desk/charts", "?next=/desk/charts"),
+            ("/desk/check", "?next=/desk/check"),
+        ):
             got = await client.get(path, allow_redirects=False)
-            assert got.status == 303 and got.headers["Location"] == "/desk/login", path
+            assert got.status == 303 and got.headers["Location"] == "/desk/login" + then, path
         assert [await log_in(client, "wrong") for _ in range(3)] == [401, 401, 401]
         assert await log_in(client) == 429  # the right password too, until the window passes
         assert (await client.get("/desk", allow_redirects=False)).status == 303
+
+
+def next_field(html: str) -> str | None:
+    found = Page(html).all("input", name="next")
+    return found[0]["value"] if found else None
+
+
+async def test_a_login_goes_on_to_the_desk_page_that_asked_for_it(wsettings) -> None:
+    # A ticket's link from a colleague, or a page left open past its login, opened the grievance
+    # list after the password, whatever page it was.
+    async with web_client(wsettings) as (client, _):
+        asked = "/desk?status=open&q=season reward"
+        sent = await client.get(asked, allow_redirects=False)
+        login = sent.headers["Location"]
+        assert login.startswith("/desk/login?next=")
+        page = await (await client.get(login)).text()
+        then = next_field(page)
+        assert then == "/desk?status=open&q=season+reward"
+        token = CSRF.search(page).group(1)  # type: ignore[union-attr]
+        # A wrong password first: the page it gives again still goes on to the same page.
+        wrong = await client.post("/desk/login", data={"csrf": token, "password": "wrong", "next": then})
+        assert wrong.status == 401 and next_field(await wrong.text()) == then
+        form = {"csrf": token, "password": STAFF_PASSWORD, "next": then}
+        done = await client.post("/desk/login", data=form, allow_redirects=False)
+        assert done.status == 303 and done.headers["Location"] == then
+        listed = await client.get(done.headers["Location"])
+        assert "1–1 of 1 grievance" in await listed.text()
+
+
+@pytest.mark.parametrize(
+    "then",
+    ["//evil.example/desk", "https://evil.example/desk", "/desktop", "/", "/desk/logout", "/\\evil.example"],
+)
+async def test_a_login_goes_on_to_no_page_but_the_desks(wsettings, then: str) -> None:
+    async with web_client(wsettings) as (client, _):
+        assert next_field(await (await client.get("/desk/login", params={"next": then})).text()) is None
+        token = await csrf_of(client, "/desk/login")
+        form = {"csrf": token, "password": STAFF_PASSWORD, "next": then}
+        done = await client.post("/desk/login", data=form, allow_redirects=False)
+        assert done.status == 303 and done.headers["Location"] == "/desk", then
 
 
 async def test_a_login_refused_for_too_many_tries_says_when_to_try_again(settings) -> None:
@@ -706,7 +751,8 @@ async def test_a_visitor_with_a_csrf_token_but_no_login_can_neither_note_nor_mov
             done = await client.post(
                 f"/desk/ticket/GRV-10/{path}", data={"csrf": token, **data}, allow_redirects=False
             )
-            assert done.status == 303 and done.headers["Location"] == "/desk/login", path
+            assert done.status == 303, path
+            assert done.headers["Location"] == "/desk/login?next=/desk/ticket/GRV-10", path
         assert await store.staff_get("GRV-10") == before
         assert await store.staff_notes("GRV-10") == []
 

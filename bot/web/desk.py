@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
+from yarl import URL
 
 from bot import sentences as say
 from bot.config import Settings, shown_url
@@ -92,7 +93,7 @@ def staff_only(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> Any:
         try:
             if not await logged_in(request):
-                raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
+                raise web.HTTPSeeOther(_login_then(request))
             return await handler(request)
         except sqlite3.Error as exc:
             return await _unavailable(request, exc)
@@ -209,10 +210,48 @@ def _jira_on(request: web.Request) -> bool:
 
 # ---- login ---------------------------------------------------------------------------------
 
+MAX_NEXT_CHARS = 2000  # of the page a login goes on to
+
+
+def _login_then(request: web.Request) -> str:
+    """The login page, and the desk page to go on to after it: the one asked for (a link to a
+    ticket from a colleague, a page left open past its login), or for a form sent, the page it was
+    sent from, rather than the grievance list every time."""
+    login = request.app.router["login"].url_for()
+    key = request.match_info.get("key")
+    if key is not None:
+        then = str(request.app.router["ticket"].url_for(key=key))
+    elif request.method in ("GET", "HEAD"):
+        then = request.rel_url.path_qs
+    else:
+        then = request.path
+    then = _next_page(then)
+    return str(login.with_query(next=then) if then and then != "/desk" else login)
+
+
+def _next_page(value: object) -> str | None:
+    """`next` as a path of this site's desk, or None: never another site (`//host`, `https:`),
+    which would make the login page a way to send staff anywhere once they log in."""
+    if not isinstance(value, str) or not value.startswith("/desk") or len(value) > MAX_NEXT_CHARS:
+        return None
+    try:
+        url = URL(value)
+    except ValueError:
+        return None
+    if url.absolute or not (url.path == "/desk" or url.path.startswith("/desk/")):
+        return None
+    if url.path in ("/desk/login", "/desk/logout"):
+        return None
+    return str(URL.build(path=url.path, query_string=url.query_string, encoded=False))
+
 
 @aiohttp_jinja2.template("login.html")
 async def login_page(request: web.Request) -> dict[str, Any]:
-    return {"configured": bool(web_state(request).password_hash), "error": None}
+    return {
+        "configured": bool(web_state(request).password_hash),
+        "error": None,
+        "next": _next_page(request.query.get("next")),
+    }
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -225,6 +264,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         error = f"Too many login attempts: try again in {say.wait_of(seconds)}."
         return _login_refused(request, error, 429, seconds)
     form = await security.read_form(request)
+    then = _next_page(form.get("next"))
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
     if ok:
@@ -257,7 +297,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     session["since"] = int(st.clock())
     session["login"] = secrets.token_urlsafe(16)
     session["password"] = st.password_mark
-    raise web.HTTPSeeOther(str(request.app.router["desk"].url_for()))
+    raise web.HTTPSeeOther(then or str(request.app.router["desk"].url_for()))
 
 
 def _login_refused(
@@ -265,7 +305,12 @@ def _login_refused(
 ) -> web.Response:
     """The login page again with why, not a bare line of text: staff keep the page's links and the
     field to try again from, and the error is read out on that field."""
-    context = {"configured": bool(web_state(request).password_hash), "error": error}
+    form = request.get(security.FORM)
+    context = {
+        "configured": bool(web_state(request).password_hash),
+        "error": error,
+        "next": _next_page(form.get("next")) if form is not None else None,
+    }
     page = aiohttp_jinja2.render_template("login.html", request, context, status=status)
     if retry_after is not None:
         page.headers["Retry-After"] = str(retry_after)
