@@ -725,6 +725,59 @@ async def test_a_login_goes_on_to_no_page_but_the_desks(wsettings, then: str) ->
         assert done.status == 303 and done.headers["Location"] == "/desk", then
 
 
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}  # as a browser sends with the ticket page's form
+
+
+async def test_a_note_sent_once_the_login_lapsed_is_given_back_to_add_after_logging_in(settings) -> None:
+    # A note written over a long look at a ticket was lost with the page when its login had
+    # ended meanwhile: the desk sent the browser to the login page, and the note nowhere.
+    hours = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_HOURS="2")
+    note = "Refunded 20 dollars; <b>ledger</b> checked.\nTold the player."
+    async with web_client(hours) as (client, core):
+        now = [time.time()]
+        client.app[STATE].clock = lambda: now[0]
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        now[0] += 2.5 * 3600
+        done = await client.post(
+            "/desk/ticket/GRV-10/note", data={"csrf": token, "body": note}, headers=SAME_ORIGIN
+        )
+        assert done.status == 401
+        page = Page(await done.text())
+        given = page.one("textarea", id="note-body")
+        assert given["<text>"] == note and "readonly" in given
+        assert page.one("a", href="/desk/login?next=/desk/ticket/GRV-10")
+        assert page.one("h1")["<text>"] == "Your note on GRV-10 was not saved"
+        assert "no longer logged in" in page.text_of("refused")
+        assert await core.grievances.local_store.staff_notes("GRV-10") == []
+
+
+async def test_a_note_sent_from_a_page_whose_session_ended_is_given_back_too(wsettings) -> None:
+    # Logged out in another tab, or a cookie past its age: the session the page's token was of
+    # is gone, and the CSRF check refused the note with a line of text, the note lost.
+    note = "Asked the player for the receipt."
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        out = await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+        assert out.status == 303
+        done = await client.post(
+            "/desk/ticket/GRV-10/note", data={"csrf": token, "body": note}, headers=SAME_ORIGIN
+        )
+        assert done.status == 403
+        page = Page(await done.text())
+        assert page.one("textarea", id="note-body")["<text>"] == note
+        assert page.one("a", href="/desk/login?next=/desk/ticket/GRV-10")
+        # From another site (a forged form), no words of its own are put on the desk's page.
+        forged = await client.post(
+            "/desk/ticket/GRV-10/note",
+            data={"csrf": "x", "body": "Call 555-0100 now"},
+            headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        )
+        assert forged.status == 403 and "555-0100" not in await forged.text()
+        assert await core.grievances.local_store.staff_notes("GRV-10") == []
+
+
 async def test_a_login_refused_for_too_many_tries_says_when_to_try_again(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2", VOXDESK_WEB_LOGIN_SECONDS="90")
     async with web_client(s) as (client, _):
@@ -747,12 +800,12 @@ async def test_a_visitor_with_a_csrf_token_but_no_login_can_neither_note_nor_mov
         store = core.grievances.local_store
         before = await store.staff_get("GRV-10")
         token = await csrf_of(client)  # the playground's: every visitor's session has one
-        for path, data in (("note", {"body": "refund sent"}), ("status", {"status": "resolved"})):
-            done = await client.post(
-                f"/desk/ticket/GRV-10/{path}", data={"csrf": token, **data}, allow_redirects=False
-            )
-            assert done.status == 303, path
-            assert done.headers["Location"] == "/desk/login?next=/desk/ticket/GRV-10", path
+        done = await client.post(
+            "/desk/ticket/GRV-10/status", data={"csrf": token, "status": "resolved"}, allow_redirects=False
+        )
+        assert done.status == 303 and done.headers["Location"] == "/desk/login?next=/desk/ticket/GRV-10"
+        done = await client.post("/desk/ticket/GRV-10/note", data={"csrf": token, "body": "refund sent"})
+        assert done.status == 401  # the login page's way, with the note given back
         assert await store.staff_get("GRV-10") == before
         assert await store.staff_notes("GRV-10") == []
 

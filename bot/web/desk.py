@@ -93,6 +93,8 @@ def staff_only(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> Any:
         try:
             if not await logged_in(request):
+                if request.method == "POST" and request.match_info.route.name == "note":
+                    return await note_not_saved(request, 401)
                 raise web.HTTPSeeOther(_login_then(request))
             return await handler(request)
         except sqlite3.Error as exc:
@@ -509,6 +511,22 @@ async def _jiras(request: web.Request, key: str) -> StaffRow | None:
     if row is None:
         raise web.HTTPNotFound(text=f"No grievance {key}.")
     return None if _workable(request, row) else row
+
+
+async def note_not_saved(request: web.Request, status: int) -> web.Response:
+    """A note sent once its page's login had ended (lapsed, or logged out in another tab), given
+    back to copy and add after logging in again: the login page alone would lose it with the page,
+    maybe a long look at the ticket's worth."""
+    key = request.match_info["key"]
+    sent = (await security.read_form(request)).get("body", "")
+    context = {
+        "key": key,
+        "note": sent if isinstance(sent, str) else "",
+        "login_url": _login_then(request),
+        "hours": web_state(request).settings.web.session_hours,
+        "staff": False,
+    }
+    return aiohttp_jinja2.render_template("note_logged_out.html", request, context, status=status)
 
 
 def _note_refused(request: web.Request, key: str, sent: object, jiras: StaffRow) -> web.Response:

@@ -387,18 +387,36 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
     if not expected:  # nothing could match: refused before any of the body is read
-        return _csrf_refused(request)
+        return await _csrf_refused(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type == "application/x-www-form-urlencoded":
         sent = (await read_form(request)).get(CSRF_FIELD)  # type: ignore[assignment]
     # Tokens are ASCII, which compare_digest needs of a str: anything else (a header's bytes that
     # are not UTF-8 come as surrogates no codec takes) is a forgery, not a 500.
     if not isinstance(sent, str) or not sent.isascii() or not hmac.compare_digest(sent, str(expected)):
-        return _csrf_refused(request)
+        return await _csrf_refused(request)
     return await handler(request)
 
 
-def _csrf_refused(request: web.Request) -> web.Response:
+def _same_origin(request: web.Request) -> bool:
+    """Whether the browser says the request comes from a page of this site (a form of ours),
+    not another's."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("Origin")
+    return origin is not None and origin.partition("://")[2] == request.host
+
+
+async def _csrf_refused(request: web.Request) -> web.Response:
+    # A staff note sent from a ticket page whose session has ended since (logged out in another
+    # tab, a cookie past its age, a restart without a session key) is given back to copy, not lost
+    # with the page; only to a page of this site, so another's forged form puts no words here.
+    route = request.match_info.route
+    if route.name == "note" and request.method == "POST" and _same_origin(request):
+        from bot.web.desk import note_not_saved
+
+        return await note_not_saved(request, 403)
     # The playground's script reads its answers as JSON and shows their "error": in plain text
     # a page whose session ended (a lapsed cookie, a restart without a session key) would only
     # say "Something went wrong (403)", never to reload it.
