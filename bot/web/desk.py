@@ -93,8 +93,8 @@ def staff_only(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> Any:
         try:
             if not await logged_in(request):
-                if request.method == "POST" and request.match_info.route.name == "note":
-                    return await note_not_saved(request, 401)
+                if (not_done := await form_not_done(request, 401)) is not None:
+                    return not_done
                 raise web.HTTPSeeOther(_login_then(request))
             return await handler(request)
         except sqlite3.Error as exc:
@@ -513,20 +513,24 @@ async def _jiras(request: web.Request, key: str) -> StaffRow | None:
     return None if _workable(request, row) else row
 
 
-async def note_not_saved(request: web.Request, status: int) -> web.Response:
-    """A note sent once its page's login had ended (lapsed, or logged out in another tab), given
-    back to copy and add after logging in again: the login page alone would lose it with the page,
-    maybe a long look at the ticket's worth."""
-    key = request.match_info["key"]
-    sent = (await security.read_form(request)).get("body", "")
+async def form_not_done(request: web.Request, status: int) -> web.Response | None:
+    """What a ticket page's note or status change sent once the login it was opened under had
+    ended (lapsed, logged out in another tab) is told: that it was not done, and for a note, the
+    note back to copy, rather than the login page or a line of text, and the note lost with the
+    page, maybe a long look at the ticket's worth. None for any other form."""
+    name = request.match_info.route.name
+    if request.method != "POST" or name not in ("note", "status"):
+        return None
+    form = await security.read_form(request)
+    sent, wanted = form.get("body", ""), form.get("status")
     context = {
-        "key": key,
-        "note": sent if isinstance(sent, str) else "",
-        "login_url": _login_then(request),
+        "key": request.match_info["key"],
+        "note": (sent if isinstance(sent, str) else "") if name == "note" else None,
+        "wanted": wanted if wanted in STAFF_STATUSES else None,
         "hours": web_state(request).settings.web.session_hours,
         "staff": False,
     }
-    return aiohttp_jinja2.render_template("note_logged_out.html", request, context, status=status)
+    return aiohttp_jinja2.render_template("form_logged_out.html", request, context, status=status)
 
 
 def _note_refused(request: web.Request, key: str, sent: object, jiras: StaffRow) -> web.Response:

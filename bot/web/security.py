@@ -409,14 +409,15 @@ def _same_origin(request: web.Request) -> bool:
 
 
 async def _csrf_refused(request: web.Request) -> web.Response:
-    # A staff note sent from a ticket page whose session has ended since (logged out in another
-    # tab, a cookie past its age, a restart without a session key) is given back to copy, not lost
-    # with the page; only to a page of this site, so another's forged form puts no words here.
-    route = request.match_info.route
-    if route.name == "note" and request.method == "POST" and _same_origin(request):
-        from bot.web.desk import note_not_saved
+    # A ticket page's note or status change sent once its session has ended (logged out in
+    # another tab, a cookie past its age, a restart without a session key) is told so, a note given
+    # back to copy, not lost with the page; only to a page of this site, so another's forged form
+    # puts no words here.
+    if _same_origin(request):
+        from bot.web.desk import form_not_done
 
-        return await note_not_saved(request, 403)
+        if (not_done := await form_not_done(request, 403)) is not None:
+            return not_done
     # The playground's script reads its answers as JSON and shows their "error": in plain text
     # a page whose session ended (a lapsed cookie, a restart without a session key) would only
     # say "Something went wrong (403)", never to reload it.
