@@ -1448,7 +1448,12 @@ async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_w
     async with web_client(s) as (client, core):
         await log_in(client)
         alone = await (await client.get("/desk/ticket/GRV-10")).text()
-        assert "once `voxdesk run` on this storage looks" in alone and "told by the bot" not in alone
+        told = Page(alone).one("p", id="who-is-told")
+        assert " ".join(told["<text>"].split()).startswith(
+            "The player is sent a DM (ticket news) once voxdesk run on"
+        )
+        assert "`" not in told["<text>"]  # a command in code, not in Markdown's backticks
+        assert "<code>voxdesk run</code>" in alone and "told by the bot" not in alone
         token = await csrf_of(client, "/desk/ticket/GRV-10")
         await client.post("/desk/ticket/GRV-10/status", data={"csrf": token, "status": "resolved"})
         await core.news.find()

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
+from markupsafe import Markup
 from yarl import URL
 
 from bot import sentences as say
@@ -467,7 +468,8 @@ def _back_to(request: web.Request, key: str) -> web.HTTPSeeOther:
 
 
 def _who_is_told(request: web.Request, row: StaffRow) -> str:
-    """What becomes of a status change for this ticket's player."""
+    """What becomes of a status change for this ticket's player (markup: a command in code, not
+    a Markdown backtick the page would show as one)."""
     st = web_state(request)
     if not USER_ID.match(row.user_id):
         return (
@@ -476,9 +478,9 @@ def _who_is_told(request: web.Request, row: StaffRow) -> str:
         )
     if st.discord_ready is None:
         # `voxdesk web` alone: the change waits in the grievance database for the bot's news loop.
-        return (
-            "The player is sent a DM (ticket news) once `voxdesk run` on this storage looks for news;"
-            " this web process sends none. Not if they turned /notify off."
+        return Markup(
+            "The player is sent a DM (ticket news) once <code>voxdesk run</code> on this storage looks"
+            " for news; this web process sends none. Not if they turned /notify off."
         )
     every = round(st.settings.news.poll_seconds)
     return (
