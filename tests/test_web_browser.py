@@ -457,3 +457,23 @@ async def test_a_keyboard_skips_the_header_to_the_page_in_one_key(browser, setti
         await page.keyboard.press("Enter")
         await page.keyboard.press("Tab")
         assert await page.evaluate("document.activeElement.name") == "status"  # the first filter
+
+
+async def test_the_playground_says_it_needs_javascript_where_it_is_off(browser, settings) -> None:
+    # Everything on it is the script's: without it, "Ready." beside buttons that did nothing.
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    async with serving(core) as base:
+        off = await (await chromium.new_context(java_script_enabled=False)).new_page()
+        await off.goto(base + "/")
+        assert "needs JavaScript" in await off.inner_text("#status")
+        for control in ("#record", "#upload", "#refresh-tickets"):
+            assert await off.is_disabled(control), control
+        on = await (await chromium.new_context()).new_page()
+        await on.goto(base + "/")
+        await on.wait_for_selector("#status:text('Ready.')")
+        for control in ("#record", "#upload", "#refresh-tickets"):
+            assert await on.is_enabled(control), control
+        assert await on.is_disabled("#stop")

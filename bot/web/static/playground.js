@@ -23,6 +23,10 @@
   let recorder = null;
   let chunks = [];
 
+  // The page comes with its controls off, saying it needs this script: here it is.
+  for (const id of ["record", "upload", "refresh-tickets"]) $(id).disabled = false;
+  $("status").textContent = "Ready.";
+
   const CANNOT_RECORD = "This browser cannot record here; upload a file instead.";
 
   // The reply of an earlier note is not this note's: hidden until this one is answered.
