@@ -1853,6 +1853,23 @@ async def test_a_login_lasts_session_hours_however_often_its_cookie_is_rewritten
             assert (await copy.get("/desk", allow_redirects=False)).status == 303
 
 
+async def test_a_logout_from_a_tab_already_logged_out_goes_to_the_login_page(wsettings) -> None:
+    # Two tabs of the desk, a logout in one, then in the other: "Missing or invalid CSRF token:
+    # reload the page", when there was nothing left to log out of.
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk")
+        for tab in ("first", "second"):
+            out = await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+            assert out.status == 303 and out.headers["Location"] == "/desk/login", tab
+        assert (await client.get("/desk", allow_redirects=False)).status == 303
+        # A logged-in session's logout still needs its own token: another site's form ends nothing.
+        assert await log_in(client) == 303
+        forged = await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+        assert forged.status == 403
+        assert (await client.get("/desk", allow_redirects=False)).status == 200
+
+
 async def test_a_long_running_desk_forgets_logouts_whose_sessions_have_lapsed(settings) -> None:
     # Pruned only at a start: a desk up for months kept a row per logout for ever.
     hours = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_HOURS="2")
@@ -1912,7 +1929,7 @@ async def raw_request(client: TestClient, head: bytes) -> tuple[int, bytes]:
     [
         # A cookie made of bytes that are not UTF-8 (a sibling site's, or a client's own).
         (b"GET / HTTP/1.1\r\nHost: localhost\r\nCookie: voxdesk_session=\xff\xfe\r\n", 200),
-        (b"POST /desk/logout HTTP/1.1\r\nHost: localhost\r\nX-CSRF-Token: \xff\xfe\r\n", 403),
+        (b"POST /desk/check HTTP/1.1\r\nHost: localhost\r\nX-CSRF-Token: \xff\xfe\r\n", 403),
         (b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nVia: 1.1 lb\r\nAuthorization: Bearer \xff\r\n", 403),
     ],
     ids=["session-cookie", "csrf-header", "metrics-token"],

@@ -409,13 +409,20 @@ def _same_origin(request: web.Request) -> bool:
 
 
 async def _csrf_refused(request: web.Request) -> web.Response:
+    from bot.web.desk import form_not_done, logged_in
+
+    if request.match_info.route.name == "logout":
+        # Logged out in another tab, or a login lapsed: nothing is left to log out of, so the login
+        # page, as a logout goes on to, not a refusal to reload. A logged-in session's logout still
+        # needs its token: another site's form ends no login.
+        with contextlib.suppress(sqlite3.Error):
+            if not await logged_in(request):
+                raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
     # A ticket page's note or status change sent once its session has ended (logged out in
     # another tab, a cookie past its age, a restart without a session key) is told so, a note given
     # back to copy, not lost with the page; only to a page of this site, so another's forged form
     # puts no words here.
     if _same_origin(request):
-        from bot.web.desk import form_not_done
-
         if (not_done := await form_not_done(request, 403)) is not None:
             return not_done
     # The playground's script reads its answers as JSON and shows their "error": in plain text
