@@ -1443,6 +1443,22 @@ async def test_the_ticket_page_shows_each_status_change_when_and_by_whom(wsettin
     assert said[2] == "2026-12-06 10:00 UTC: open → waiting on player, by Jira"
 
 
+async def test_a_ticket_link_as_typed_or_by_its_jira_key_opens_the_ticket(wsettings) -> None:
+    # A key typed into the address as a player wrote it, or the Jira key a colleague pasted,
+    # was a bare line of text, "No grievance grv-10.", with no way back to the desk.
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        await core.grievances.local_store.mark_pushed("GRV-11", "STUDIO-7")
+        for typed, key in (("grv-10", "GRV-10"), ("ＧＲＶ－１０", "GRV-10"), ("STUDIO-7", "GRV-11")):
+            sent = await client.get(f"/desk/ticket/{typed}", allow_redirects=False)
+            assert sent.status == 303 and sent.headers["Location"] == f"/desk/ticket/{key}", typed
+        missing = await client.get("/desk/ticket/GRV-999")
+        assert missing.status == 404
+        page = Page(await missing.text())
+        assert " ".join(page.one("h1")["<text>"].split()) == "No grievance GRV-999"
+        assert page.all("a", href="/desk") and page.all("a", href="/desk?q=GRV-999")
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

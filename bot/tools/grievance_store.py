@@ -1399,6 +1399,17 @@ class LocalGrievanceStore:
         row = first(rows)
         return _staff_row(row) if row else None
 
+    async def staff_key(self, typed: str) -> str | None:
+        """The key of the grievance `typed` names (its key as a player may type it, or its Jira
+        key), or None."""
+        key = typed_key(typed)
+        rows = await self._conn.execute_fetchall(
+            "SELECT local_key FROM grievances WHERE local_key = ? OR remote_key = ? ORDER BY id LIMIT 1",
+            (key, key),
+        )
+        row = first(rows)
+        return str(row[0]) if row else None
+
     async def staff_notes(self, local_key: str) -> list[StaffNote]:
         rows = await self._conn.execute_fetchall(
             "SELECT n.author, n.body, n.created_at FROM staff_notes n JOIN grievances g"

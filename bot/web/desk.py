@@ -438,12 +438,17 @@ def _desk_url(request: web.Request, kept: dict[str, str], **next_to: int) -> str
 
 @staff_only
 @aiohttp_jinja2.template("ticket.html")
-async def ticket(request: web.Request) -> dict[str, Any]:
+async def ticket(request: web.Request) -> dict[str, Any] | web.Response:
     store = _store(request)
     key = request.match_info["key"]
     row = await store.staff_get(key)
     if row is None:
-        raise web.HTTPNotFound(text=f"No grievance {key}.")
+        # A key as a player typed it ("grv-10"), or the Jira key a colleague pasted: its ticket.
+        found = await store.staff_key(key)
+        if found is not None and found != key:
+            raise web.HTTPSeeOther(str(request.app.router["ticket"].url_for(key=found)))
+        context = {"key": key, "search": _desk_url(request, {"q": key[:MAX_SEARCH_CHARS]})}
+        return aiohttp_jinja2.render_template("no_ticket.html", request, context, status=404)
     return {
         "g": row,
         "notes": await store.staff_notes(key),
