@@ -1869,6 +1869,27 @@ async def test_a_login_lasts_session_hours_however_often_its_cookie_is_rewritten
             assert (await copy.get("/desk", allow_redirects=False)).status == 303
 
 
+async def test_a_login_page_whose_session_ended_is_given_again_with_a_new_token(wsettings) -> None:
+    # A login page left open while its session ended (a restart without VOXDESK_WEB_SESSION_KEY,
+    # a cookie past its age) answered "Missing or invalid CSRF token: reload the page", and a
+    # reload sends the same form again, refused again.
+    async with web_client(wsettings) as (client, _):
+        stale = await csrf_of(client, "/desk/login?next=/desk/ticket/GRV-10")
+        client.session.cookie_jar.clear()
+        form = {"csrf": stale, "password": STAFF_PASSWORD, "next": "/desk/ticket/GRV-10"}
+        refused = await client.post("/desk/login", data=form, headers=SAME_ORIGIN)
+        assert refused.status == 403
+        page = await refused.text()
+        assert 'id="login-error"' in page, page
+        assert "type the password again" in Page(page).text_of("login-error")
+        assert next_field(page) == "/desk/ticket/GRV-10"
+        fresh = CSRF.search(page)
+        assert fresh and fresh.group(1) != stale
+        form |= {"csrf": fresh.group(1)}
+        done = await client.post("/desk/login", data=form, headers=SAME_ORIGIN, allow_redirects=False)
+        assert done.status == 303 and done.headers["Location"] == "/desk/ticket/GRV-10"
+
+
 async def test_a_logout_from_a_tab_already_logged_out_goes_to_the_login_page(wsettings) -> None:
     # Two tabs of the desk, a logout in one, then in the other: "Missing or invalid CSRF token:
     # reload the page", when there was nothing left to log out of.

@@ -303,13 +303,29 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(then or str(request.app.router["desk"].url_for()))
 
 
+async def login_expired(request: web.Request) -> web.Response:
+    """A login sent from a page whose session has ended since (a restart without a session key, a
+    cookie past its age): the login page again, with a token of now, not a refusal a reload would
+    only send again."""
+    from bot.web import _template_context
+
+    await security.read_form(request)  # its `next`, kept
+    error = "This page had expired (the desk restarted, or it was open a long time): type the password again."
+    # Refused before the template's context was made: its token, made now, goes on the page.
+    return _login_refused(request, error, 403, page=await _template_context(request))
+
+
 def _login_refused(
-    request: web.Request, error: str, status: int, retry_after: int | None = None
+    request: web.Request,
+    error: str,
+    status: int,
+    retry_after: int | None = None,
+    page: dict[str, object] | None = None,
 ) -> web.Response:
     """The login page again with why, not a bare line of text: staff keep the page's links and the
     field to try again from, and the error is read out on that field."""
     form = request.get(security.FORM)
-    context = {
+    context = (page or {}) | {
         "configured": bool(web_state(request).password_hash),
         "error": error,
         "next": _next_page(form.get("next")) if form is not None else None,

@@ -423,6 +423,10 @@ async def _csrf_refused(request: web.Request) -> web.Response:
     # back to copy, not lost with the page; only to a page of this site, so another's forged form
     # puts no words here.
     if _same_origin(request):
+        if request.method == "POST" and request.path == request.app.router["login"].url_for().path:
+            from bot.web.desk import login_expired
+
+            return await login_expired(request)
         if (not_done := await form_not_done(request, 403)) is not None:
             return not_done
     # The playground's script reads its answers as JSON and shows their "error": in plain text
