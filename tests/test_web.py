@@ -2209,6 +2209,23 @@ async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
         )
 
 
+async def test_a_note_of_no_words_or_too_many_is_a_page_of_the_desk(wsettings) -> None:
+    # A note of spaces alone passes the textarea's `required`: the desk answered a bare line of
+    # text, with no way back to the ticket; one too long (a script's) was lost with it.
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        for body in ("  \r\n  ", "x" * (desk.MAX_NOTE_CHARS + 1)):
+            done = await client.post("/desk/ticket/GRV-10/note", data={"csrf": token, "body": body})
+            assert done.status == 400
+            page = Page(await done.text())
+            assert page.one("h1")["<text>"] == "Your note on GRV-10 was not saved"
+            assert page.text_of("refused") == f"A note is 1 to {desk.MAX_NOTE_CHARS} characters."
+            assert page.all("a", href="/desk/ticket/GRV-10")
+            assert page.one("textarea", id="note-body")["<text>"].strip() == body.strip()
+        assert await core.grievances.local_store.staff_notes("GRV-10") == []
+
+
 @pytest.mark.parametrize("path", ["/desk/login", "/no-such-page", "/playground/ask"])
 async def test_a_desk_form_that_never_ends_is_refused_in_time(wsettings, monkeypatch, path: str) -> None:
     """A form is read before the CSRF check, on any path: a sender that stops partway must not

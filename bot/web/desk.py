@@ -579,7 +579,10 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     # character: counted as sent, a note the page lets through would be refused.
     body = sent.replace("\r\n", "\n").strip() if isinstance(sent, str) else ""
     if not body or len(body) > MAX_NOTE_CHARS:
-        raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
+        # A page of the desk, the note given back: spaces alone pass the textarea's `required`.
+        note = sent if isinstance(sent, str) else ""
+        context = {"key": key, "note": note, "why": f"A note is 1 to {MAX_NOTE_CHARS} characters."}
+        return aiohttp_jinja2.render_template("note_refused.html", request, context, status=400)
     try:
         if not await _store(request).add_staff_note(key, "staff", body, jira=_jira_on(request)):
             raise web.HTTPNotFound(text=f"No grievance {key}.")
