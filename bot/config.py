@@ -1141,7 +1141,10 @@ def _load_dotenv() -> None:
         logging.getLogger("dotenv.main").removeFilter(naming)
     _warn_of_repeated_names(parse_stream(io.StringIO(text)))
     for var, value in values.items():
-        if not _VARIABLE_NAME.fullmatch(var):
+        # A key of letters and digits alone (Azure's) pasted on a line of its own reads as a name
+        # declared with no value; a variable's name is written in capitals.
+        secret_alone = value is None and var != var.upper()
+        if secret_alone or not _VARIABLE_NAME.fullmatch(var):
             # PowerShell's `$env:DISCORD_TOKEN = "..."` and cmd's `set DISCORD_TOKEN=...` parse as
             # a name no program reads: the secret was "not set" with no word of this line.
             if _POWERSHELL_NAME.fullmatch(var):

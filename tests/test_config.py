@@ -810,6 +810,31 @@ def test_a_dotenv_line_of_a_token_alone_is_a_warning_that_never_shows_it(
     assert token[:8] not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        # Azure AI Search's admin key: 52 letters and digits, the form of a variable's name too.
+        ("AZURE_SEARCH_API_KEY", "AbCdEf0123456789AbCdEf0123456789AbCdEf0123456789AbCd"),
+        # An Azure OpenAI key: 32 hex digits, here beginning with a letter.
+        ("OPENAI_API_KEY", "a1b2c3d4e5f60718293a4b5c6d7e8f90"),
+    ],
+)
+def test_a_dotenv_line_of_a_key_of_letters_and_digits_alone_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str, key: str
+) -> None:
+    # Pasted on the line after `NAME=`, it reads to python-dotenv as a name declared with no value,
+    # as OPENAI_BASE_URL alone does: nothing was said but that the key is not set.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text(f"DISCORD_TOKEN=MTIz.abc.def\n{name}=\n{key}\nOPENAI_BASE_URL\n")
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    load_settings()
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{tmp_path / '.env'} line 3 holds no NAME=value, ignored")
+    assert key[:8] not in caplog.text
+    assert key not in os.environ
+
+
 def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
