@@ -250,10 +250,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if not storage.exists():
         # Said before DIR is touched: a nightly job from the wrong folder, or with another
         # storage.dir than the bot's, would otherwise keep empty backups and exit 0.
-        _complain(
-            f"backup: storage.dir {storage} does not exist: is storage.dir the bot's storage folder?"
-            " nothing was copied"
-        )
+        _complain(f"backup: {_not_the_storage(storage)} nothing was copied")
         return 2
     if into.is_relative_to(storage):  # lost with the folder it is meant to bring back
         _complain(f"backup: {args.into} is inside the storage folder {storage}: give a folder elsewhere")
@@ -268,10 +265,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         held.exists() for held in (spool.path, spool.rejected)
     ):
         if any(storage.iterdir()):  # the bot's `init` makes its databases before anything else
-            _complain(
-                f"backup: {storage} holds none of voxdesk's databases: is storage.dir the bot's"
-                " storage folder? nothing was copied"
-            )
+            _complain(f"backup: {_not_the_storage(storage)} nothing was copied")
             return 2
         # Status 1, as `check` fails a service: no setting is known to be wrong (a fresh install
         # not yet through `init`), yet nothing is kept, which a scheduled backup must not hide.
@@ -327,6 +321,14 @@ def _written_over(out: Path) -> str:
     )
 
 
+def _not_the_storage(storage: Path) -> str:
+    """Why `storage`, holding none of voxdesk's databases, is taken for a storage.dir set wrong:
+    said alike by every command that refuses it."""
+    if not storage.exists():
+        return f"storage.dir {storage} does not exist: is storage.dir the bot's storage folder?"
+    return f"{storage} holds none of voxdesk's databases: is storage.dir the bot's storage folder?"
+
+
 def cmd_player(args: argparse.Namespace) -> int:
     from bot import player_data
     from bot.app import storage_paths
@@ -342,10 +344,7 @@ def cmd_player(args: argparse.Namespace) -> int:
         if not any(kept(db) for db in storage.databases):
             # A storage.dir set wrong: "0 erased" in every database would read as the player
             # forgotten, and an export of nothing as a player of whom nothing is kept.
-            _complain(
-                f"player {args.action}: {storage.root} holds none of voxdesk's databases:"
-                " is storage.dir the bot's storage folder?"
-            )
+            _complain(f"player {args.action}: {_not_the_storage(storage.root)}")
             return 2
         if (
             args.action == "export"

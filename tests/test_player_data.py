@@ -974,21 +974,28 @@ def test_forget_refuses_an_out_it_would_not_write(settings, tmp_path, monkeypatc
     assert not (tmp_path / "forgot.txt").exists()
 
 
+@pytest.mark.parametrize("missing", [True, False])
 @pytest.mark.parametrize("action", ["export", "forget"])
 def test_a_storage_folder_with_no_databases_is_refused_not_reported_empty(
-    tmp_path, monkeypatch, capsys, action
+    tmp_path, monkeypatch, capsys, action, missing
 ) -> None:
     # storage.dir set wrong: "0 turn(s) erased" of every database, status 0, would read as the
-    # player forgotten, and an export as a player of whom nothing is kept.
+    # player forgotten, and an export as a player of whom nothing is kept. One that does not exist
+    # is said so, in backup's words for it.
     from bot import cli
 
     nowhere = tmp_path / "var"
+    if not missing:
+        nowhere.mkdir()
+        (nowhere / "notes.txt").write_text("not voxdesk's\n")
     monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(nowhere))
     assert cli.main(["player", action, NOVA]) == 2
     said = capsys.readouterr()
+    why = (
+        f"storage.dir {nowhere} does not exist" if missing else f"{nowhere} holds none of voxdesk's databases"
+    )
     assert (said.out, said.err) == (
         "",
-        f"player {action}: {nowhere} holds none of voxdesk's databases: is storage.dir the bot's"
-        " storage folder?\n",
+        f"player {action}: {why}: is storage.dir the bot's storage folder?\n",
     )
-    assert not nowhere.exists()
+    assert nowhere.exists() is not missing
