@@ -506,9 +506,12 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
     if not chunk_manuals(manuals):  # a wrong argument or setting, as `init` refuses the setting
         if not args.manuals:
             raise ConfigError(f"storage.manuals_dir {manuals} holds no manuals: fix the setting")
+        # In demo's words for its --samples: a path that is no folder is said to be none.
         _complain(
             f"index-manuals: no manuals (*.md) with sections found in {manuals}: --manuals names a"
             " folder of *.md manuals"
+            if manuals.is_dir()
+            else f"index-manuals: {manuals} is no folder: --manuals names a folder of *.md manuals"
         )
         return 2
     try:

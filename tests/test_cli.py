@@ -119,11 +119,14 @@ def test_index_manuals_refuses_an_index_address_as_the_endpoint(tmp_path: Path) 
     )
 
 
-@pytest.mark.parametrize("given", ["--manuals", "storage.manuals_dir"])
+@pytest.mark.parametrize("given", ["--manuals", "storage.manuals_dir", "--manuals missing"])
 def test_index_manuals_of_a_folder_without_manuals_is_a_wrong_argument(tmp_path: Path, given) -> None:
-    # Status 1, a failed upload's, where `init` refuses the same storage.manuals_dir with 2.
+    # Status 1, a failed upload's, where `init` refuses the same storage.manuals_dir with 2. A
+    # --manuals that is no folder is said so, as demo says it of --samples.
     empty = tmp_path / "manuals"
-    empty.mkdir()
+    if given != "--manuals missing":
+        empty.mkdir()
+    given = given.split()[0]
     chosen = ["--manuals", str(empty)] if given == "--manuals" else []
     env = {} if given == "--manuals" else {"VOXDESK_STORAGE_MANUALS_DIR": str(empty)}
     done = voxdesk(
@@ -140,6 +143,8 @@ def test_index_manuals_of_a_folder_without_manuals_is_a_wrong_argument(tmp_path:
         if given == "--manuals"
         else f"config error: storage.manuals_dir {empty} holds no manuals: fix the setting"
     )
+    if not empty.exists():
+        said = f"index-manuals: {empty} is no folder: --manuals names a folder of *.md manuals"
     assert (done.returncode, done.stdout, done.stderr) == (2, "", said + "\n")
 
 
