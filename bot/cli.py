@@ -499,7 +499,7 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
     # Run before tools.manuals is switched to azure, so load_settings has not looked at it.
     if problems := pasted_path(settings.search.endpoint, "search.endpoint", "indexes", "search.index"):
         raise ConfigError(problems[0])
-    if not settings.secrets.azure_search_api_key:
+    if settings.search.auth == "key" and not settings.secrets.azure_search_api_key:
         raise ConfigError("AZURE_SEARCH_API_KEY is not set: set an admin key in the environment or .env")
     key = settings.secrets.azure_search_api_key
     manuals = Path(args.manuals) if args.manuals else settings.manuals_dir

@@ -243,6 +243,10 @@ class SearchSettings(_HoldsAddresses):
     endpoint: str = ""
     index: str = "manuals"
     semantic_configuration: str = ""
+    # key: AZURE_SEARCH_API_KEY; entra: a Microsoft Entra ID token from azure-identity's
+    # DefaultAzureCredential (managed identity, workload identity, or AZURE_CLIENT_ID,
+    # AZURE_TENANT_ID and AZURE_CLIENT_SECRET), for services with key authentication disabled.
+    auth: str = "key"
     timeout_seconds: float = 5.0  # per request, connecting and reading
     retries: int = 2  # the SDK's own retries on 5xx, throttling and dropped connections
 
@@ -491,6 +495,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("openai", "reply_format"): REPLY_FORMATS,
     ("tools", "stats"): ("sqlite", "odbc"),
     ("tools", "manuals"): ("sqlite", "azure"),
+    ("search", "auth"): ("key", "entra"),
     ("tools", "grievances"): ("local", "jira"),
     ("odbc", "dialect"): ("sqlserver", "sqlite"),
     ("offline", "recognizer"): ("auto", "pocketsphinx", "whisper"),
@@ -1469,7 +1474,8 @@ def _check_required_secrets(settings: Settings) -> None:
     if settings.tools.stats == "odbc":
         need(s.sql_connection_string, "VOXDESK_SQL_CONNECTION_STRING", "tools.stats is odbc")
     if settings.tools.manuals == "azure":
-        need(s.azure_search_api_key, "AZURE_SEARCH_API_KEY", "tools.manuals is azure")
+        if settings.search.auth == "key":
+            need(s.azure_search_api_key, "AZURE_SEARCH_API_KEY", "tools.manuals is azure")
         need_setting(settings.search.endpoint, "search.endpoint", "tools.manuals is azure")
     if settings.tools.grievances == "jira":
         need(s.jira_email, "JIRA_EMAIL", "tools.grievances is jira")

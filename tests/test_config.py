@@ -210,6 +210,12 @@ def test_a_config_path_from_the_environment_starting_with_a_tilde_is_in_the_home
             {"AZURE_SEARCH_API_KEY": "k" * 32},
             "set it to https://st.search.windows.net alone (the rest goes in search.index)",
         ),
+        (
+            "[tools]\nmanuals = 'azure'\n[search]\nendpoint = 'https://st.search.windows.net'\n"
+            "auth = 'managed-identity'\n",
+            {},
+            "search.auth = 'managed-identity': choose one of key, entra",
+        ),
         # An index name Azure AI Search refuses: `check` said to run index-manuals, which said
         # the service refused the name.
         (
@@ -503,6 +509,16 @@ def test_an_unknown_voxdesk_name_is_a_warning_naming_the_closest_setting(
     assert settings.agent.engine == "offline"
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith(f"{key} names no setting, ignored") and named in warning
+
+
+def test_entra_auth_needs_no_search_key(tmp_path: Path) -> None:
+    # The identity's token stands in for the key; the endpoint is still needed.
+    text = (
+        "[tools]\nmanuals = 'azure'\n[search]\nendpoint = 'https://st.search.windows.net'\nauth = 'entra'\n"
+    )
+    assert load_settings(write(tmp_path, text), environ={}).search.auth == "entra"
+    with pytest.raises(ConfigError, match="AZURE_SEARCH_API_KEY is not set"):
+        load_settings(write(tmp_path, text.replace("'entra'", "'key'")), environ={})
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.credentials import AzureKeyCredential
+from azure.core.credentials import AccessToken, AzureKeyCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -86,6 +86,68 @@ SEMANTIC_REFUSED_SECONDS = 3600.0
 
 class SearchServiceError(Exception):
     """The search service refused or could not be reached; str() is the reason in one line."""
+
+
+class NoToken(ClientAuthenticationError):
+    """No Microsoft Entra ID token could be had: the request was never sent to the service."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(message=reason)
+        self.reason = reason
+
+
+def _token_failure(exc: BaseException) -> str:
+    """The one line of DefaultAzureCredential's report that says why: the credential that was
+    tried and failed (its first sentence), or, when none applied, what an operator can set."""
+    from azure.identity import CredentialUnavailableError
+
+    if isinstance(exc, CredentialUnavailableError):
+        return (
+            "no Microsoft Entra ID credential found (no managed identity or workload identity, and "
+            "AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET not all set)"
+        )
+    text = getattr(exc, "message", None) or str(exc)
+    tried = [line.strip() for line in str(text).splitlines() if line.startswith("\t")]
+    line = (tried[-1] if tried else _first_line(exc)).split("\r")[0]
+    # Entra's description runs on over several sentences, a trace and a correlation id.
+    first, dot, _ = line.partition(". ")
+    return first + dot.strip()
+
+
+class _EntraToken:
+    """DefaultAzureCredential, its failures told apart from the service's refusals (NoToken)."""
+
+    def __init__(self) -> None:
+        from azure.identity.aio import DefaultAzureCredential
+
+        self._credential = DefaultAzureCredential()
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        try:
+            return await self._credential.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError as exc:
+            raise NoToken(_token_failure(exc)) from exc
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+    async def __aenter__(self) -> _EntraToken:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+
+def _credential(settings: SearchSettings, api_key: str) -> AzureKeyCredential | _EntraToken:
+    if settings.auth == "entra":
+        return _EntraToken()
+    if not api_key:
+        raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
+    return AzureKeyCredential(api_key)
+
+
+def auth_mode(settings: SearchSettings) -> str:
+    return "Microsoft Entra ID" if settings.auth == "entra" else "API key"
 
 
 def document_key(chunk_key: str) -> str:
@@ -219,6 +281,14 @@ def _problem(exc: BaseException) -> str | None:
 def describe(exc: BaseException, settings: SearchSettings) -> str:
     """The exact reason a call failed, in one line an operator can act on (never the key)."""
     endpoint, status, problem = shown_url(settings.endpoint), _status(exc), _problem(exc)
+    if isinstance(exc, NoToken):
+        return f"no Microsoft Entra ID token for Azure AI Search (search.auth = entra): {exc.reason}"
+    if problem == "credentials" and settings.auth == "entra":
+        return (
+            f"the Microsoft Entra ID token was refused ({status}) by {endpoint}: give the identity "
+            "the Search Index Data Reader role (Search Index Data Contributor and Search Service "
+            "Contributor for index-manuals), and enable role-based access on the service"
+        )
     if problem == "credentials":
         return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
     if _missing_index(exc):
@@ -268,15 +338,18 @@ class AzureSearchManuals:
         # A reranker overloaded, or out of its free quota, fails every question for hours.
         self._reranker = Outage(log, "manuals search: semantic ranking works again", quiet=logging.INFO)
         self._semantic_refused_at: float | None = None  # time.monotonic() of the last 402
+        self._credential: _EntraToken | None = None  # closed with the clients, which do not
 
     @classmethod
     async def open(cls, settings: SearchSettings, api_key: str) -> AzureSearchManuals:
-        if not api_key:
-            raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
+        """`api_key` is used when search.auth is "key"; "entra" asks azure-identity for tokens."""
         endpoint = _check_endpoint(settings.endpoint)
-        credential, options = AzureKeyCredential(api_key), _client_options(settings)
+        credential, options = _credential(settings, api_key), _client_options(settings)
         client = SearchClient(endpoint, settings.index, credential, **options)
-        return cls(client, settings, SearchIndexClient(endpoint, credential, **options))
+        manuals = cls(client, settings, SearchIndexClient(endpoint, credential, **options))
+        if isinstance(credential, _EntraToken):
+            manuals._credential = credential
+        return manuals
 
     def _query(self, query: str, top: int, semantic: bool = True) -> dict[str, Any] | None:
         terms = query_terms(query)
@@ -422,7 +495,10 @@ class AzureSearchManuals:
             if settings.semantic_configuration
             else "keyword"
         )
-        said = f"Azure AI Search index '{settings.index}': {count} documents, {mode} queries"
+        said = (
+            f"Azure AI Search index '{settings.index}': {count} documents, {mode} queries,"
+            f" {auth_mode(settings)} auth"
+        )
         if refused:
             return NeedsHuman(
                 f"{said}, but semantic ranking is refused (402: {refused}): questions are answered"
@@ -470,6 +546,8 @@ class AzureSearchManuals:
         await self._client.close()
         if self._indexes is not None:
             await self._indexes.close()
+        if self._credential is not None:
+            await self._credential.close()
 
 
 # ---- index-manuals ------------------------------------------------------------------------
@@ -667,10 +745,8 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
     chunks = chunk_manuals(manuals_dir)
     if not chunks:
         raise SearchServiceError(f"no manuals (*.md) with sections found in {manuals_dir}")
-    if not api_key:
-        raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
     endpoint = _check_endpoint(settings.endpoint)
-    credential = AzureKeyCredential(api_key)
+    credential = _credential(settings, api_key)
     options = _client_options(settings, player_waits=False)
     documents = [_document(c) for c in chunks]
     for chunk, document in zip(chunks, documents, strict=True):
@@ -707,6 +783,9 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
                     )
     except AzureError as exc:
         raise SearchServiceError(describe(exc, settings)) from exc
+    finally:
+        if isinstance(credential, _EntraToken):
+            await credential.close()
     added = sum(1 for r in results if r.status_code == 201)
     manuals = len({c.source for c in chunks})
     return (

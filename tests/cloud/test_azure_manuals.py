@@ -28,7 +28,9 @@ from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import FtsManuals
 from bot.tools.manual_chunks import chunk_manuals
 from tests.conftest import NOVA, make_settings
-from tests.fakes.search_server import FakeSearch, running_fake_search
+from tests.fakes.search_server import SEARCH_SCOPE, FakeSearch, running_fake_search
+from tests.fakes.strict import checked
+from tests.fakes.token_server import CLIENT_ID, CLIENT_SECRET, TENANT, FakeEntra, running_fake_entra
 
 MANUALS = paths.MANUALS
 SECTIONS = len(chunk_manuals(MANUALS))
@@ -879,7 +881,7 @@ async def test_check_counts_the_documents(fake: FakeSearch) -> None:
             said[key] = await manuals.check()
         finally:
             await manuals.aclose()
-    counted = f"Azure AI Search index 'manuals': {SECTIONS} documents, keyword queries"
+    counted = f"Azure AI Search index 'manuals': {SECTIONS} documents, keyword queries, API key auth"
     assert said[fake.api_key] == counted
     assert said[fake.query_key] == f"{counted}; its definition not compared (a query key cannot read it)"
 
@@ -1036,3 +1038,111 @@ async def test_plain_http_is_refused_beyond_this_machine() -> None:
 def test_an_endpoint_is_described_without_credentials_in_it() -> None:
     endpoint = SearchSettings(endpoint="https://admin:s3cret@x.search.windows.net")
     assert describe(TimeoutError(), endpoint) == "no answer from https://x.search.windows.net within 20 s"
+
+
+# ---- Microsoft Entra ID -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def entra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[FakeEntra, FakeSearch]]:
+    """A fake Entra token endpoint and a search service over TLS whose keys are disabled, the
+    environment's service principal pointed at the one, the other taking its tokens."""
+    import ssl
+
+    import aiohttp.connector
+
+    # Nothing from the machine's own Azure setup may answer instead of the environment's secret.
+    for var in (
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_USERNAME",
+        "AZURE_TOKEN_CREDENTIALS",
+        "IDENTITY_ENDPOINT",
+        "MSI_ENDPOINT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    async with running_fake_entra(tmp_path) as tokens:
+        # aiohttp builds the context that verifies servers when imported, so an SSL_CERT_FILE set
+        # now is never read: the fakes' issuer is added to a context put in its place.
+        trusted = ssl.create_default_context()
+        trusted.load_verify_locations(tokens.ca_file)
+        monkeypatch.setattr(aiohttp.connector, "_SSL_CONTEXT_VERIFIED", trusted)
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", tokens.authority)
+        monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+        monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT_ID)
+        monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+        search = FakeSearch()
+        search.keys_allowed = False
+        search.tokens = tokens.issued
+        async with checked(await search.start(ssl_context=tokens.server_context())) as served:
+            yield tokens, served
+
+
+async def test_entra_auth_indexes_and_answers_with_a_token_and_no_key(
+    entra: tuple[FakeEntra, FakeSearch], caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens, fake = entra
+    caplog.set_level(logging.DEBUG)
+    settings = search_settings(fake, auth="entra")
+    summary = await index_manuals(settings, "", MANUALS)
+    assert f"{SECTIONS} passages" in summary
+    manuals = await AzureSearchManuals.open(settings, "")
+    try:
+        passages = await manuals.search("how do I pair my controller", 3)
+        said = await manuals.check()
+    finally:
+        await manuals.aclose()
+    assert passages and "controller" in passages[0].text.lower()
+    assert (
+        said
+        == f"Azure AI Search index 'manuals': {SECTIONS} documents, keyword queries, Microsoft Entra ID auth"
+    )
+    assert fake.received and all(
+        r.headers.get("Authorization", "").startswith("Bearer ") and "api-key" not in r.headers
+        for r in fake.received
+    )
+    assert {g["scope"] for g in tokens.grants} == {SEARCH_SCOPE}
+    assert CLIENT_SECRET not in caplog.text
+
+
+async def test_check_says_in_one_line_why_no_entra_token_could_be_had(
+    settings: Settings, entra: tuple[FakeEntra, FakeSearch], caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens, fake = entra
+    caplog.set_level(logging.DEBUG)
+    await index_manuals(search_settings(fake, auth="entra"), "", MANUALS)
+    before = len(fake.received)
+    tokens.client_secret = "a-rotated-secret"  # the environment's secret is now the old one
+    wrong = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_MANUALS="azure",
+        VOXDESK_SEARCH_ENDPOINT=fake.endpoint,
+        VOXDESK_SEARCH_AUTH="entra",
+        VOXDESK_SEARCH_TIMEOUT_SECONDS="1",
+        VOXDESK_SEARCH_RETRIES="1",
+    )
+    line = {r.service: r for r in await check_all(wrong)}["manuals"]
+    assert not line.ok
+    assert line.detail == (
+        "no Microsoft Entra ID token for Azure AI Search (search.auth = entra): EnvironmentCredential: "
+        "Microsoft Entra ID error '(invalid_client) AADSTS7000215: Invalid client secret provided."
+    ), line.detail
+    assert len(fake.received) == before  # nothing was sent without a token
+    assert CLIENT_SECRET not in caplog.text and CLIENT_SECRET not in line.line()
+
+
+async def test_a_token_the_service_refuses_names_the_roles(entra: tuple[FakeEntra, FakeSearch]) -> None:
+    _, fake = entra
+    settings = search_settings(fake, auth="entra")
+    await index_manuals(settings, "", MANUALS)
+    fake.tokens = {}  # the identity lost its role assignment
+    manuals = await AzureSearchManuals.open(settings, "")
+    try:
+        with pytest.raises(SearchServiceError) as refused:
+            await manuals.check()
+    finally:
+        await manuals.aclose()
+    assert "the Microsoft Entra ID token was refused (401)" in str(refused.value)
+    assert "Search Index Data Reader" in str(refused.value)

@@ -3,9 +3,12 @@
 It speaks the REST protocol the SDK sends (api-version 2026-04-01): indexes created, read,
 updated and deleted at `/indexes('name')`, documents indexed with `docs/search.index`, searched
 with `docs/search.post.search`, counted with `docs/$count`, read with `docs('key')`. It checks the
-`api-key` header (401 without one, 403 for a wrong one or a query key writing), the api-version,
-and the shape of every body, refusing what the real service would refuse (a request over 16 MB
-with a 413).
+`api-key` header (401 without one, 403 for a wrong one or a query key writing; 403 for any when
+`keys_allowed` is off, as with key authentication disabled) or a Microsoft Entra ID bearer token
+(one FakeEntra issued for Azure AI Search's scope, in `tokens`; 401 for another), which
+azure-core sends only over https: `start(ssl_context=...)` serves it at https://localhost. It
+checks the api-version, and the shape of every body, refusing what the real service would
+refuse (a request over 16 MB with a 413).
 
 Ranking is BM25 over the index's searchable fields, weighted by the index's scoring profile,
 with English stemming for fields whose analyzer is English. It runs on SQLite's FTS5 (porter
@@ -40,6 +43,7 @@ import contextlib
 import json
 import re
 import sqlite3
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,6 +55,7 @@ from tests.fakes.strict import Strict, checked
 
 ADMIN_KEY = "fake-search-admin-key"
 QUERY_KEY = "fake-search-query-key"
+SEARCH_SCOPE = "https://search.azure.com/.default"  # the audience of a token the service takes
 API_VERSIONS = {"2023-11-01", "2024-07-01", "2025-09-01", "2026-04-01"}
 ENGLISH_ANALYZERS = {"en.lucene", "en.microsoft"}
 ANALYZERS = ENGLISH_ANALYZERS | {"standard.lucene", "standardasciifolding.lucene", "simple", "keyword"}
@@ -171,19 +176,28 @@ class FakeSearch(Strict):
         self.violations: list[str] = []
         self.violations_expected = False
         self._released = asyncio.Event()  # set on stop: hanging handlers return at once
+        # Microsoft Entra access tokens and the scope each was issued for (FakeEntra.issued): one
+        # for Azure AI Search's is taken as an admin's (role-based access). And whether the
+        # service takes API keys at all (`disableLocalAuth` on the service refuses them).
+        self.tokens: dict[str, str] = {}
+        self.keys_allowed = True
         self._runner: web.AppRunner | None = None
+        self._tls = False
         self.port = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> FakeSearch:
+    async def start(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> FakeSearch:
+        """`ssl_context`: served over https at localhost, where a bearer token may be sent."""
         # The real service refuses an indexing request over 16 MB with a 413.
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._released = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self._tls = ssl_context is not None
+        host = "localhost" if self._tls else "127.0.0.1"
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         self.port = self._runner.addresses[0][1]  # port 0: the OS chose one
         return self
 
@@ -195,7 +209,7 @@ class FakeSearch(Strict):
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self._tls else f"http://127.0.0.1:{self.port}"
 
     def fail_with(
         self,
@@ -295,7 +309,14 @@ class FakeSearch(Strict):
         raise SearchError(404, f"The resource '{method} {rest or '/indexes'}' was not found.", violation=True)
 
     def _authorise(self, request: web.Request, operation: str) -> None:
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer "):
+            if self.tokens.get(bearer.removeprefix("Bearer ")) == SEARCH_SCOPE:
+                return
+            raise SearchError(401, "Authentication failed: the bearer token is not valid for this service.")
         key = request.headers.get("api-key")
+        if key and not self.keys_allowed:
+            raise SearchError(403, "Key-based authentication is disabled for this service.")
         if not key:
             raise SearchError(401, "Authentication is required: send an api-key header.")
         readable = operation in ("search", "count", "get_document")
