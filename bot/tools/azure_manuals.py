@@ -262,6 +262,25 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+# The service's inner error codes for a semantic query it cannot rank: the index has no semantic
+# configuration of that name (the setting names one `index-manuals` has not added yet, or it was
+# deleted), or the service's semantic ranker plan is Disabled.
+SEMANTIC_UNAVAILABLE_CODES = frozenset({"UnknownSemanticConfiguration", "SemanticQueriesNotAvailable"})
+
+
+def _semantic_unavailable(exc: BaseException) -> bool:
+    """A semantic query refused while a keyword query would be answered: a 402 (the free plan's
+    monthly requests spent), or a 400 whose inner error is one of SEMANTIC_UNAVAILABLE_CODES."""
+    status = _status(exc)
+    if status == 402:
+        return True
+    error = getattr(exc, "error", None)
+    if status != 400 or error is None:
+        return False
+    codes = {error.code, *(getattr(d, "code", None) for d in error.details or [])}
+    return bool(codes & SEMANTIC_UNAVAILABLE_CODES)
+
+
 def _missing_index(exc: BaseException) -> bool:
     return isinstance(exc, ResourceNotFoundError) or _status(exc) == 404
 
@@ -272,7 +291,8 @@ def _problem(exc: BaseException) -> str | None:
     if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
         return "credentials"
     # A 400 to the queries this module builds is the index refusing them (a field the bot reads
-    # missing or not searchable, an unknown semantic configuration): waiting cures nothing.
+    # missing or not searchable): waiting cures nothing. Semantic ranking it cannot give is
+    # answered from keyword ranking before it gets here (_semantic_unavailable).
     if _missing_index(exc) or status == 400:
         return "configuration"
     return None
@@ -395,16 +415,16 @@ class AzureSearchManuals:
                 try:
                     docs = await self._documents(options)
                 except HttpResponseError as exc:
-                    # 402: semantic ranking refused (its free monthly requests spent), which no
-                    # semanticErrorHandling softens; the keyword ranking answers as well as it does
-                    # in keyword mode, where the question would otherwise fail until the month ends.
-                    if _status(exc) != 402 or options.get("query_type") != "semantic":
+                    # Semantic ranking refused, which no semanticErrorHandling softens; the keyword
+                    # ranking answers as well as it does in keyword mode, where every question
+                    # would otherwise fail until an operator acts (see _semantic_unavailable).
+                    if options.get("query_type") != "semantic" or not _semantic_unavailable(exc):
                         raise
                     self._semantic_refused_at = time.monotonic()
                     self._reranker.failed(
                         "refused",
                         "manuals search: semantic ranking refused (%s), answering from keyword ranking: %s",
-                        402,
+                        _status(exc),
                         _first_line(exc),
                     )
                     options = self._query(query, top * CANDIDATES_PER_RESULT, semantic=False) or {}
@@ -470,7 +490,7 @@ class AzureSearchManuals:
         from bot.health import NeedsHuman
 
         settings = self._settings
-        refused = ""
+        refused, mend = "", "it is enabled again"
         try:
             async with asyncio.timeout(_budget(settings)):
                 count = await self._client.get_document_count()
@@ -480,10 +500,12 @@ class AzureSearchManuals:
                     try:
                         await self._documents(self._query("manual", 1) or {})
                     except HttpResponseError as exc:
-                        if _status(exc) != 402 or not settings.semantic_configuration:
+                        if not _semantic_unavailable(exc) or not settings.semantic_configuration:
                             raise
                         # Questions are answered from keyword ranking meanwhile (see search).
-                        refused = _first_line(exc)
+                        refused = f"{_status(exc)}: {_first_line(exc)}"
+                        if _status(exc) == 400 and "UnknownSemanticConfiguration" in str(exc):
+                            mend = "the index has it: run `python -m bot index-manuals` to add it"
                         await self._documents(self._query("manual", 1, semantic=False) or {})
                 differences = await self._differences()
         except (AzureError, TimeoutError) as exc:
@@ -501,8 +523,8 @@ class AzureSearchManuals:
         )
         if refused:
             return NeedsHuman(
-                f"{said}, but semantic ranking is refused (402: {refused}): questions are answered"
-                " from keyword ranking until it is enabled again"
+                f"{said}, but semantic ranking is refused ({refused}): questions are answered"
+                f" from keyword ranking until {mend}"
             )
         if differences is None:
             return f"{said}; its definition not compared (a query key cannot read it)"

@@ -442,6 +442,55 @@ async def test_a_spent_semantic_quota_answers_from_keyword_ranking(
     assert not [m for level, m in said if level >= logging.WARNING and "unavailable" in m]
 
 
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("no configuration", "Unknown semantic configuration 'manuals-semantic'."),
+        ("ranker disabled", "Semantic search is not enabled for this service."),
+    ],
+)
+async def test_semantic_ranking_the_service_cannot_give_answers_from_keyword_ranking(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture, case: str, said: str
+) -> None:
+    # search.semantic_configuration names one the index lacks (set before index-manuals added
+    # it, or deleted since), or the service's semantic ranker plan is Disabled: the service
+    # answers every semantic query with a 400, and every player's question was "unavailable".
+    settings = search_settings(fake, semantic_configuration="manuals-semantic")
+    if case == "no configuration":
+        await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    else:
+        await index_manuals(settings, fake.api_key, MANUALS)
+        fake.semantic_enabled = False
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        with caplog.at_level(logging.INFO, logger="bot.tools.azure_manuals"):
+            first = await manuals.search("How do I turn ON two-factor authentication?", 3)
+            before = len(fake.searches)
+            second = await manuals.search("I want a refund", 3)
+            asked = [r.body["queryType"] for r in fake.searches[before:]]
+    finally:
+        await manuals.aclose()
+    assert first[0].title.startswith("Two-factor authentication") and second[0].source == "refunds.md"
+    assert asked == ["simple"]  # not a refused request a question
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1, logged
+    assert logged[0][0] == logging.WARNING
+    assert f"(400), answering from keyword ranking: {said}" in logged[0][1]
+
+
+async def test_check_warns_of_a_semantic_configuration_the_index_lacks(
+    settings: Settings, fake: FakeSearch
+) -> None:
+    # Questions are answered from keyword ranking (above): a warning that says how to mend it,
+    # not a failure as if none were.
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    env = {"VOXDESK_SEARCH_SEMANTIC_CONFIGURATION": "nope"}
+    line = {r.service: r for r in await check_all(app_settings(settings, fake, **env))}["manuals"]
+    assert line.ok and line.warn, line.line()
+    assert "semantic ranking is refused (400: Unknown semantic configuration 'nope'.)" in line.detail
+    assert "run `python -m bot index-manuals` to add it" in line.detail
+
+
 async def test_a_402_to_a_keyword_query_is_no_spent_semantic_quota(
     fake: FakeSearch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -937,7 +986,6 @@ async def test_healthz_asks_the_search_service_no_query(settings: Settings, fake
         ("missing index", r"^index 'nope' not found at .*: run `python -m bot index-manuals`$"),
         ("empty index", r"^index 'manuals' is empty: run `python -m bot index-manuals`$"),
         ("stopped", r"^cannot reach http://127\.0\.0\.1:\d+: .+"),
-        ("semantic missing", r"^http://127\.0\.0\.1:\d+ answered 400: Semantic configuration 'nope' is not"),
         # An index another tool made under this name: counting its documents works, every
         # question asking for the fields the bot reads would fail.
         ("field missing", r"^http://127\.0\.0\.1:\d+ answered 400: Invalid \$select: unknown field 'source'"),
@@ -956,9 +1004,6 @@ async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) 
         index.documents.clear()
     elif case == "stopped":
         await fake.stop()
-    elif case == "semantic missing":
-        settings = search_settings(fake, semantic_configuration="nope")
-        fake.expect_violations()  # the service refuses it with a 400, which check() must explain
     elif case == "field missing":
         index = fake.indexes["manuals"]
         index.definition["fields"] = [f for f in index.definition["fields"] if f["name"] != "source"]

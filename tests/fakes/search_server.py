@@ -32,7 +32,10 @@ requests are answered; and
 query that asked for `semanticErrorHandling: partial` gets the keyword results with a 206, as on
 the real service, any other semantic query a 503; `spend_semantic_quota()`, the free semantic
 plan's monthly requests used up: every semantic query a 402, as the service answers it, while
-keyword queries still work; `refuse_documents(503, times=1)`, an indexing request whose every
+keyword queries still work; `semantic_enabled = False`, the semantic ranker plan disabled: every
+semantic query a 400 (FeatureNotSupportedInService), as is one naming a semantic configuration
+the index does not have (UnknownSemanticConfiguration), each in the service's words;
+`refuse_documents(503, times=1)`, an indexing request whose every
 document is refused (a 207 whose items say so, as the service answers under heavy load).
 """
 
@@ -94,6 +97,8 @@ ITEM_REFUSED = {
     "later.",
 }
 # The service's answer to a semantic query once the free plan's requests for the month are spent.
+# The service's answer to a semantic query when its semantic ranker plan is Disabled.
+SEMANTIC_DISABLED = "Semantic search is not enabled for this service."
 SEMANTIC_QUOTA_SPENT = (
     "Free Query Semantic Usage's exceeded for the month. To continue using semantic search, please "
     "enable semantic billing: https://aka.ms/SemanticPriceDocPage"
@@ -101,9 +106,12 @@ SEMANTIC_QUOTA_SPENT = (
 
 
 class SearchError(Exception):
-    def __init__(self, status: int, message: str, *, violation: bool | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, violation: bool | None = None, code: str = "", detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.code, self.detail = code, detail  # the service's error code, and its inner error's
         # A 400 is a malformed request; a 404 or 403 is usually the state or the key a test set up.
         self.violation = status == 400 if violation is None else violation
 
@@ -171,6 +179,7 @@ class FakeSearch(Strict):
         self.failures: list[Failure] = []
         self.semantic_failure: str | None = None  # a SEMANTIC_ERROR_REASONS value while failing
         self.semantic_quota_spent = False
+        self.semantic_enabled = True  # off: the service's semantic ranker plan is Disabled
         # Per indexing request to come: the status every item is refused with, 0 for none.
         self.documents_refused: list[int] = []
         self.violations: list[str] = []
@@ -282,7 +291,7 @@ class FakeSearch(Strict):
         except SearchError as exc:
             if exc.violation:
                 self.refuse(f"{request.method} {request.path}: {exc}")
-            return _error(exc.status, str(exc))
+            return _error(exc.status, str(exc), exc.code, exc.detail)
 
     def _route(self, path: str) -> tuple[str | None, str]:
         match = _PATH.match(path)
@@ -480,10 +489,24 @@ class FakeSearch(Strict):
         semantic = None
         if query_type == "semantic":
             semantic = index.semantic_configuration(body.get("semanticConfiguration"))
-            if semantic is None:
+            if not self.semantic_enabled:
                 raise SearchError(
                     400,
-                    f"Semantic configuration '{body.get('semanticConfiguration')}' is not in the index.",
+                    SEMANTIC_DISABLED + "\r\nParameter name: queryType",
+                    violation=False,
+                    code="FeatureNotSupportedInService",
+                    detail="SemanticQueriesNotAvailable",
+                )
+            if semantic is None:
+                # The index's state, not a malformed request: the configuration may be deleted,
+                # or the setting name one index-manuals has not added yet.
+                unknown = f"Unknown semantic configuration '{body.get('semanticConfiguration')}'."
+                raise SearchError(
+                    400,
+                    unknown + "\r\nParameter name: semanticConfiguration",
+                    violation=False,
+                    code="InvalidRequestParameter",
+                    detail="UnknownSemanticConfiguration",
                 )
             if self.semantic_quota_spent:  # whatever semanticErrorHandling asks: no partial answer
                 raise SearchError(402, SEMANTIC_QUOTA_SPENT, violation=False)
@@ -589,8 +612,11 @@ def _lucene_problem(text: str) -> str | None:
     return None
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"code": "", "message": message}}, status=status)
+def _error(status: int, message: str, code: str = "", detail: str = "") -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if detail:  # as the service words it: the inner error's message is the outer's first line
+        error["details"] = [{"code": detail, "message": message.split("\r\n")[0]}]
+    return web.json_response({"error": error}, status=status)
 
 
 def _valid_index(body: Any) -> dict[str, Any]:
