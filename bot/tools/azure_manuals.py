@@ -96,18 +96,18 @@ class NoToken(ClientAuthenticationError):
         self.reason = reason
 
 
-def _token_failure(exc: BaseException) -> str:
-    """The one line of DefaultAzureCredential's report that says why: the credential that was
-    tried and failed (its first sentence), or, when none applied, what an operator can set."""
-    from azure.identity import CredentialUnavailableError
-
-    if isinstance(exc, CredentialUnavailableError):
-        return (
-            "no Microsoft Entra ID credential found (no managed identity or workload identity, and "
-            "AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET not all set)"
-        )
+def _token_failure(exc: BaseException, chain: int) -> str:
+    """The one line of DefaultAzureCredential's report that says why: the credential that failed
+    (the chain stops at the first that tries and fails), in its first sentence; or, when every
+    one of the `chain` credentials was tried, none applied, and what an operator can set."""
     text = getattr(exc, "message", None) or str(exc)
     tried = [line.strip() for line in str(text).splitlines() if line.startswith("\t")]
+    if chain > 1 and len(tried) >= chain:
+        return (
+            f"none of the {len(tried)} credentials DefaultAzureCredential tries applied: set "
+            "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or run with a managed or "
+            "workload identity"
+        )
     line = (tried[-1] if tried else _first_line(exc)).split("\r")[0]
     # Entra's description runs on over several sentences, a trace and a correlation id.
     first, dot, _ = line.partition(". ")
@@ -126,7 +126,7 @@ class _EntraToken:
         try:
             return await self._credential.get_token(*scopes, **kwargs)
         except ClientAuthenticationError as exc:
-            raise NoToken(_token_failure(exc)) from exc
+            raise NoToken(_token_failure(exc, len(self._credential.credentials))) from exc
 
     async def close(self) -> None:
         await self._credential.close()

@@ -1191,3 +1191,35 @@ async def test_a_token_the_service_refuses_names_the_roles(entra: tuple[FakeEntr
         await manuals.aclose()
     assert "the Microsoft Entra ID token was refused (401)" in str(refused.value)
     assert "Search Index Data Reader" in str(refused.value)
+
+
+# DefaultAzureCredential's report when no credential applied (azure-identity 1.27, no Azure setup).
+NONE_APPLIED = """DefaultAzureCredential failed to retrieve a token from the included credentials.
+Attempted credentials:
+\tEnvironmentCredential: EnvironmentCredential authentication unavailable. Environment variables \
+are not fully configured.
+Visit https://aka.ms/azsdk/python/identity/environmentcredential/troubleshoot to troubleshoot this issue.
+\tWorkloadIdentityCredential: WorkloadIdentityCredential authentication unavailable. The workload \
+options are not fully configured.
+\tManagedIdentityCredential: ManagedIdentityCredential authentication unavailable, no response from \
+the IMDS endpoint.
+\tSharedTokenCacheCredential: SharedTokenCacheCredential authentication unavailable. No accounts were \
+found in the cache.
+\tVisualStudioCodeCredential: VisualStudioCodeCredential requires the 'azure-identity-broker' package.
+\tAzureCliCredential: Azure CLI not found on path
+\tAzurePowerShellCredential: PowerShell is not installed
+\tAzureDeveloperCliCredential: Azure Developer CLI could not be found.
+To mitigate this issue, please refer to the troubleshooting guidelines here at \
+https://aka.ms/azsdk/python/identity/defaultazurecredential/troubleshoot."""
+
+
+def test_no_credential_that_applies_is_said_as_what_to_set() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    # The last credential's own complaint (the Azure Developer CLI missing) would send an operator
+    # of a bot to install azd: the chain only got there because none applied.
+    said = azure_manuals._token_failure(ClientAuthenticationError(message=NONE_APPLIED), 8)
+    assert said == (
+        "none of the 8 credentials DefaultAzureCredential tries applied: set AZURE_TENANT_ID, "
+        "AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or run with a managed or workload identity"
+    )
