@@ -989,9 +989,16 @@ def query_secrets(address: str) -> list[str]:
 
 
 # Secrets the clients voxdesk builds read from the environment themselves, besides its own: the
-# openai SDK's other keys (read when a key is not given, or kept for webhooks), and the proxy a
+# openai SDK's other keys (read when a key is not given, or kept for webhooks), azure-identity's
+# service principal secret and certificate password (search.auth = "entra"), and the proxy a
 # client takes from HTTPS_PROXY and the like, with its password.
-CLIENT_SECRET_ENV = ("OPENAI_ADMIN_KEY", "OPENAI_WEBHOOK_SECRET", "AZURE_OPENAI_AD_TOKEN")
+CLIENT_SECRET_ENV = (
+    "OPENAI_ADMIN_KEY",
+    "OPENAI_WEBHOOK_SECRET",
+    "AZURE_OPENAI_AD_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+)
 PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 

@@ -145,6 +145,22 @@ def test_settings_mask_what_the_clients_read_from_the_environment_themselves(roo
     assert root_log.getvalue() == f"WARNING openai._base_client {' '.join([MASK] * 4)} X-Gateway-Key\n"
 
 
+def test_settings_mask_the_service_principals_secret_azure_identity_reads(root_log, tmp_path) -> None:
+    # search.auth = "entra": azure-identity reads the service principal's secret (or its
+    # certificate's password) from the environment; a library quoting it must not print it.
+    make_settings(
+        tmp_path,
+        AZURE_CLIENT_SECRET="entra-secret-0123",
+        AZURE_CLIENT_CERTIFICATE_PASSWORD="cert-pass-4567",
+        AZURE_CLIENT_ID="11111111-2222-3333-4444-555555555555",
+    )
+    said = "entra-secret-0123 cert-pass-4567 11111111-2222-3333-4444-555555555555"
+    logging.getLogger("azure.identity").warning(said)
+    assert root_log.getvalue() == (
+        f"WARNING azure.identity {MASK} {MASK} 11111111-2222-3333-4444-555555555555\n"
+    )
+
+
 def test_settings_mask_a_credential_in_an_addresss_query_string(root_log, tmp_path) -> None:
     # A gateway keyed by its query string (API Management's ?subscription-key=, a proxy's ?key=):
     # the address's user:password@ was masked, its query's key was not, and a library's error
