@@ -119,6 +119,23 @@ def test_index_manuals_refuses_an_index_address_as_the_endpoint(tmp_path: Path) 
     )
 
 
+def test_index_manuals_with_entra_auth_asks_for_no_key(tmp_path: Path) -> None:
+    # search.auth = "entra": the identity's token stands in for AZURE_SEARCH_API_KEY, whose absence
+    # stopped the command before it looked at the manuals.
+    empty = tmp_path / "manuals"
+    empty.mkdir()
+    done = voxdesk(
+        "index-manuals",
+        "--manuals",
+        str(empty),
+        storage=tmp_path,
+        VOXDESK_SEARCH_AUTH="entra",
+        VOXDESK_SEARCH_ENDPOINT="http://127.0.0.1:9",
+    )
+    said = f"index-manuals: no manuals (*.md) with sections found in {empty}: --manuals names a folder"
+    assert (done.returncode, done.stderr) == (2, said + " of *.md manuals\n")
+
+
 @pytest.mark.parametrize("given", ["--manuals", "storage.manuals_dir", "--manuals missing"])
 def test_index_manuals_of_a_folder_without_manuals_is_a_wrong_argument(tmp_path: Path, given) -> None:
     # Status 1, a failed upload's, where `init` refuses the same storage.manuals_dir with 2. A
