@@ -714,7 +714,19 @@ async def test_a_login_goes_on_to_the_desk_page_that_asked_for_it(wsettings) -> 
 
 @pytest.mark.parametrize(
     "then",
-    ["//evil.example/desk", "https://evil.example/desk", "/desktop", "/", "/desk/logout", "/\\evil.example"],
+    [
+        "//evil.example/desk",
+        "https://evil.example/desk",
+        "/desktop",
+        "/",
+        "/desk/logout",
+        "/\\evil.example",
+        # Dot segments a browser resolves: out of /desk, or to "//evil.example" as a path.
+        "/desk/../playground/tickets",
+        "/desk/%2e%2e/metrics",
+        "/desk/..%2f..%2f/evil.example",
+        "/desk/./login",
+    ],
 )
 async def test_a_login_goes_on_to_no_page_but_the_desks(wsettings, then: str) -> None:
     async with web_client(wsettings) as (client, _):

@@ -245,6 +245,10 @@ def _next_page(value: object) -> str | None:
         return None
     if url.path in ("/desk/login", "/desk/logout"):
         return None
+    # A browser resolves "." and ".." (sent encoded too: %2e%2e, ..%2f) in the Location it is
+    # sent to: "/desk/../x" is /x, and "/desk/../..//host" the path //host. No desk page has one.
+    if any(part in (".", "..") for part in url.path.split("/")):
+        return None
     return str(URL.build(path=url.path, query_string=url.query_string, encoded=False))
 
 
