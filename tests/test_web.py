@@ -712,6 +712,19 @@ async def test_a_login_goes_on_to_the_desk_page_that_asked_for_it(wsettings) -> 
         assert "1–1 of 1 grievance" in await listed.text()
 
 
+@pytest.mark.parametrize("asked", ["/desk?q=C%2B%2B", "/desk?q=Q%26A&status=open", "/desk?q=100%25"])
+async def test_a_login_goes_on_to_a_search_of_reserved_characters_as_it_was(wsettings, asked: str) -> None:
+    # A search for "C++" or "Q&A" went on, after the password, to a search for "C%2B%2B" or
+    # "Q%26A": its escapes were escaped again.
+    async with web_client(wsettings) as (client, _):
+        login = (await client.get(asked, allow_redirects=False)).headers["Location"]
+        page = await (await client.get(login)).text()
+        assert next_field(page) == asked
+        form = {"csrf": CSRF.search(page).group(1), "password": STAFF_PASSWORD, "next": asked}  # type: ignore[union-attr]
+        done = await client.post("/desk/login", data=form, allow_redirects=False)
+        assert done.status == 303 and done.headers["Location"] == asked
+
+
 @pytest.mark.parametrize(
     "then",
     [

@@ -249,7 +249,8 @@ def _next_page(value: object) -> str | None:
     # sent to: "/desk/../x" is /x, and "/desk/../..//host" the path //host. No desk page has one.
     if any(part in (".", "..") for part in url.path.split("/")):
         return None
-    return str(URL.build(path=url.path, query_string=url.query_string, encoded=False))
+    # As encoded: decoded, a query's %26 or %2B (a search for "Q&A", "C++") would be escaped again.
+    return url.raw_path_qs
 
 
 @aiohttp_jinja2.template("login.html")
