@@ -386,7 +386,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
-    if not expected:  # nothing could match: refused before any of the body is read
+    if not expected:  # nothing could match: refused before its token is read from the body
         return await _csrf_refused(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type == "application/x-www-form-urlencoded":
