@@ -814,6 +814,31 @@ async def test_a_note_or_status_sent_from_a_page_whose_session_ended_says_it_was
         assert await core.grievances.local_store.staff_notes("GRV-10") == []
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # a browser that says neither where the form is from
+        {"Origin": "https://evil.example"},  # one without Sec-Fetch-Site (Safari before 16.4)
+        {"Origin": "null"},  # a sandboxed frame's, or a data: page's
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain's page
+        {"Sec-Fetch-Site": "cross-site", "Origin": "SELF"},  # Sec-Fetch-Site is believed first
+    ],
+)
+async def test_a_note_forged_without_sec_fetch_site_puts_no_words_on_the_desk(wsettings, headers) -> None:
+    async with web_client(wsettings) as (client, _):
+        here = f"http://{client.host}:{client.port}"
+        sent = {k: here if v == "SELF" else v for k, v in headers.items()}
+        forged = await client.post(
+            "/desk/ticket/GRV-10/note", data={"body": "Call 555-0100 now"}, headers=sent
+        )
+        assert forged.status == 403 and "555-0100" not in await forged.text(), headers
+        # The same form from a page of this host (its Origin alone) is given back.
+        ours = await client.post(
+            "/desk/ticket/GRV-10/note", data={"body": "Call 555-0100 now"}, headers={"Origin": here}
+        )
+        assert ours.status == 403 and "555-0100" in await ours.text()
+
+
 async def test_a_login_refused_for_too_many_tries_says_when_to_try_again(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2", VOXDESK_WEB_LOGIN_SECONDS="90")
     async with web_client(s) as (client, _):
