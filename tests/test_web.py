@@ -1509,6 +1509,19 @@ async def test_a_ticket_link_as_typed_or_by_its_jira_key_opens_the_ticket(wsetti
         assert page.all("a", href="/desk") and page.all("a", href="/desk?q=GRV-999")
 
 
+async def test_a_key_typed_in_lower_case_is_the_local_key_before_another_tickets_jira_key(wsettings) -> None:
+    # The Jira project numbers like the local store (GRV, the default): GRV-10's Jira issue is
+    # GRV-11, another ticket than the local GRV-11. GRV-11 opened the local one and grv-11 the
+    # other, the earlier filed of the two.
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        await core.grievances.local_store.mark_pushed("GRV-10", "GRV-11")
+        assert (await client.get("/desk/ticket/GRV-11", allow_redirects=False)).status == 200
+        for typed in ("grv-11", "ＧＲＶ－１１"):
+            sent = await client.get(f"/desk/ticket/{typed}", allow_redirects=False)
+            assert sent.status == 303 and sent.headers["Location"] == "/desk/ticket/GRV-11", typed
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

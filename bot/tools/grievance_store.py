@@ -1403,9 +1403,12 @@ class LocalGrievanceStore:
         """The key of the grievance `typed` names (its key as a player may type it, or its Jira
         key), or None."""
         key = typed_key(typed)
+        # A Jira project may number like the local store (GRV, the default): a key that is one's
+        # local key names that grievance, not the one whose Jira issue has that key.
         rows = await self._conn.execute_fetchall(
-            "SELECT local_key FROM grievances WHERE local_key = ? OR remote_key = ? ORDER BY id LIMIT 1",
-            (key, key),
+            "SELECT local_key FROM grievances WHERE local_key = ? OR remote_key = ?"
+            " ORDER BY local_key IS NOT ?, id LIMIT 1",
+            (key, key, key),
         )
         row = first(rows)
         return str(row[0]) if row else None
