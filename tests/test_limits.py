@@ -87,3 +87,62 @@ def test_a_copy_of_a_limit_is_one_told_the_time_too():
     assert isinstance(copied, Limits) and copied.update_rate_limit("nova", 6.0) == 59.0
     with pytest.raises(TypeError):
         copied.get_bucket("nova")  # type: ignore[call-arg]
+
+
+def test_a_use_is_allowed_again_the_moment_the_wait_it_was_told_runs_out():
+    # "One more is allowed once the oldest of the newest `rate` is `per` seconds old": the wait a
+    # refused use is told ends exactly there, and a use then is let in, as room_for weighs it.
+    limit = InAnyWindow(1, 60.0)
+    assert limit.update_rate_limit(T) is None
+    wait = limit.update_rate_limit(T + 10.0)
+    assert wait == 50.0
+    assert limit.get_tokens(T + 10.0 + wait) == 1 and limit.update_rate_limit(T + 10.0 + wait) is None
+    assert room_for([T], T + 60.0, 1, 60.0)
+
+
+def test_a_window_counted_past_full_tells_the_wait_until_enough_uses_leave_it():
+    # A catch-up counts notes it answered by its own weighing, even into a full window: with three
+    # uses where two are allowed, two must leave before one more fits, so the wait runs to the
+    # second oldest's end, and no tokens are left (never fewer than none) until then.
+    limit = InAnyWindow(2, 60.0)
+    for at in (0.0, 10.0, 20.0):
+        limit.count(T + at)
+    assert limit.get_tokens(T + 30.0) == 0
+    assert limit.get_retry_after(T + 30.0) == 40.0
+    assert limit.update_rate_limit(T + 30.0) == 40.0
+    assert limit.update_rate_limit(T + 70.0) is None
+
+
+def test_an_older_use_counted_late_does_not_cut_short_the_players_bucket():
+    # A catch-up counts a note by when it was sent, after a live one counted as it came: the
+    # bucket must still live `keep` past the newest use, or the mapping drops it, and the live
+    # use with it, at the next note.
+    mapping = Limits(InAnyWindow(RATE, PER, KEEP), lambda player: player)
+    bucket = mapping.get_bucket("nova", T + 2000.0)
+    assert isinstance(bucket, InAnyWindow) and bucket.update_rate_limit(T + 2000.0) is None
+    bucket.count(T + 0.0)  # read back by a catch-up, sent long before
+    later = mapping.get_bucket("nova", T + 2500.0)
+    assert later is bucket and [t - T for t in later.uses()] == [0.0, 2000.0]
+
+
+def test_a_use_given_back_frees_its_place_in_the_window():
+    limit = InAnyWindow(1, 60.0)
+    assert limit.update_rate_limit(T) is None
+    limit.uncount(T)
+    assert limit.uses() == [] and limit.update_rate_limit(T + 1.0) is None
+    limit.uncount(T + 30.0)  # none counted then: nothing given back
+    assert limit.uses() == [T + 1.0]
+
+
+def test_a_reset_limit_forgets_every_use():
+    limit = InAnyWindow(1, 60.0)
+    assert limit.update_rate_limit(T) is None
+    limit.reset()
+    assert limit.uses() == [] and limit.update_rate_limit(T + 1.0) is None
+
+
+def test_a_lateness_mark_is_kept_for_keep_seconds_and_no_longer():
+    lateness = Lateness(keep=600.0)
+    assert lateness.of(T, now=10.0) == 0.0
+    assert lateness.of(T + 300, now=610.0) == 300.0  # exactly `keep` on: the mark still holds
+    assert lateness.of(T + 301, now=610.5) == 0.0  # past it: this one is the mark now
