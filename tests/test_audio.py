@@ -94,6 +94,16 @@ def test_silence_only_is_refused() -> None:
         audio.decode(encode(silent, 48_000, "ogg"), LIMITS)
 
 
+def test_a_click_shorter_than_the_least_speech_is_nothing_heard() -> None:
+    # 50 ms of sound in two seconds of silence is louder than the threshold, but less than
+    # audio.min_speech_ms (250) of it: a knock on the microphone, not a question.
+    click = np.zeros(48_000 * 2, dtype=np.int16)
+    click[48_000 : 48_000 + 2_400] = speechlike(0.05, lead=0.0, tail=0.0)
+    with pytest.raises(audio.AudioError, match="couldn't hear anything"):
+        audio.decode(encode(click, 48_000, "wav"), LIMITS)
+    assert audio.decode(encode(click, 48_000, "wav"), AudioSettings(min_speech_ms=0)).seconds < 0.5
+
+
 def test_a_recorders_dc_offset_is_not_heard_as_speech() -> None:
     # 1000 of 32768 is -30 dBFS, over the -40 taken for silence, but no sound at all.
     offset = lambda samples: (samples.astype(np.int32) + 1000).astype(np.int16)  # noqa: E731
@@ -114,6 +124,15 @@ def test_over_the_byte_limit_is_refused_before_decoding() -> None:
     limits = AudioSettings(max_bytes=1000)
     with pytest.raises(audio.AudioError, match="too big"):
         audio.decode(encode(speechlike(2.0), 48_000, "wav"), limits)
+
+
+def test_a_note_of_exactly_the_byte_limit_is_decoded() -> None:
+    # Discord's and the web's front ends take a note of audio.max_bytes, and download it whole:
+    # decoding must not then tell the player it is too big.
+    data = encode(speechlike(2.0), 48_000, "wav")
+    assert audio.decode(data, AudioSettings(max_bytes=len(data))).seconds > 2.0
+    with pytest.raises(audio.AudioError, match="too big"):
+        audio.decode(data, AudioSettings(max_bytes=len(data) - 1))
 
 
 @pytest.mark.parametrize("fmt", ["ogg", "wav", "mp3"])
@@ -151,6 +170,15 @@ def test_ogg_opus_reply_is_passed_through_without_reencoding() -> None:
     again = audio.reply_from_encoded(first.ogg, "ogg_opus")
     assert again.ogg is first.ogg
     assert again.duration_secs == pytest.approx(first.duration_secs, abs=0.03)
+
+
+def test_a_reply_said_to_be_ogg_opus_that_is_not_ogg_is_encoded_to_it() -> None:
+    # An engine's format and its bytes may disagree (a proxy's WAV labelled as asked): passed
+    # through, Discord would be sent a voice message no player can open.
+    pcm = speechlike(1.0, rate=24_000, lead=0, tail=0).tobytes()
+    reply = audio.reply_from_encoded(audio.pcm_to_wav(pcm, 24_000), "ogg_opus")
+    assert reply.ogg.startswith(b"OggS")
+    assert reply.duration_secs == pytest.approx(1.0, abs=0.03)
 
 
 def test_wav_and_pcm16_replies_are_encoded_once_to_opus() -> None:
@@ -262,6 +290,14 @@ def test_a_header_stating_too_long_a_note_refuses_it_before_its_frames(stating) 
     assert audio.decode(data, AudioSettings(max_seconds=1000)).original_seconds == pytest.approx(2, abs=0.1)
     with pytest.raises(audio.AudioError, match="too long"):
         audio.decode(data, LIMITS)
+
+
+def test_a_header_stating_a_second_past_the_limit_is_let_decode_and_more_is_not() -> None:
+    # A container's stated length may round up past what it holds: one second of slack, no more.
+    limits = AudioSettings(max_seconds=60)
+    assert audio.decode(_ogg_stating(61), limits).original_seconds == pytest.approx(2, abs=0.1)
+    with pytest.raises(audio.AudioError, match="too long"):
+        audio.decode(_ogg_stating(62), limits)
 
 
 def test_waveform_is_the_peak_of_each_bucket_not_its_average() -> None:
@@ -553,6 +589,14 @@ def test_a_note_of_nan_or_infinite_samples_is_unreadable_not_loud(value, caplog)
     assert "NaN or infinite" in caplog.text
 
 
+def test_a_note_of_more_than_a_few_nan_samples_is_unreadable() -> None:
+    # A stray bad sample is zeroed; a note with a twentieth of its samples NaN is not a recording.
+    voice = speechlike(2.0, rate=16_000, lead=0.8, tail=0.8) / 32768.0
+    voice[::20] = np.nan
+    with pytest.raises(audio.AudioError, match="couldn't read"):
+        audio.decode(_float_wav(voice, 16_000), LIMITS)
+
+
 def test_a_few_nan_samples_in_a_good_note_are_zeroed() -> None:
     voice = speechlike(2.0, rate=16_000, lead=0.8, tail=0.8) / 32768.0
     voice[:3] = np.nan  # in the leading silence: left as they are, they would be heard as speech
@@ -677,6 +721,20 @@ def test_a_recording_with_nothing_on_any_track_is_told_so_as_one_track_would_be(
     with pytest.raises(audio.AudioError) as several:
         audio.decode(_tracks(silent, silent, silent), LIMITS)
     assert str(several.value) == str(one.value)
+
+
+def test_a_recording_is_heard_from_its_fourth_track_and_no_later_one() -> None:
+    # OBS records up to six tracks: the player's microphone may be the fourth. Each silent track
+    # tried is another decoding of the note, so a fifth is never reached.
+    speech = speechlike(3.0)
+    silent = np.zeros_like(speech)
+    heard = audio.decode(_tracks(silent, silent, silent, speech), LIMITS)
+    assert heard.seconds == pytest.approx(audio.decode(_tracks(speech), LIMITS).seconds, abs=0.05)
+    with pytest.raises(audio.AudioError) as unheard:
+        audio.decode(_tracks(silent, silent, silent, silent, speech), LIMITS)
+    with pytest.raises(audio.AudioError) as one:
+        audio.decode(_tracks(silent), LIMITS)
+    assert str(unheard.value) == str(one.value)
 
 
 def test_a_recording_with_sound_on_its_first_track_is_heard_from_it() -> None:
