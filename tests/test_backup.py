@@ -236,6 +236,57 @@ def test_an_emptied_spool_is_not_said_to_hold_grievances(settings, tmp_path: Pat
     assert "grievances.db: copied" in lines
 
 
+def test_lines_the_spool_set_aside_are_copied(settings, tmp_path: Path) -> None:
+    # A line torn by a crash or a full disk is set aside in .rejected: the only copy of those
+    # words an operator has, so a backup restored without it loses them.
+    spool = GrievanceSpool.beside(settings.storage_dir / "grievances.db")
+    torn = '{"id": "note-3", "user_id": "111111111111111111", "description": "refund never ca'
+    spool.rejected.write_text(torn + "\n")
+    folder, lines = backup(settings, tmp_path / "b")
+    assert f"{spool.rejected.name}: copied (grievances not yet in the database)" in lines
+    assert (folder / spool.rejected.name).read_text() == torn + "\n"
+
+
+def test_a_grievance_being_kept_is_copied_whole_not_in_part(settings, tmp_path: Path, monkeypatch) -> None:
+    # The bot appends to the spool under its lock: copied meanwhile, the backup would hold half a
+    # line, a complaint's words cut off, which no refile files.
+    import threading
+
+    from bot import backup as module
+
+    spool = GrievanceSpool.beside(settings.storage_dir / "grievances.db")
+    line = '{"id": "note-4", "user_id": "111111111111111111", "description": "refund never came"}\n'
+    copying = threading.Event()
+    real = module._write_new
+    monkeypatch.setattr(module, "_write_new", lambda target, data: (copying.set(), real(target, data)))
+    made: list[Path] = []
+    with open(spool.path, "a", encoding="utf-8") as appending:
+        fcntl.flock(appending, fcntl.LOCK_EX)
+        appending.write(line[:30])
+        appending.flush()
+        making = threading.Thread(target=lambda: made.append(backup(settings, tmp_path / "b")[0]))
+        making.start()
+        copying.wait(1.0)  # a copy not waiting for the lock makes it at once
+        appending.write(line[30:])
+        appending.flush()
+        fcntl.flock(appending, fcntl.LOCK_UN)
+    making.join()
+    assert (made[0] / spool.path.name).read_text() == line
+
+
+def test_a_backup_sweeps_only_its_own_cut_short_folders(settings, tmp_path: Path) -> None:
+    # The folder backups go to may hold others' files: only a `.voxdesk-<time>.partial` is one
+    # of voxdesk's, cut short.
+    into = tmp_path / "b"
+    into.mkdir(mode=0o700)
+    theirs = [into / "video.partial", into / ".voxdesk-latest.partial"]
+    for path in theirs:
+        path.mkdir()
+        (path / "kept").write_text("not voxdesk's")
+    backup(settings, into)
+    assert all((path / "kept").exists() for path in theirs)
+
+
 KILLED_MID_BACKUP = """
 import os, signal, sys
 from pathlib import Path
