@@ -1472,6 +1472,95 @@ async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_f
         await store.aclose()
 
 
+async def test_a_grievance_whose_commit_is_refused_is_filed_late_and_told_by_news(
+    tmp_path, monkeypatch
+) -> None:
+    # The row went in and its commit was refused (a full disk): the player hears it is kept for
+    # later. Left open, the row would be committed by the next write on the connection as one
+    # filed on time, the spool's copy would find it and file nothing, and no ticket news would
+    # ever tell the player its key.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        real_commit = store._conn.commit
+        refusals = [sqlite3.OperationalError("database or disk is full")]
+
+        async def refused_once() -> None:
+            if refusals:
+                raise refusals.pop()
+            await real_commit()
+
+        monkeypatch.setattr(store._conn, "commit", refused_once)
+        with pytest.raises(ToolError) as told:
+            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+        assert str(told.value) == say.KEPT_FOR_LATER
+        assert await store.file_spooled() == 1
+        (filed,) = await store.status(NOVA)
+        assert filed.description == "charged twice"
+        (event,) = await store.news_events(0)
+        assert event.kind == "filed_late" and event.spool_id == "discord:42:0"
+    finally:
+        await store.aclose()
+
+
+async def test_a_grievance_held_in_memory_is_filed_by_the_refiler_and_let_go(tmp_path, monkeypatch) -> None:
+    # Nothing waits in the spool (the disk refused it too): the refiler must file what memory
+    # holds all the same, or it waits for another player's complaint or a stop, and a kill loses
+    # it. Filed, it is no longer held, nor said to wait unfiled.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        free = fill_the_disk(store, monkeypatch)
+        with pytest.raises(ToolError) as told:
+            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+        assert str(told.value) == say.HELD_FOR_LATER
+        free()
+        await store.start(every=0.02)
+        deadline = asyncio.get_running_loop().time() + 20
+        # Not status(), which files what is kept itself.
+        while not await store.staff_count():
+            assert asyncio.get_running_loop().time() < deadline, "the held complaint was never filed"
+            await asyncio.sleep(0.02)
+        assert await store.check() == "local grievance store: 1 grievances"
+    finally:
+        await store.aclose()
+
+
+async def test_a_complaint_kept_both_chosen_and_unchosen_is_filed_once(tmp_path) -> None:
+    # A turn's complaint kept under the id it chose, and kept again by a run of the turn that
+    # could not choose: the chosen line is filed first, and the unchosen one, matched against
+    # it, files nothing. The other way round the unchosen one would take the turn's next id and
+    # the player would have two tickets for one complaint.
+    from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import UNCHOSEN, utc_now
+
+    spool = GrievanceSpool.beside(tmp_path / "grievances.db")
+    words = "charged twice for gems"
+    row = {"user_id": NOVA, "category": "wallet", "description": words, "state": "local_only"}
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        spool.keep(f"discord:42:{UNCHOSEN}0f3a", at=utc_now(), **row)
+        spool.keep("discord:42:0", at=utc_now(), **row)
+        assert await store.file_spooled() == 1
+        assert [g.description for g in await store.status(NOVA)] == [words]
+    finally:
+        await store.aclose()
+
+
+async def test_a_grievance_memory_has_no_room_for_is_not_told_it_is_held(tmp_path, monkeypatch) -> None:
+    # The database and the disk refuse it and memory holds as many as it may: told "held for
+    # later", the player would wait for a ticket nothing keeps. The refusal is the database's.
+    from bot.tools import grievance_store
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        fill_the_disk(store, monkeypatch)
+        monkeypatch.setattr(grievance_store, "MAX_HELD", 0)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+        assert not store._held
+    finally:
+        await store.aclose()
+
+
 async def test_a_grievance_held_while_the_disk_was_full_is_listed_once_the_disk_takes_it(
     tmp_path, monkeypatch
 ) -> None:
