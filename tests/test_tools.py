@@ -1228,6 +1228,21 @@ async def test_a_grievance_kept_after_a_torn_line_is_not_set_aside_with_it(tmp_p
     assert (tmp_path / "grievances.db.spool.jsonl.rejected").read_text() == '{"id": "a1", "user_id": "1111\n'
 
 
+def test_a_torn_line_set_aside_after_one_cut_in_rejected_starts_a_line_of_its_own(tmp_path) -> None:
+    # .rejected's last copy was cut by a full disk, newline and all: the next torn line glued to
+    # it would make the two one line, neither's words whole where an operator reads them.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    spool = GrievanceSpool(tmp_path / "grievances.db.spool.jsonl")
+    spool.rejected.write_text('{"id": "a1", "user_id": "1111')
+    spool.path.write_text('{"id": "b2", "user_id": "2222\n')
+    assert spool.take() is None  # nothing to file: the torn line set aside, the spool emptied
+    assert spool.rejected.read_text().splitlines() == [
+        '{"id": "a1", "user_id": "1111',
+        '{"id": "b2", "user_id": "2222',
+    ]
+
+
 async def test_a_torn_line_the_full_disk_cannot_set_aside_leaves_the_spool_unlocked(
     tmp_path, monkeypatch
 ) -> None:
