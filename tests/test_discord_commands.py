@@ -41,7 +41,16 @@ from bot.sentences import (
 from bot.tools.base import ToolCall
 from cogs.runner import sync_commands
 from tests.conftest import BLAZE, REPO
-from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, settle, voice_note
+from tests.discord_harness import (
+    Harness,
+    blaze,
+    discord_settings,
+    nova,
+    quill,
+    running_bot,
+    settle,
+    voice_note,
+)
 from tests.fakes.discord_server import (
     EPHEMERAL_FLAG,
     GUILD_ID,
@@ -1016,14 +1025,18 @@ async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reac
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
-async def test_two_filings_a_stop_cuts_once_told_reach_both_players_by_dm(settings, monkeypatch):
-    """Two filings cut as above, whose untellings end one after the other: the stop waits for
-    the slower too, not only for the first to end, or news.db closes under it."""
+async def test_three_filings_a_stop_cuts_once_told_reach_all_players_by_dm(settings, monkeypatch):
+    """Three filings cut as above, whose untellings end one after the other: the stop waits for
+    the slowest too, not only for the first to end, or news.db closes under it. Three, since a
+    stop waits at two points (its drain, then the client's close): a wait that ended at the first
+    untelling to end would still see two of them through."""
     words = [
         (blaze, "Charged twice, cut before the answer."),
         (nova, "Lost my skins, cut before the answer."),
+        (quill, "Banned by mistake, cut before the answer."),
     ]
-    slowness = {str(blaze.id): 0.1, str(nova.id): 0.6}
+    # Apart by more than the rest of a stop takes: each untelling ends on its own.
+    slowness = {str(blaze.id): 0.1, str(nova.id): 0.8, str(quill.id): 1.5}
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
             news = h.bot.core.news
