@@ -595,6 +595,41 @@ async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_whi
     assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
 
 
+@pytest.mark.parametrize("stepped_back", [False, True], ids=["steady-clock", "clock-stepped-back"])
+async def test_a_start_reading_a_thread_after_a_live_answer_there_leaves_no_note_sent_while_down(
+    settings, fake, monkeypatch, stepped_back
+):
+    # The start's catch-up reads the thread only once a live note there is answered (it reads
+    # place after place, at its pace): the newest note answered there is one after the note sent
+    # while the bot was down, and the read must begin before that one all the same. So too with
+    # the host's clock an hour fast at the start and set right before the live answer (NTP at
+    # boot): that answer is stamped before the start by the ledger's clock.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    reading, release = asyncio.Event(), asyncio.Event()
+    owed_reads = NoteLedger.owed_reads
+
+    async def owed_reads_once_released(self: NoteLedger) -> dict[int, float]:
+        reading.set()  # the start's catch-up begins: no place is read yet
+        await asyncio.wait_for(release.wait(), 30)
+        return await owed_reads(self)
+
+    monkeypatch.setattr(NoteLedger, "owed_reads", owed_reads_once_released)
+    async with running_bot(settings, fake) as h:
+        try:
+            await asyncio.wait_for(reading.wait(), 30)
+            if stepped_back:
+                h.bot.get_cog("CatchUp")._started_at += 3600  # the start as the fast clock stamped it
+            live = await fake.send_note(blaze, voice_note(), channel_id=thread)
+            await answered(fake, live)
+        finally:
+            release.set()
+        await answered(fake, missed, within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert len(voice_replies(fake, missed)) == len(voice_replies(fake, live)) == 1
+
+
 async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_by_the_new_session(
     settings, fake
 ):
