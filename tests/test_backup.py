@@ -718,6 +718,29 @@ def test_a_backup_of_a_stopped_bot_s_folder_this_user_cannot_write_says_why(sett
     )
 
 
+def test_a_backup_of_a_database_this_user_cannot_read_says_why(settings, tmp_path: Path) -> None:
+    # A database another user made (an `init` run as root, a restore as a person) that this user
+    # may not read: SQLite's "unable to open database file" names no cause.
+    manuals = settings.storage_dir / "manuals.db"
+    manuals.chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "backup", str(tmp_path / "b")],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        manuals.chmod(0o600)
+    assert done.returncode == 4, done.stdout
+    assert done.stderr == (
+        f"backup failed, nothing kept: {manuals}: unable to open database file:"
+        " this user cannot read it: run backup as the bot's user\n"
+    )
+
+
 def test_a_backup_from_a_read_only_mount_says_why_it_cannot_read_there(settings, tmp_path: Path) -> None:
     mount = tmp_path / "mounted"
     done = _on_a_read_only_mount(
