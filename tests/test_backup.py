@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -718,11 +719,19 @@ def test_a_backup_of_a_stopped_bot_s_folder_this_user_cannot_write_says_why(sett
     )
 
 
-def test_a_backup_of_a_database_this_user_cannot_read_says_why(settings, tmp_path: Path) -> None:
-    # A database another user made (an `init` run as root, a restore as a person) that this user
-    # may not read: SQLite's "unable to open database file" names no cause.
+@pytest.mark.parametrize("another_user", [False, True], ids=["mine", "another-user-s"])
+def test_a_backup_of_a_database_this_user_cannot_read_says_why(
+    settings, tmp_path: Path, another_user: bool
+) -> None:
+    # A database this user may not read (an `init` run as root, a restore as a person, a mode
+    # set wrong): SQLite's "unable to open database file" names no cause. Another user's is said
+    # with its owner, once.
+    if another_user and os.geteuid() != 0:
+        pytest.skip("giving the file to another user needs root")
     manuals = settings.storage_dir / "manuals.db"
-    manuals.chmod(0o000)
+    if another_user:
+        os.chown(manuals, 65534, -1)
+    manuals.chmod(0o600 if another_user else 0o000)
     try:
         done = subprocess.run(
             [*_without_root_override(), sys.executable, "-m", "bot", "backup", str(tmp_path / "b")],
@@ -733,11 +742,14 @@ def test_a_backup_of_a_database_this_user_cannot_read_says_why(settings, tmp_pat
             timeout=120,
         )
     finally:
+        if another_user:
+            os.chown(manuals, os.geteuid(), -1)
         manuals.chmod(0o600)
+    owner = f" ({manuals} is owned by {pwd.getpwuid(65534).pw_name}, and voxdesk runs as root)"
     assert done.returncode == 4, done.stdout
     assert done.stderr == (
         f"backup failed, nothing kept: {manuals}: unable to open database file:"
-        " this user cannot read it: run backup as the bot's user\n"
+        f" this user cannot read it{owner if another_user else ''}: run backup as the bot's user\n"
     )
 
 
