@@ -1195,6 +1195,32 @@ def test_a_database_another_user_owns_and_sqlite_refuses_is_named_with_its_owner
     )
 
 
+def test_a_database_another_user_owns_and_sqlite_cannot_open_is_named_with_its_owner(settings) -> None:
+    # Another user's database this one may not even read (their umask 077): SQLite's "unable to
+    # open database file" names no cause either.
+    if os.geteuid() != 0:
+        pytest.skip("giving the files to another user needs root")
+    refused = settings.storage_dir / "grievances-recent.db"
+    os.chown(refused, 65534, -1)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "player", "forget", NOVA],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.chown(refused, 0, -1)
+    owner = pwd.getpwuid(65534).pw_name
+    assert (done.returncode, done.stdout) == (4, "")
+    assert done.stderr == (
+        f"a database under the storage folder cannot be used: {refused}: unable to open database"
+        f" file ({refused} is owned by {owner}, and voxdesk runs as root)\n"
+    )
+
+
 def test_check_warns_of_a_storage_folder_on_a_nearly_full_disk(settings, monkeypatch) -> None:
     # A full disk is how grievances end up held in memory alone: `check` said nothing of it.
     real = shutil.disk_usage
