@@ -176,6 +176,46 @@ async def test_a_note_read_back_and_deleted_before_a_purge_of_chat_is_not_answer
     assert warnings_logged(caplog) == []
 
 
+async def test_a_note_deleted_as_its_read_is_served_and_before_a_purge_of_chat_is_not_answered(
+    settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    # As above, but the player deletes the note as Discord serves the channel's read: the bot
+    # hears the deletion before the page that holds the note. Then the purge: the deletion heard
+    # first is not forgotten for theirs either.
+    caplog.set_level(logging.INFO)
+    serve, running = FakeDiscord._history, []
+
+    def heard() -> bool:
+        return int(missed["id"]) in running[0].get_cog("VoiceNotes")._deleted
+
+    async def served_then_deleted(self: FakeDiscord, request: Any) -> Any:
+        page = await serve(self, request)
+        channel = int(request.match_info["channel_id"])
+        if channel == ALLOWED_CHANNEL and int(missed["id"]) in self.messages.get(channel, {}):
+            await self.delete_message(ALLOWED_CHANNEL, missed["id"])
+            await eventually(heard)
+        return page
+
+    monkeypatch.setattr(FakeDiscord, "_history", served_then_deleted)  # bound as the fake starts
+    async with serving() as fake:
+        missed = await fake.send_note(nova, voice_note(), guild=True)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        fake.history_held[thread] = held = asyncio.Event()
+        fake.history_held[ALLOWED_CHANNEL] = begun = asyncio.Event()  # until the test has the bot
+        async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+            running.append(h.bot)
+            begun.set()
+            await eventually(lambda: fake.history_waiting and ALLOWED_CHANNEL not in owed_reads(settings))
+            await chatter_deleted(fake, loaded_voice(h.bot).MAX_DELETED + 1)
+            del fake.history_held[thread]
+            held.set()
+            await caught_up(h.bot)
+            await settle(fake)
+    assert fake.replies_to(missed["id"]) == []
+    assert h.engine.turns == []
+    assert warnings_logged(caplog) == []
+
+
 async def test_a_note_deleted_as_the_recheck_fetches_it_is_not_answered(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
