@@ -16,6 +16,7 @@ from bot.audio import decode, reply_from_pcm
 from bot.config import AudioSettings
 from bot.engines.base import Transcript
 from bot.engines.offline.engine import spoken
+from bot.engines.offline.hearing import _Pool
 from bot.intent import router
 from bot.lab.samples import speak_pcm
 from bot.speech.synth import english_voices
@@ -975,16 +976,14 @@ def _stuck_starting() -> None:
     threading.Event().wait()
 
 
-class _StuckPool(ProcessPoolExecutor):
-    """A pool whose workers hang loading their models, recording each one's process id as it
-    starts it: on a loaded machine a worker can be killed before it runs a line of its own."""
+class _StuckPool(_Pool):
+    """The bot's pool, whose workers hang loading their models, recording each one's process id
+    as it starts it: on a loaded machine a worker can be killed before it runs a line of its own."""
 
     def __init__(
         self, workers: int, started: list[int], initializer: Callable[[], None] = _stuck_starting
     ) -> None:
-        from bot.engines.offline.hearing import WORKER_CONTEXT
-
-        super().__init__(workers, mp_context=WORKER_CONTEXT, initializer=initializer)
+        super().__init__(workers, initializer, ())
         self.started = started
 
     def _spawn_process(self) -> None:
@@ -1397,6 +1396,70 @@ async def test_a_worker_stuck_loading_beside_a_healthy_one_at_start_is_killed(
     assert heard not in first  # by the fresh workers that replaced the pool
     assert caplog.text.count("1 of 2 fresh speech workers had not loaded their models after 5 s") == 1
     assert "a speech worker had not loaded its models; starting fresh workers" in caplog.text
+
+
+# A file's path: the first worker to create it loads its models only once the file at this path
+# with ".go" after it exists; the others load none.
+ONE_LATE = "VOXDESK_TEST_ONE_LATE"
+
+
+def _one_late_starting(*initargs: Any) -> None:
+    """In place of the bot's worker initializer (its arguments taken, no model loaded): one worker
+    loads once its test says so, the others at once."""
+    import os
+    import time
+
+    from bot.engines.offline.hearing import ignore_stop_signals
+
+    ignore_stop_signals()
+    try:
+        os.close(os.open(os.environ[ONE_LATE], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    while not os.path.exists(os.environ[ONE_LATE] + ".go"):
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_busy_on_a_note_past_the_check_ins_bound_is_not_taken_for_hung(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    """A worker slower to load than one that answered every ask of start() took a note as soon
+    as it had loaded; the check-in's asks queued behind the notes, and a worker still on one when
+    the check-in's wait ran out was killed as hung loading: the pool broke, and every note on it
+    was heard again from the start."""
+    import asyncio
+    from pathlib import Path
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WorkerHearing, _processes
+
+    class Light(WorkerHearing):  # the bot's own pools, whose workers load no model
+        job = staticmethod(_pid_after_tenths)
+
+    late = tmp_path / "one-late"
+    monkeypatch.setenv(ONE_LATE, str(late))
+    monkeypatch.setattr(hearing_module, "_start_worker", _one_late_starting)
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 60.0)
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        async with asyncio.timeout(90):
+            pids = await hearing.start()
+            # For the check-in only, whose task reads it once this test awaits: spawning the
+            # workers can take 5 s and more on a loaded machine.
+            monkeypatch.setattr(hearing_module, "START_SECONDS", 5.0)
+            workers = {worker.pid for worker in _processes(hearing._pool)}
+            await asyncio.to_thread(Path(f"{late}.go").touch)
+            # Each note keeps its worker busy for twice the check-in's bound, and answers.
+            heard = await asyncio.gather(*(hearing.hear(bytes([100, 0]), 16_000) for _ in range(2)))
+            await asyncio.gather(*hearing._check_ins)
+    finally:
+        await hearing.aclose()
+    assert len(pids) == 1 and len(workers) == 2  # the quick worker answered start()'s asks alone
+    assert set(heard) == workers, "a note was heard again, not by the worker that took it"
+    assert "had not loaded" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def _chosen(spec: Any) -> Callable[[Any], Any]:

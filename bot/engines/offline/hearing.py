@@ -145,6 +145,39 @@ class _WorkerContext(SpawnContext):
 WORKER_CONTEXT = _WorkerContext()
 
 
+class _Pool(ProcessPoolExecutor):
+    """A pool whose workers each tell, on a pipe of the pool's own, that they have loaded their
+    models. A worker answers the check-in's asks (see WorkerHearing._check_in) only between
+    notes, and the asks queue behind the notes sent before them: one that loaded and took a long
+    note, or a raid's worth, would not answer within the check-in's wait, and be killed as hung."""
+
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+        self.loaded, told = WORKER_CONTEXT.Pipe(duplex=False)
+        super().__init__(
+            workers,
+            mp_context=WORKER_CONTEXT,
+            initializer=_tell_loaded,
+            initargs=(told, initializer, *initargs),
+        )
+
+    def told_loaded(self) -> set[int]:
+        """The process ids of the workers that have told they loaded since last asked."""
+        pids = set()
+        try:
+            while self.loaded.poll():
+                pids.add(self.loaded.recv())
+        except (EOFError, OSError):  # shut down: its workers are no one's to check in now
+            pass
+        return pids
+
+
+def _tell_loaded(told: mp_connection.Connection, initializer: Callable[..., None], *initargs: Any) -> None:
+    initializer(*initargs)
+    # A message this short is written at once, so the pool's workers can share the pipe.
+    told.send(os.getpid())
+    told.close()
+
+
 def _start_worker(
     model_dir: str,
     log_level: int,
@@ -380,11 +413,10 @@ class WorkerHearing:
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         root = logging.getLogger()
-        return ProcessPoolExecutor(
+        return _Pool(
             workers,
-            mp_context=WORKER_CONTEXT,
-            initializer=_start_worker,
-            initargs=(
+            _start_worker,
+            (
                 str(self.model_dir),
                 root.getEffectiveLevel(),
                 _bots_formatter(),
@@ -481,16 +513,21 @@ class WorkerHearing:
         desk's check, for good. Killed, they break the pool, and each note on it fails as the
         service's trouble (see hear). One hung beside workers that did load holds no note (they
         take every job), but would leave the pool short until closing: killed, it breaks the
-        pool all the same, and its notes are heard again."""
+        pool all the same, and its notes are heard again. A worker that told it had loaded (see
+        _Pool) counts as one that answered, however long its notes keep it from the asks."""
         workers = {worker.pid for worker in _processes(pool)}
+        told: Callable[[], set[int]] = getattr(pool, "told_loaded", set)
         try:
             async with asyncio.timeout(START_SECONDS):
-                answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)))
+                answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)), told())
                 # A worker quick to load can answer every ask: ask again until each has.
                 while not workers <= answered:
                     await asyncio.sleep(CHECK_IN_PAUSE_SECONDS)
                     if pool is not self._pool:  # replaced, and shut down, meanwhile
                         return
+                    answered.update(told())
+                    if workers <= answered:
+                        break
                     answers = [pool.submit(_worker_pid) for _ in workers]
                     answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)))
         except BrokenProcessPool:  # a worker died loading: the notes on the pool recover as usual
@@ -498,7 +535,10 @@ class WorkerHearing:
         except TimeoutError:
             if self._closed:
                 return
+            answered.update(told())
             hung = [worker for worker in _processes(pool) if worker.pid not in answered]
+            if not hung:  # each had loaded, and its notes kept it from the asks
+                return
             if answered:
                 log.error(
                     "%d of %d fresh speech workers had not loaded their models after %g s; "
