@@ -90,7 +90,9 @@ async def test_429s_of_requests_out_together_pause_as_one(storage, fake) -> None
     of a raid's notes are out together, and their 429s come together: one burst, not eight 429s in
     a row each asked again after the last pause (2 minutes for eight, every note to the fallback)."""
     fake.failures = [Failure(status=429, hang=1.0)] * 8  # all eight are out before any is answered
-    async with running_app(openai_settings(storage, fake)) as app:
+    # The fake reads and checks each request in turn: on a busy machine the eighth's 429 comes
+    # later than 2 s, the default read timeout, which is not what this test is about.
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")) as app:
         replies = await asyncio.gather(
             *(app.agent.respond(ToolContext(user_id=str(10**17 + i)), NOTE) for i in range(8))
         )
@@ -115,6 +117,10 @@ RAID = 16  # players at once, a turn slot each
 
 
 def raid_settings(storage, fake, **env: str):
+    # A raid's requests are read and checked by the fake in turn: on a busy machine the last is
+    # answered after the default 2 s read timeout, which would time it out, and no raid test is
+    # about timeouts.
+    env = {"VOXDESK_OPENAI_TIMEOUT_SECONDS": "30", **env}
     return openai_settings(storage, fake, VOXDESK_AGENT_MAX_CONCURRENT_TURNS=str(RAID), **env)
 
 
