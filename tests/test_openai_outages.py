@@ -162,7 +162,10 @@ async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_h
     from bot.engines.openai import create_openai_engine
 
     fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=30)]
-    engine = await create_openai_engine(openai_settings(storage, fake), verify=False)
+    # Not the default 2 s read timeout: a busy machine's fake can take that long over the 429,
+    # which then never pauses the gate; and the request gone first stays in its hang until cut.
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    engine = await create_openai_engine(settings, verify=False)
     ask = engine._once().chat.completions.create
     asked: list[int] = []  # which turn sent each request
 
@@ -177,15 +180,17 @@ async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_h
 
     def turn(i: int) -> asyncio.Task:
         return asyncio.create_task(
-            engine._send(engine.chat_gate, lambda: request(i), deadline=time.monotonic() + 10, retries=2)
+            engine._send(engine.chat_gate, lambda: request(i), deadline=time.monotonic() + 30, retries=2)
         )
 
     try:
         turns = [turn(0)]
-        while not engine.chat_gate.wait():  # noqa: ASYNC110 - the gate's pause, no event
+        while not engine.chat_gate.wait():  # the gate's pause, no event
+            assert not turns[0].done(), turns[0]  # ended without a pause: this loop would spin
             await asyncio.sleep(0.01)
         turns += [turn(1), turn(2)]
-        while len(fake.chats) < 2:  # noqa: ASYNC110 - one gone first, into the hang; a counter
+        while len(fake.chats) < 2:  # one gone first, into the hang; a counter
+            assert not any(t.done() for t in turns), turns
             await asyncio.sleep(0.01)
         first = turns[asked[1]]
         first.cancel()
