@@ -208,7 +208,8 @@ async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_dea
     from bot.engines.base import EngineError
     from bot.engines.openai import create_openai_engine
 
-    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=3)]
+    # The hang outlasts the late turn's 1 s by far, on a busy machine too; the test cancels it.
+    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=20)]
     settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
     engine = await create_openai_engine(settings, verify=False)
     ask = engine._once().chat.completions.create
@@ -230,7 +231,8 @@ async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_dea
 
     try:
         first = turn(30)
-        while len(fake.chats) < 2:  # noqa: ASYNC110 - its 429, the pause, then it goes first
+        while len(fake.chats) < 2:  # its 429, the pause, then it goes first
+            assert not first.done(), first  # ended before it went first: this loop would spin
             await asyncio.sleep(0.01)
         late = turn(1)
         (gave_up,) = await asyncio.gather(late, return_exceptions=True)
