@@ -194,14 +194,7 @@ def test_backup_into_a_folder_this_user_cannot_write_names_that_folder(settings,
     into = tmp_path / "backups"
     into.mkdir(mode=0o500)
     try:
-        done = subprocess.run(
-            [*_without_root_override(), sys.executable, "-m", "bot", "backup", str(into)],
-            cwd=REPO,
-            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = voxdesk("backup", str(into), storage=settings.storage_dir, timeout=120, unprivileged=True)
     finally:
         into.chmod(0o700)
     assert (done.returncode, done.stdout) == (4, "")
@@ -733,13 +726,8 @@ def test_a_backup_of_a_database_this_user_cannot_read_says_why(
         os.chown(manuals, 65534, -1)
     manuals.chmod(0o600 if another_user else 0o000)
     try:
-        done = subprocess.run(
-            [*_without_root_override(), sys.executable, "-m", "bot", "backup", str(tmp_path / "b")],
-            cwd=REPO,
-            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-            capture_output=True,
-            text=True,
-            timeout=120,
+        done = voxdesk(
+            "backup", str(tmp_path / "b"), storage=settings.storage_dir, timeout=120, unprivileged=True
         )
     finally:
         if another_user:

@@ -23,11 +23,12 @@ from .conftest import NOVA, REPO, make_settings
 
 
 def voxdesk(
-    *args: str, storage: Path, timeout: float = 300, cwd: Path = REPO, **env: str
+    *args: str, storage: Path, timeout: float = 300, cwd: Path = REPO, unprivileged: bool = False, **env: str
 ) -> subprocess.CompletedProcess[str]:
+    """`unprivileged`: with file modes applied to it, as a service's user has them."""
     environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), **env}
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [*(_without_root_override() if unprivileged else []), sys.executable, "-m", "bot", *args],
         cwd=cwd,
         env=environ,
         capture_output=True,
@@ -1203,14 +1204,7 @@ def test_a_database_another_user_owns_and_sqlite_cannot_open_is_named_with_its_o
     refused = settings.storage_dir / "grievances-recent.db"
     os.chown(refused, 65534, -1)
     try:
-        done = subprocess.run(
-            [*_without_root_override(), sys.executable, "-m", "bot", "player", "forget", NOVA],
-            cwd=REPO,
-            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = voxdesk("player", "forget", NOVA, storage=settings.storage_dir, timeout=120, unprivileged=True)
     finally:
         os.chown(refused, 0, -1)
     owner = pwd.getpwuid(65534).pw_name
@@ -1552,13 +1546,8 @@ def test_ask_refuses_an_out_folder_it_may_not_write_before_the_turn(settings, tm
     out = locked / "today" if missing else locked
     before = _grievances(settings.storage_dir)
     note = paths.SAMPLES / "4-charged-twice.ogg"
-    done = subprocess.run(
-        [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(out)],
-        cwd=REPO,
-        env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = voxdesk(
+        "ask", str(note), "--out", str(out), storage=settings.storage_dir, timeout=120, unprivileged=True
     )
     assert _grievances(settings.storage_dir) == before, done.stderr
     assert (done.returncode, done.stderr) == (
@@ -1578,13 +1567,14 @@ def test_ask_refuses_an_out_folder_it_may_not_write_in_before_the_turn(settings,
     before = _grievances(settings.storage_dir)
     note = paths.SAMPLES / "4-charged-twice.ogg"
     try:
-        done = subprocess.run(
-            [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(replies)],
-            cwd=REPO,
-            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-            capture_output=True,
-            text=True,
+        done = voxdesk(
+            "ask",
+            str(note),
+            "--out",
+            str(replies),
+            storage=settings.storage_dir,
             timeout=120,
+            unprivileged=True,
         )
     finally:
         replies.chmod(0o700)

@@ -338,23 +338,12 @@ def test_export_to_a_folder_or_into_a_missing_one_says_what_to_give(settings, tm
 def test_export_into_a_folder_this_user_cannot_write_names_that_folder(settings, tmp_path) -> None:
     # Refused as the export was written, the line named the hidden .partial file
     # (".nova.json.<pid>.<random>.partial: Permission denied"), after the player's data was read.
-    import subprocess
-    import sys
-
-    from .test_cli import REPO, _without_root_override
 
     exports = tmp_path / "exports"
     exports.mkdir(mode=0o500)
     command = ["player", "export", NOVA, "--out", str(exports / "nova.json")]
     try:
-        done = subprocess.run(
-            [*_without_root_override(), sys.executable, "-m", "bot", *command],
-            cwd=REPO,
-            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = voxdesk(*command, storage=settings.storage_dir, timeout=120, unprivileged=True)
     finally:
         exports.chmod(0o700)
     assert (done.returncode, done.stdout) == (4, "")
