@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -587,6 +588,17 @@ def operators_debug_log(monkeypatch) -> Iterator[io.StringIO]:
         logger.setLevel(logging.NOTSET)
     root_level = logging.getLogger().level
     logging.getLogger().setLevel(logging.DEBUG)
+    configure = cli.configure_logging
+
+    def configured_from_here(*args: Any, **kwargs: Any) -> None:
+        # What is logged before voxdesk configures its log is the operator's configuration's, not
+        # these tests': an aiosqlite connection an earlier test left closing in its thread logs
+        # "operation ... completed" there at DEBUG.
+        configure(*args, **kwargs)
+        out.seek(0)
+        out.truncate()
+
+    monkeypatch.setattr(cli, "configure_logging", configured_from_here)
     yield out
     logging.getLogger().setLevel(root_level)
     for logger, level in zip(loggers, levels, strict=True):
