@@ -733,6 +733,11 @@ async def test_a_login_goes_on_to_a_search_of_reserved_characters_as_it_was(wset
         "/desktop",
         "/",
         "/desk/logout",
+        # The login page itself: logged in, it would be the password field again, as if refused.
+        "/desk/login",
+        "/desk/login?next=/desk/ticket/GRV-10",
+        # Past MAX_NEXT_CHARS: no page of the desk has a path or search that long.
+        "/desk?q=" + "x" * desk.MAX_NEXT_CHARS,
         "/\\evil.example",
         # Dot segments a browser resolves: out of /desk, or to "//evil.example" as a path.
         "/desk/../playground/tickets",
