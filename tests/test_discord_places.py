@@ -1374,3 +1374,23 @@ async def test_a_note_queued_in_a_public_thread_the_bot_is_removed_from_is_still
         await answered(fake, first)
         voice, _ = await answered(fake, queued)
     assert voice.channel_id == thread and len(engine.turns) == 2
+
+
+async def test_a_watched_channel_refused_again_after_a_good_read_is_warned_of_again(settings, fake, caplog):
+    # Said once a process, a refusal an admin mended and that came back later (a role edited
+    # again) would only be logged at DEBUG: the notes it strands said nowhere.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    fake.expect_refusals()  # the reads with the bot's cache behind
+    async with running_bot(settings, fake) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        await caught_up(h.bot)
+        since = discord.utils.utcnow() - datetime.timedelta(minutes=1)
+        for denied in (True, True, False, True):
+            if denied:
+                await fake.deny(ALLOWED_CHANNEL, VIEW_CHANNEL, tell_the_bot=False)
+            else:
+                fake.denied.pop(ALLOWED_CHANNEL)
+            await catch_up.catch_up(since)
+        await settle(fake)
+    said = [r for r in caplog.records if f"cannot read channel {ALLOWED_CHANNEL}:" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING], said
