@@ -153,6 +153,19 @@ def test_backup_of_a_spool_whose_database_was_lost_keeps_its_grievances(tmp_path
     assert (folder / "grievances.db.spool.jsonl").read_text(encoding="utf-8").count("note-1") == 1
 
 
+def test_backup_of_lines_set_aside_whose_database_was_lost_keeps_them(tmp_path: Path) -> None:
+    # Only .rejected is left: torn lines of grievances, the only copy of those words an operator
+    # has. Not a storage.dir set wrong, which would leave them out of every nightly backup.
+    storage, into = tmp_path.resolve() / "var", tmp_path / "b"
+    storage.mkdir()
+    torn = '{"id": "note-3", "user_id": "111111111111111111", "description": "refund never ca'
+    GrievanceSpool.beside(storage / "grievances.db").rejected.write_text(torn + "\n")
+    done = voxdesk("backup", str(into), storage=storage)
+    assert done.returncode == 0, done.stderr
+    (folder,) = into.iterdir()
+    assert (folder / "grievances.db.spool.jsonl.rejected").read_text() == torn + "\n"
+
+
 def test_backup_that_finds_nothing_to_copy_after_all_says_so_and_fails(tmp_path: Path) -> None:
     # A spool the bot emptied once it filed every line, and no database: nothing to keep.
     storage, into = tmp_path.resolve() / "var", tmp_path / "b"
