@@ -245,6 +245,52 @@ async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_dea
     assert len(fake.chats) == 2
 
 
+async def test_a_request_gone_first_after_a_rate_limit_that_fails_otherwise_is_tried_again(
+    storage, fake
+) -> None:
+    """The others count the 429 of the request that went first after a 429's pause as one of their
+    tries; a 500 of it is no refusal of theirs, and they send their own. Nor is it the breaker's
+    probe, whose failure is the pause going on: its turn tries again as after any 500."""
+    from bot.engines.openai import create_openai_engine
+
+    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=0.5)]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    engine = await create_openai_engine(settings, verify=False)
+    ask = engine._once().chat.completions.create
+    asked: list[int] = []  # which turn sent each request
+
+    def request(turn: int):
+        asked.append(turn)
+        return ask(
+            model=engine.model,
+            messages=[{"role": "user", "content": "hi"}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+
+    def turn(i: int, retries: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(
+                engine.chat_gate, lambda: request(i), deadline=time.monotonic() + 30, retries=retries
+            )
+        )
+
+    try:
+        turns = [turn(0, 0)]
+        await asyncio.wait(turns)  # its 429, not tried again, pauses the gate
+        await asyncio.sleep(engine.chat_gate.wait() + 0.05)  # its pause out
+        assert engine.chat_gate.wait() == 0
+        # Turn 1 goes first (tasks start in order), and turn 2 waits for it; a try counted for
+        # its 500 would end turn 2, which has none to spare.
+        turns += [turn(1, 1), turn(2, 0)]
+        answers = await asyncio.gather(*turns, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert isinstance(answers[0], BaseException), answers[0]
+    assert [a if isinstance(a, BaseException) else "answered" for a in answers[1:]] == ["answered"] * 2
+    assert asked[:2] == [0, 1] and sorted(asked[2:]) == [1, 2], asked
+
+
 @pytest.mark.parametrize(
     "reset",
     [
