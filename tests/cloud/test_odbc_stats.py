@@ -889,6 +889,36 @@ async def test_a_login_cut_with_its_turn_is_waited_for_not_begun_again_beside_it
         await stats.aclose()
 
 
+async def test_a_statement_in_the_driver_after_its_login_holds_off_no_other_login(
+    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a login's thread is the breaker's to wait for: a slow statement of the lookup that
+    # logged in just before is no login stuck in the driver, and another lookup logs in beside it.
+    quick = OdbcSettings(dialect="sqlserver", pool_size=2, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), quick)
+    running, ends = threading.Event(), threading.Event()
+    execute = aioodbc.cursor.Cursor.execute
+    slowed: list[aioodbc.cursor.Cursor] = []
+
+    async def first_slow(cursor: aioodbc.cursor.Cursor, sql: str, *params: object) -> object:
+        if not slowed or slowed[0] is cursor:
+            slowed.append(cursor)
+            # In a driver's thread, as a statement the database is slow to answer.
+            await cursor._run_operation(lambda: (running.set(), ends.wait(30)))
+        return await execute(cursor, sql, *params)
+
+    monkeypatch.setattr(aioodbc.cursor.Cursor, "execute", first_slow)
+    try:
+        slow = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(asyncio.to_thread(running.wait), 30)  # a guard
+        assert await asyncio.wait_for(stats.player_summary(QUILL), 30) == await embedded.player_summary(QUILL)
+        ends.set()
+        assert await asyncio.wait_for(slow, 30) == await embedded.player_summary(NOVA)
+    finally:
+        ends.set()
+        await stats.aclose()
+
+
 async def test_a_database_locked_beyond_the_retries_is_unavailable(
     settings: Settings, odbc: OdbcStats, caplog: pytest.LogCaptureFixture
 ) -> None:
