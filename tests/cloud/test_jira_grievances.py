@@ -1426,6 +1426,18 @@ async def test_check_names_what_the_create_screen_lacks_or_requires(fake, db) ->
     assert line.endswith("project GRV, 1 pending")
 
 
+async def test_check_reads_the_create_screen_of_a_type_configured_by_its_id(fake, db) -> None:
+    # jira.issue_type may name the type by its id, as check lists it: its create screen is read
+    # as a name's is, not passed over as a type the project lacks.
+    fake.on_create = (select_field(10080, "Severity", ("Low", "High")),)
+    backend = await open_backend(fake, db, issue_type="10001")
+    try:
+        with pytest.raises(TrackerError, match=r"give Severity \(customfield_10080\) a default"):
+            await backend.check()
+    finally:
+        await backend.aclose()
+
+
 async def test_a_field_jira_requires_of_every_filing_is_said_in_one_line_and_all_wait(
     fake, db, caplog
 ) -> None:
