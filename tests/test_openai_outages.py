@@ -245,6 +245,50 @@ async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_dea
     assert len(fake.chats) == 2
 
 
+async def test_a_transcription_waiting_for_the_request_gone_first_is_not_tried_again_on_its_429(
+    storage, fake
+) -> None:
+    """A transcription is not sent again after a 429 (`unsent_only`): the 429 of the request that
+    went first after a pause, while it waited, ends it as its own would."""
+    from bot.engines.base import EngineError
+    from bot.engines.openai import create_openai_engine
+
+    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=429, retry_after=0.3, hang=0.5)]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    engine = await create_openai_engine(settings, verify=False)
+    ask = engine._once().chat.completions.create
+
+    def request():
+        return ask(
+            model=engine.model,
+            messages=[{"role": "user", "content": "hi"}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+
+    def turn(retries: int, unsent_only: bool = False) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(
+                engine.chat_gate,
+                request,
+                deadline=time.monotonic() + 30,
+                retries=retries,
+                unsent_only=unsent_only,
+            )
+        )
+
+    try:
+        first = turn(0)
+        await asyncio.wait([first])  # its 429, not tried again, pauses the gate
+        await asyncio.sleep(engine.chat_gate.wait() + 0.05)  # its pause out
+        gone_first, waiting = turn(0), turn(2, unsent_only=True)  # tasks start in order
+        answers = await asyncio.gather(gone_first, waiting, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert isinstance(answers[1], EngineError), answers[1]
+    assert len(fake.chats) == 2
+
+
 async def test_a_request_gone_first_after_a_rate_limit_that_fails_otherwise_is_tried_again(
     storage, fake
 ) -> None:
