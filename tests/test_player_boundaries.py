@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -58,6 +59,12 @@ def words_sent(chat: dict) -> str:
     return json.dumps({**chat, "messages": messages}, ensure_ascii=False)
 
 
+def hers(text: str, *others: str) -> list[str]:
+    """Nova's words (and `others`) in `text`, each whole: a tool call's random id or a timestamp
+    spells "708" by chance."""
+    return [w for w in (*others, *NOVAS_WORDS) if re.search(rf"(?<![\w.]){re.escape(w)}(?![\w.])", text)]
+
+
 def tool_results(chat: dict) -> list[dict]:
     """What each tool told the model, as the chat request after the calls carries it."""
     return [json.loads(m["content"]) for m in chat["messages"] if m.get("role") == "tool"]
@@ -91,8 +98,8 @@ async def test_a_model_naming_another_players_ticket_or_id_is_told_nothing_of_th
     for refused in (lookup_as_her, stats_as_her, stats_by_name, filed_as_her):
         assert refused["error"].startswith("Invalid arguments"), refused
     sent = words_sent(second.body)
-    assert [w for w in NOVAS_WORDS if w in sent] == []
-    assert [w for w in NOVAS_WORDS if w in posted] == []
+    assert hers(sent) == []
+    assert hers(posted) == []
     assert [g for g in [*mine, *novas] if "poker" in g.description] == []  # refused: filed for nobody
     assert openai_fake.violations == [] and discord_fake.violations == []
 
@@ -115,7 +122,7 @@ async def test_two_players_in_one_channel_never_hear_each_others_turns(
         await answered(discord_fake, await discord_fake.send_note(nova, voice_note(), guild=True))
         (novas,) = openai_fake.chats[chats:]
     sent = words_sent(blazes.body)
-    assert [w for w in ("Ada Quist", "4242", *NOVAS_WORDS) if w in sent] == []
+    assert hers(sent, "Ada Quist", "4242") == []
     assert "Ada Quist" in words_sent(novas.body)  # her own conversation goes on
     assert openai_fake.violations == [] and discord_fake.violations == []
 
@@ -141,4 +148,4 @@ async def test_no_players_words_or_answers_reach_the_log_at_info(
             await answered(discord_fake, await discord_fake.send_note(nova, voice_note(), guild=guild))
     said = "\n".join(r.getMessage() for r in caplog.records)
     assert "filed grievance" in said  # the log was heard
-    assert [w for w in ("Ada Quist", *NOVAS_WORDS) if w in said] == []
+    assert hers(said, "Ada Quist") == []
