@@ -286,7 +286,9 @@ async def test_a_grievance_the_database_refuses_makes_healthz_not_ready_and_is_c
     s = settings.replace(web={"enabled": True, "port": port}, news={"poll_seconds": 0.2})
     async with running_bot(s, fake) as h, aiohttp.ClientSession() as http:
         assert (await _health(http, port))[0] == 200
-        with sqlite3.connect(storage_paths(s).grievances) as conn:  # reads yes, writes no
+        # The bot's own writes (the refiler trying the kept grievance again) hold the database's
+        # lock for moments that a loaded machine stretches past sqlite3's 5 s default wait.
+        with sqlite3.connect(storage_paths(s).grievances, timeout=60) as conn:  # reads yes, writes no
             conn.execute(
                 "CREATE TRIGGER refused BEFORE INSERT ON grievances"
                 " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
@@ -300,7 +302,7 @@ async def test_a_grievance_the_database_refuses_makes_healthz_not_ready_and_is_c
             return status == 503 and body["checks"]["grievances"] == {"ok": False, "error": "unfiled"}
 
         await _until(refused)
-        with sqlite3.connect(storage_paths(s).grievances) as conn:
+        with sqlite3.connect(storage_paths(s).grievances, timeout=60) as conn:
             conn.execute("DROP TRIGGER refused")
         other = "My skin from the event never arrived."
         filed = await ask(fake, blaze, "grievance", sub("file", category="other", description=other))
