@@ -24,6 +24,7 @@ from bot.tools.base import ToolContext
 from bot.turns import PastTurn
 from tests.fakes.openai_server import Failure, answer, request_tokens, serving, tool_calls
 from tests.fakes.search_server import running_fake_search
+from tests.fakes.token_server import self_signed
 from tests.test_openai import NOTE, azure_settings, openai_settings
 
 from .conftest import BLAZE, NOVA, QUILL
@@ -539,40 +540,6 @@ async def test_a_request_whose_connection_was_reset_before_it_was_all_sent_is_tr
     assert (fake.resets_before_body, len(fake.chats)) == (0, 1)
 
 
-def _self_signed(host: str, folder) -> tuple[str, str]:
-    """A certificate for `host`, its own issuer, and its key: (certificate file, key file)."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_file), str(key_file)
-
-
 async def test_a_request_reset_while_written_through_the_proxys_tunnel_is_tried_again(
     storage, fake, monkeypatch, tmp_path
 ) -> None:
@@ -584,7 +551,7 @@ async def test_a_request_reset_while_written_through_the_proxys_tunnel_is_tried_
 
     from bot.engines.openai import create_openai_engine
 
-    cert, key = _self_signed("api.openai.test", tmp_path)
+    cert, key = self_signed("api.openai.test", tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", cert)
     inside = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     inside.load_cert_chain(cert, key)
