@@ -15,6 +15,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -155,6 +156,23 @@ async def test_a_rate_limit_gone_after_one_pause_answers_every_note_of_a_raid(st
     assert (len(fake.chats), paused) == (2 * RAID, 0)
 
 
+def _turns_asking(engine: Any) -> tuple[list[int], Callable[[int], Any]]:
+    """Which turn sent each request, and a chat request a turn sends by its number."""
+    ask = engine._once().chat.completions.create
+    asked: list[int] = []
+
+    def request(turn: int) -> Any:
+        asked.append(turn)
+        return ask(
+            model=engine.model,
+            messages=[{"role": "user", "content": "hi"}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+
+    return asked, request
+
+
 async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_holds_no_one(
     storage, fake
 ) -> None:
@@ -167,17 +185,7 @@ async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_h
     # which then never pauses the gate; and the request gone first stays in its hang until cut.
     settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
     engine = await create_openai_engine(settings, verify=False)
-    ask = engine._once().chat.completions.create
-    asked: list[int] = []  # which turn sent each request
-
-    def request(turn: int):
-        asked.append(turn)
-        return ask(
-            model=engine.model,
-            messages=[{"role": "user", "content": "hi"}],
-            modalities=["text", "audio"],
-            audio={"voice": "alloy", "format": "wav"},
-        )
+    asked, request = _turns_asking(engine)
 
     def turn(i: int) -> asyncio.Task:
         return asyncio.create_task(
@@ -301,17 +309,7 @@ async def test_a_request_gone_first_after_a_rate_limit_that_fails_otherwise_is_t
     fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=0.5)]
     settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
     engine = await create_openai_engine(settings, verify=False)
-    ask = engine._once().chat.completions.create
-    asked: list[int] = []  # which turn sent each request
-
-    def request(turn: int):
-        asked.append(turn)
-        return ask(
-            model=engine.model,
-            messages=[{"role": "user", "content": "hi"}],
-            modalities=["text", "audio"],
-            audio={"voice": "alloy", "format": "wav"},
-        )
+    asked, request = _turns_asking(engine)
 
     def turn(i: int, retries: int) -> asyncio.Task:
         return asyncio.create_task(
