@@ -46,6 +46,7 @@ from bot.tools.jira_tracker import (
     RemoteIssue,
     TrackerError,
     permission_reason,
+    type_id_named,
 )
 
 log = logging.getLogger(__name__)
@@ -206,11 +207,12 @@ class JiraGrievances:
         await self._in_thread(self._tracker.myself)  # the credentials, refused here if wrong
         types = await self._in_thread(self._tracker.issue_types)
         project, issue_type = self._settings.project, self._settings.issue_type
-        if not any(issue_type in t for t in types):
-            # By its id too: Jira shows the names in the account's language, which may change.
+        if type_id_named(types, issue_type) is None:
+            # The type a create names, found as filing finds it. By its id too: Jira shows the
+            # names in the account's language, which may change.
             raise TrackerError(
                 f"Jira project {project} has no issue type {issue_type!r}: set jira.issue_type to one of "
-                + ", ".join(f"{name} ({type_id})" for type_id, name in types)
+                + ", ".join(f"{t.get('name')} ({t.get('id')})" for t in types)
             )
         if permissions := await self._in_thread(self._tracker.lacking_permissions):
             raise TrackerError(permission_reason(project, permissions))

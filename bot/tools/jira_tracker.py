@@ -162,10 +162,13 @@ class RemoteIssue:
 
 def type_id_named(types: list[Any], issue_type: str) -> str | None:
     """The id of the issue type, of a project's `issueTypes`, that jira.issue_type names: by its
-    id, or by its name as Jira shows it to the account (its site's language, an admin's
-    translation)."""
+    id, by its name as Jira shows it to the account (its site's language, an admin's
+    translation), or by the untranslated name Jira Cloud gives beside it (`untranslatedName`,
+    "Task" where the account sees "Aufgabe"), the one a create by name takes."""
     for t in types:
-        if isinstance(t, dict) and t.get("id") is not None and issue_type in (str(t["id"]), t.get("name")):
+        if not isinstance(t, dict) or t.get("id") is None:
+            continue
+        if issue_type in (str(t["id"]), t.get("name"), t.get("untranslatedName")):
             return str(t["id"])
     return None
 
@@ -793,9 +796,10 @@ class JiraTracker:
                 lacking.append(str(permission.get("name") or key))
         return lacking
 
-    def issue_types(self) -> list[tuple[str, str]]:
-        """The issue types of the configured project, (id, name) each, named as Jira shows them
-        to the account (raises with 404 when the project is not visible)."""
+    def issue_types(self) -> list[dict[str, Any]]:
+        """The issue types of the configured project, as Jira lists them (`id`, `name` as Jira
+        shows it to the account, `untranslatedName`); raises with 404 when the project is not
+        visible."""
         try:
             with self._client(not_found=True) as client:
                 raw = client.project(self.project).raw
@@ -805,7 +809,7 @@ class JiraTracker:
                 exc.status_code,
                 maybe_done=False,
             ) from None
-        return [(str(t.get("id")), str(t.get("name"))) for t in raw.get("issueTypes", [])]
+        return [t for t in raw.get("issueTypes", []) if isinstance(t, dict)]
 
     def _issue_type_field(self, client: JIRA) -> dict[str, str]:
         """The issue type a create names: by its id in the project. Jira reads a type's name

@@ -1327,26 +1327,39 @@ async def test_a_site_in_another_language_takes_grievances_as_the_type_check_acc
 ) -> None:
     # A German site lists its project's Task as "Aufgabe", and Jira reads a create's type name
     # in its untranslated form alone: check passed "Aufgabe" and Jira refused every filing of it
-    # ("The issue type selected is invalid"); check told a site whose default "Task" it did not
-    # list to set "Aufgabe". By the type's id, as check lists it, each is filed.
+    # ("The issue type selected is invalid"). The default "Task", which filing took, failed check
+    # until check read the untranslated name Jira gives beside the shown one. By the type's id,
+    # as check finds it, each is filed.
     fake.type_names = {"Task": "Aufgabe"}
     backend = await open_backend(fake, db, issue_type=issue_type)
     try:
-        if issue_type == "Task":
-            with pytest.raises(TrackerError, match=r"one of Aufgabe \(10001\), Bug \(10002\)"):
-                await backend.check()
-        else:
-            assert "project GRV" in await backend.check()
+        assert "project GRV" in await backend.check()
         await backend.register(NOVA, "wallet", "charged twice for the pass")
         assert await backend.push_pending() == 1
         (ticket,) = await backend.status(NOVA)
     finally:
         await backend.aclose()
     (create,) = fake.requests_to("/issue", "POST")
-    # A name the project does not list goes as it is, for Jira to read as before.
-    sent = {"name": "Task"} if issue_type == "Task" else {"id": "10001"}
-    assert create.body["fields"]["issuetype"] == sent
+    assert create.body["fields"]["issuetype"] == {"id": "10001"}
     assert ticket.key == "GRV-101" and fake.issues["GRV-101"].issue_type == "Task"
+    assert len(fake.requests_to("/issuetypes/10001", "GET")) == 1  # check read Task's create screen
+
+
+async def test_check_fails_a_type_name_filing_would_send_jira_by_name(fake, db) -> None:
+    # A name the project lists neither as shown nor untranslated is refused by check, naming the
+    # types as the account sees them; filing sends it as it is, for Jira to read.
+    fake.type_names = {"Task": "Aufgabe"}
+    fake.expect_violations()  # the create of a type Jira does not have
+    backend = await open_backend(fake, db, issue_type="Story")
+    try:
+        with pytest.raises(TrackerError, match=r"no issue type 'Story': .* one of Aufgabe \(10001\), Bug"):
+            await backend.check()
+        await backend.register(NOVA, "wallet", "charged twice for the pass")
+        assert await backend.push_pending() == 0
+    finally:
+        await backend.aclose()
+    (create,) = fake.requests_to("/issue", "POST")
+    assert create.body["fields"]["issuetype"] == {"name": "Story"}
 
 
 async def test_a_type_removed_from_the_project_is_looked_up_again_once_it_is_back(

@@ -24,8 +24,9 @@ issue" (a create Jira is slow to make: the issue comes when the hang ends, after
 with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
 Issues can be moved to another project, a project's key changed, or an issue deleted, as staff
 do in Jira: an old key still answers with the moved issue, under its new key, as Jira's does.
-A site in another language shows its issue types' translated names (`type_names`), and a create
-naming a type takes only its untranslated name, as Jira Cloud's does.
+A site in another language shows its issue types' translated names (`type_names`), each with its
+`untranslatedName`, and a create naming a type takes only that untranslated name, as Jira Cloud's
+does.
 """
 
 from __future__ import annotations
@@ -651,8 +652,11 @@ class FakeJira(Strict):
         key = request.match_info["key"]
         if key != self.project:
             return _errors(404, f"No project could be found with key '{key}'.")
+        # Jira Cloud lists each type's name in the account's language, and beside it the name a
+        # create by name takes (undocumented, but in every answer of Cloud's issue types).
         types = [
-            {"id": i, "name": self.type_names.get(n, n), "subtask": False} for i, n in ISSUE_TYPES.items()
+            {"id": i, "name": self.type_names.get(n, n), "untranslatedName": n, "subtask": False}
+            for i, n in ISSUE_TYPES.items()
         ]
         return web.json_response(
             {
