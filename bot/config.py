@@ -262,6 +262,9 @@ class JiraSettings(_HoldsAddresses):
     settle_seconds: float = 30.0  # after a create whose outcome is unknown, wait for Jira's search index
     user_label_prefix: str = "discord-"  # label discord-<user id> finds a player's tickets
     key_label_prefix: str = "voxdesk-"  # label voxdesk-<database id>-GRV-14 finds the push of GRV-14
+    # Names of done statuses and resolutions that say a grievance was turned down, besides the
+    # English ones voxdesk knows (Won't Do, Duplicate, Declined...): a site's own, in its language.
+    refusals: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, repr=False)

@@ -2067,6 +2067,84 @@ async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rare
     assert due - time.time() > 30
 
 
+GERMAN_STATUSES = {
+    "Zu erledigen": "new",
+    "In Arbeit": "indeterminate",
+    "Wird nicht erledigt": "done",
+    "Fertig": "done",
+}
+
+
+@pytest.mark.parametrize(
+    "resolutions",
+    [
+        # Jira Cloud's own, in German and in its order: "Fertig" named like the done status.
+        ("Fertig", "Wird nicht erledigt", "Duplikat", "Kann nicht reproduziert werden"),
+        # A scheme whose refusal comes first: read past by jira.refusals.
+        ("Wird nicht erledigt", "Duplikat", "Erledigt"),
+    ],
+)
+async def test_a_desk_resolution_reaches_a_german_workflow_as_done_not_as_a_refusal(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resolutions: tuple[str, ...]
+) -> None:
+    # On a German site Jira's "Won't Do" is "Wird nicht erledigt", in the done category as
+    # "Fertig" is, and nothing Jira sends tells the two apart in every language (their ids differ
+    # from site to site). Known by English names alone, the desk's "resolved" went to the first
+    # done status offered, here the refusal, with the first resolution offered.
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    monkeypatch.setattr(
+        jira_server,
+        "TRANSITIONS",
+        {"11": "Zu erledigen", "21": "In Arbeit", "51": "Wird nicht erledigt", "31": "Fertig"},
+    )
+    fake.screens = {"Fertig": (resolution_field(resolutions),), "Wird nicht erledigt": (resolution_field(),)}
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    jira = await open_jira(fake, tmp_path, refusals=["Wird nicht erledigt", "Duplikat"])
+    async with news_over(tmp_path, jira) as p:
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    issue = fake.issues["GRV-101"]
+    assert fake.transitioned == [("GRV-101", "Fertig")]
+    assert issue.resolution is not None and issue.resolution["name"] in ("Fertig", "Erledigt")
+    assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
+
+
+async def test_a_german_done_status_s_resolution_is_the_one_named_like_it_with_no_setting(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A workflow whose only done status is Jira's own ("Fertig"), its screen offering the site's
+    # resolutions in an admin's order: the one named like that status says the work was done,
+    # in whatever language the site speaks; the first offered was the refusal.
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    monkeypatch.setattr(jira_server, "TRANSITIONS", {"11": "Zu erledigen", "21": "In Arbeit", "31": "Fertig"})
+    fake.screens = {"Fertig": (resolution_field(("Wird nicht erledigt", "Duplikat", "Fertig")),)}
+    await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 1
+    issue = fake.issues["GRV-101"]
+    assert fake.transitioned == [("GRV-101", "Fertig")]
+    assert issue.resolution is not None and issue.resolution["name"] == "Fertig"
+
+
+async def test_a_studio_s_own_refusal_resolution_is_never_given_to_a_desk_resolution(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # A scheme of the studio's own words, none of them English ones voxdesk knows: the first
+    # offered was taken, though it says the grievance was turned down.
+    fake.screens = {"Done": (resolution_field(("Abgelehnt", "Umgesetzt")),)}
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "closed")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, refusals=["abgelehnt"])) as p:
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    issue = fake.issues["GRV-101"]
+    assert issue.resolution is not None and issue.resolution["name"] == "Umgesetzt"
+    assert pushed is not None and pushed.push_state == "pushed"
+
+
 async def test_a_desk_status_jira_reached_by_staff_meanwhile_ends_the_push(
     fake: FakeJira, tmp_path: Path
 ) -> None:

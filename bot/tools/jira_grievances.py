@@ -129,6 +129,7 @@ class JiraGrievances:
                 settings.timeout_seconds,
                 settings.user_label_prefix,
                 key_label_prefix,
+                tuple(settings.refusals),
             )
         except BaseException:
             await store.aclose()

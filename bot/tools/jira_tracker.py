@@ -274,17 +274,20 @@ def rate_limit_reset_seconds(response: requests.Response | None) -> float | None
     return seconds if seconds > 0 else None
 
 
-def screen_values(transition: dict[str, Any], status: str, category: str) -> tuple[dict[str, Any], list[str]]:
+def screen_values(
+    transition: dict[str, Any], status: str, category: str, refusals: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], list[str]]:
     """What a transition's screen (from `expand=transitions.fields`) needs: the values the bot
     gives its required fields, and the ids of those it cannot fill. A resolution it fills only to
-    reach done; a field with a default, with that default."""
+    reach done; a field with a default, with that default. `refusals`: jira.refusals, folded."""
     values: dict[str, Any] = {}
     missing: list[str] = []
     for field_id, meta in (transition.get("fields") or {}).items():
         if not isinstance(meta, dict) or not meta.get("required"):
             continue
         if field_id == "resolution" and category == "done":
-            resolution = done_resolution(meta.get("allowedValues") or [], status)
+            target = str(_target_name(transition) or "")
+            resolution = done_resolution(meta.get("allowedValues") or [], status, target, refusals)
             if resolution is not None:
                 values[field_id] = resolution
                 continue
@@ -295,28 +298,38 @@ def screen_values(transition: dict[str, Any], status: str, category: str) -> tup
     return values, missing
 
 
-def done_resolution(allowed: list[Any], status: str) -> dict[str, str] | None:
-    """The resolution, of those a screen offers, that says the grievance was dealt with."""
+def done_resolution(
+    allowed: list[Any], status: str, target: str = "", refusals: frozenset[str] = frozenset()
+) -> dict[str, str] | None:
+    """The resolution, of those a screen offers, that says the grievance was dealt with: the one
+    named like the done status the transition leads to (`target`: Jira's own Done status and
+    resolution share a name in every language, "Fertig" on a German site), or like the desk's
+    status, or one of DONE_RESOLUTIONS; failing those, the first that reads as no refusal. None
+    that is a refusal: NOT_DONE_RESOLUTIONS, or `refusals` (jira.refusals, folded)."""
     named = {
-        str(v.get("name", "")).casefold(): v
-        for v in allowed
-        if isinstance(v, dict) and v.get("id") is not None
+        folded(str(v.get("name", ""))): v for v in allowed if isinstance(v, dict) and v.get("id") is not None
     }
-    for name in (status, *DONE_RESOLUTIONS):
-        if name in named:
-            return {"id": str(named[name]["id"])}
-    rest = [v for name, v in named.items() if not _not_done(name)]
-    return {"id": str(rest[0]["id"])} if rest else None
+    fine = {name: v for name, v in named.items() if not _not_done(name, refusals)}
+    for name in (target, status, *DONE_RESOLUTIONS):
+        if folded(name) in fine:
+            return {"id": str(fine[folded(name)]["id"])}
+    return {"id": str(next(iter(fine.values()))["id"])} if fine else None
 
 
-def _reads_as_not_done(transition: dict[str, Any]) -> bool:
+def _reads_as_not_done(transition: dict[str, Any], refusals: frozenset[str] = frozenset()) -> bool:
     """Whether a transition, by its name or its status's, leads to a "done" that is a refusal."""
     names = (transition.get("name"), (transition.get("to") or {}).get("name"))
-    return any(_not_done(str(name)) for name in names if name)
+    return any(_not_done(str(name), refusals) for name in names if name)
 
 
-def _not_done(name: str) -> bool:
-    return name.casefold().replace("\u2019", "'") in NOT_DONE_RESOLUTIONS
+def folded(name: str) -> str:
+    """A status's or resolution's name as names are compared: case and a typographic apostrophe
+    ("Won’t Do") aside."""
+    return " ".join(name.split()).casefold().replace("\u2019", "'")
+
+
+def _not_done(name: str, refusals: frozenset[str] = frozenset()) -> bool:
+    return folded(name) in NOT_DONE_RESOLUTIONS or folded(name) in refusals
 
 
 def settable(value: Any) -> Any:
@@ -496,6 +509,7 @@ class JiraTracker:
         timeout: float,
         user_label_prefix: str = "discord-",
         key_label_prefix: str = "voxdesk-",
+        refusals: tuple[str, ...] = (),
     ) -> None:
         if not PROJECT_KEY.match(project):
             raise ValueError(f"jira.project = {project!r} is not a Jira project key like GRV: fix it")
@@ -515,6 +529,10 @@ class JiraTracker:
         self.timeout = timeout
         self.user_label_prefix = user_label_prefix
         self.key_label_prefix = key_label_prefix
+        # jira.refusals: the names of a site's done statuses and resolutions that say a grievance
+        # was turned down, in its language (no field of Jira's tells one from a fix: both are in
+        # the done category, and their ids differ from site to site).
+        self.refusals = frozenset(folded(name) for name in refusals)
         self._auth = (email, api_token)
         # requests sessions are not documented as thread-safe: each thread borrows a client of its own
         self._idle: list[JIRA] = []
@@ -615,7 +633,7 @@ class JiraTracker:
                 if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category
                 # Won't Do, Canceled, Declined are done statuses too: one would tell staff the
                 # grievance the desk resolved was turned down.
-                and not (category == "done" and _reads_as_not_done(t))
+                and not (category == "done" and _reads_as_not_done(t, self.refusals))
             ]
             # Jira refuses a transition whose condition is not met with a 400 that names nothing.
             offered = [t for t in into if t.get("isAvailable", True) is not False]
@@ -627,7 +645,7 @@ class JiraTracker:
                 t for t in offered if status in (str(t.get("name")).lower(), str(t["to"].get("name")).lower())
             ]
             ranked = named + [t for t in offered if t not in named]
-            plans = [(t, *screen_values(t, status, category)) for t in ranked]
+            plans = [(t, *screen_values(t, status, category, self.refusals)) for t in ranked]
             unfilled = sorted({f for _, _, missing in plans for f in missing})
             if unfilled and all(missing for _, _, missing in plans):
                 # A required field the issue holds already (set when it was made, or by staff)
