@@ -980,6 +980,10 @@ class TicketNews:
         # A 429's Retry-After: no poll before this time.monotonic(), which a clock stepped back
         # (NTP correcting a fast host) cannot push later.
         self._jira_quiet_until = 0.0
+        # Jira's answers that said its rate limit is nearly spent, as counted at the last round,
+        # and whether that round left the poll out for them.
+        self._near_limit_seen = 0
+        self._near_limit_skipped = False
         # An outage the grievance pusher said already (an expired API token) is no news here.
         self._jira_outage = Outage(
             log, "ticket news: Jira answers again", beside=getattr(self._jira, "push_outage", None)
@@ -1158,7 +1162,12 @@ class TicketNews:
             await self._local.file_spooled()
             await self._pay_untellings()
             found += await self._read_events(self._local)
-        if self._jira is not None and self._local is not None and time.monotonic() >= self._jira_quiet_until:
+        if (
+            self._jira is not None
+            and self._local is not None
+            and time.monotonic() >= self._jira_quiet_until
+            and not self._near_limit_skip()
+        ):
             try:
                 found += await self._find_in_jira(self._jira, self._local)
             except Exception as exc:
@@ -1173,6 +1182,21 @@ class TicketNews:
                 # An issue the poll found under a new key is told by its grievance event: this round.
                 found += await self._read_events(self._local)
         return found
+
+    def _near_limit_skip(self) -> bool:
+        """Whether this round leaves Jira alone: an answer since the last poll said little of its
+        rate limit's budget is left (X-RateLimit-NearLimit), which the grievance pusher and
+        players' lookups share, and the last round polled. So the poll goes every other round
+        while Jira says so; the next poll's window reaches back to the last one, and no news is
+        lost, only late by a round."""
+        said = int(getattr(self._jira, "near_limit_answers", 0) or 0)
+        skip = said != self._near_limit_seen and not self._near_limit_skipped
+        self._near_limit_seen, self._near_limit_skipped = said, skip
+        if skip:
+            log.debug(
+                "ticket news: Jira's rate limit is nearly spent (X-RateLimit-NearLimit): no poll this round"
+            )
+        return skip
 
     async def _read_events(self, local: LocalGrievanceStore) -> int:
         try:

@@ -1445,6 +1445,39 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_a_poll_while_jira_says_its_rate_limit_is_nearly_spent_goes_every_other_round(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Jira Cloud marks an answer given with less than a fifth of a rate limit's budget left
+    # (X-RateLimit-NearLimit: true). The pusher and players' lookups share that budget with the
+    # poll, which alone can wait: it asked every round until the 429 came.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.near_limit = True
+
+        def searches() -> int:
+            return len(fake.requests_to("/search/jql"))
+
+        asked = searches()
+        assert await p.news.run_once(front) == 1  # no word of it yet: polled, and told
+        assert searches() == asked + 1
+        fake.set_status("GRV-101", "In Progress")
+        assert await p.news.run_once(front) == 0  # the last poll's answer said it: no poll
+        assert searches() == asked + 1
+        assert await p.news.run_once(front) == 1  # the next one polls, and finds the change
+        assert searches() == asked + 2
+        fake.near_limit = False
+        assert await p.news.run_once(front) == 0  # its answer said it: no poll this round
+        assert await p.news.run_once(front) == 0
+        assert await p.news.run_once(front) == 0
+        assert searches() == asked + 4  # nothing said since: every round
+    assert front.texts() == [
+        'Your ticket GRV-101 ("charged twice") is now resolved.',
+        'Your ticket GRV-101 ("charged twice") is now in progress.',
+    ]
+
+
 async def test_a_rate_limit_that_goes_on_is_said_once_by_the_poll(
     fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -177,6 +177,12 @@ class JiraGrievances:
         return self._push_outage
 
     @property
+    def near_limit_answers(self) -> int:
+        """How many of Jira's answers said little of its rate limit's budget is left
+        (X-RateLimit-NearLimit): ticket news polls less while the count grows."""
+        return self._tracker.near_limit_answers
+
+    @property
     def local_store(self) -> LocalGrievanceStore:
         """The outbox, which holds every grievance (ticket news reads its events)."""
         return self._store

@@ -538,6 +538,8 @@ class JiraTracker:
         self._idle: list[JIRA] = []
         self._lock = threading.Lock()
         self._closed = False
+        # How many of Jira's answers said X-RateLimit-NearLimit: true.
+        self.near_limit_answers = 0
 
     # ---- labels and JQL, from validated values only -------------------------------------------
 
@@ -912,6 +914,13 @@ class JiraTracker:
             if not keep:
                 client.close()
 
+    def _note_near_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        # Jira Cloud marks an answer given with less than a fifth of a rate limit's budget left;
+        # whoever can wait (the ticket news poll) reads the count and asks less.
+        if response.headers.get("X-RateLimit-NearLimit", "").strip().lower() == "true":
+            with self._lock:
+                self.near_limit_answers += 1
+
     @staticmethod
     def _refuse_failed_login(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Jira Cloud answers a request whose API token expired or was revoked as one made by
@@ -940,6 +949,7 @@ class JiraTracker:
             logging=False,
         )
         client._session.hooks["response"].append(self._refuse_failed_login)
+        client._session.hooks["response"].append(self._note_near_limit)
         if client.deploymentType != "Cloud":
             client.close()
             raise TrackerError(

@@ -16,7 +16,8 @@ else is a 400 and is recorded in `bad_jql`, so a test notices unexpected JQL. Ev
 refused as one Jira would refuse (bad JQL, an issue it would not create, the removed search, an
 endpoint the fake does not serve) is kept in `violations`, which fail the test when the fake
 stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
-Jira Cloud's Retry-After (rate limited), 503 with one (a resource limit), 503 with Atlassian's
+Jira Cloud's Retry-After (rate limited; `near_limit` marks every answer given with
+X-RateLimit-NearLimit: true), 503 with one (a resource limit), 503 with Atlassian's
 HTML "Page Unavailable" page (the site down or in maintenance), an API token expired or revoked
 (answered as an anonymous request is, with X-Seraph-LoginReason: AUTHENTICATED_FAILED), "create the issue,
 then hang" (a timeout after Jira has already created the issue) and "hang, then create the
@@ -275,6 +276,7 @@ class FakeJira(Strict):
     retry_after: str = "1"  # a 429's Retry-After: whole seconds, as Jira Cloud sends it ("": none)
     # A 429's X-RateLimit-Reset as sent (None: Retry-After's end, to the minute).
     rate_limit_reset: str | None = None
+    near_limit: bool = False  # answers carry X-RateLimit-NearLimit: true
     issues: dict[str, FakeIssue] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # a moved issue's old key -> its key
     numbered: dict[str, int] = field(default_factory=dict)  # per project, the last number given out
@@ -507,7 +509,11 @@ class FakeJira(Strict):
         if self.delay_seconds:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), self.delay_seconds)
-        return await handler(request)
+        response = await handler(request)
+        if self.near_limit and response.status < 400:
+            # Jira Cloud's word, on an answer it gave, that less than a fifth of a budget is left.
+            response.headers["X-RateLimit-NearLimit"] = "true"
+        return response
 
     def _rate_limit_headers(self, response: web.Response) -> None:
         """A 429's headers as Jira Cloud sends them: Retry-After in seconds (not always there), and
