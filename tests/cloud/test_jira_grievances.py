@@ -846,6 +846,37 @@ async def test_a_grievance_filed_while_jira_rate_limits_is_kept_and_pushed_once_
     assert (await local_rows(db))[waiting.key] == ("pushed", "GRV-102") and len(fake.issues) == 2
 
 
+async def test_a_raid_of_grievances_a_429_cuts_short_loses_none_and_files_each_once(fake, db) -> None:
+    # Twelve players complain at once; Jira's limit is met part way through the round. What went
+    # stays pushed, the rest wait in the store, Jira is asked nothing until its Retry-After ends,
+    # and then each is filed once: none lost, none twice.
+    fake.retry_after = "30"
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        filed = await asyncio.gather(
+            *(backend.register(str(10**17 + n), "other", f"lag every evening, server {n}") for n in range(12))
+        )
+        fake.fail("429", times=1, after=9)
+        with pytest.raises(TrackerError, match="429"):
+            await backend.push_pending()
+        rows = await local_rows(db)
+        first = [k for k, (state, _) in rows.items() if state == "pushed"]
+        asked = len(fake.received)
+        with pytest.raises(TrackerError, match="429"):
+            await backend.push_pending()  # within the Retry-After: nothing is sent
+        assert len(fake.received) == asked
+        waiting = [g.key for g in filed if g.key not in first]
+        assert await next_try(db, waiting[0]) >= time.time() + 20.0  # the one that met the 429
+        await expire_claims(db)  # as if the 30 s had passed
+        rate_limit_ends(backend)
+        assert await backend.push_pending() == len(waiting)
+    finally:
+        await backend.aclose()
+    assert 1 <= len(first) < 12 and len(rows) == 12
+    assert pushed_keys(fake) == sorted(g.key for g in filed) and len(fake.issues) == 12
+    assert {state for state, _ in (await local_rows(db)).values()} == {"pushed"}
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_retry_after_neither_seconds_nor_a_date_is_no_wait_and_raises_nothing_else(status: int) -> None:
     # requests reads header bytes as Latin-1: a stray byte can read as "²", which str.isdigit

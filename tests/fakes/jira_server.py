@@ -314,6 +314,7 @@ class FakeJira(Strict):
     port: int = 0
     _failure: str | None = None
     _failures_left: int | None = None
+    _passing: int = 0  # requests answered before the failure `fail` set begins
     _released: asyncio.Event = field(default_factory=asyncio.Event)
     _late: list[asyncio.Task[None]] = field(default_factory=list)  # issues Jira is still making
     _runner: web.AppRunner | None = None
@@ -354,7 +355,7 @@ class FakeJira(Strict):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, mode: str, times: int | None = None) -> None:
+    def fail(self, mode: str, times: int | None = None, after: int = 0) -> None:
         """Fail from now on: "500", "hang", "401", "429", "503" (with a Retry-After, as Jira Cloud
         answers at a resource limit), "unavailable_page" (a 503 with Atlassian's HTML page, as while
         the site is down or in maintenance), "token_expired" (an expired or revoked API token:
@@ -365,10 +366,11 @@ class FakeJira(Strict):
         makes the issue when the hang ends), "502_then_create" (the same, a proxy behind the
         gateway cutting the connection) or "reject_create" (a 400 about the issue's content;
         these five affect only issue creation), or "429_issue_write" (Jira Cloud's per-issue
-        write limit, on transitions only); `times` requests, or until `recover()`."""
+        write limit, on transitions only); `times` requests, or until `recover()`. `after`: the
+        failures of every request ("500" to "unavailable_page") begin after that many answered."""
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
-        self._failure, self._failures_left = mode, times
+        self._failure, self._failures_left, self._passing = mode, times, after
 
     def recover(self) -> None:
         self._failure, self._failures_left = None, None
@@ -484,7 +486,11 @@ class FakeJira(Strict):
         if not self._authorised(request):
             return _unauthorised()
         failing = ("500", "hang", "401", "429", "503", "unavailable_page")
-        failure = self._take_failure() if self._failure in failing else None
+        failure = None
+        if self._failure in failing and self._passing > 0:
+            self._passing -= 1  # answered as usual, before the failure begins
+        elif self._failure in failing:
+            failure = self._take_failure()
         if failure == "401":
             return _unauthorised()
         if failure == "429":
