@@ -2144,6 +2144,37 @@ async def test_a_desk_resolution_reaches_a_german_workflow_as_done_not_as_a_refu
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
 
 
+async def test_jira_s_own_refusal_status_is_known_in_german_by_its_untranslated_name(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jira's own statuses in German, its "Won't Do" offered first, and no jira.refusals: the
+    # project's statuses list each with its untranslated name, which says which is the refusal.
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    monkeypatch.setattr(
+        jira_server,
+        "UNTRANSLATED",
+        {
+            "Zu erledigen": "To Do",
+            "In Arbeit": "In Progress",
+            "Wird nicht erledigt": "Won't Do",
+            "Fertig": "Done",
+        },
+    )
+    monkeypatch.setattr(
+        jira_server,
+        "TRANSITIONS",
+        {"11": "Zu erledigen", "21": "In Arbeit", "51": "Wird nicht erledigt", "31": "Fertig"},
+    )
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "closed")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    assert fake.transitioned == [("GRV-101", "Fertig")]
+    assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
+
+
 async def test_a_german_done_status_s_resolution_is_the_one_named_like_it_with_no_setting(
     fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -316,9 +316,15 @@ def done_resolution(
     return {"id": str(next(iter(fine.values()))["id"])} if fine else None
 
 
-def _reads_as_not_done(transition: dict[str, Any], refusals: frozenset[str] = frozenset()) -> bool:
-    """Whether a transition, by its name or its status's, leads to a "done" that is a refusal."""
-    names = (transition.get("name"), (transition.get("to") or {}).get("name"))
+def _reads_as_not_done(
+    transition: dict[str, Any],
+    refusals: frozenset[str] = frozenset(),
+    untranslated: dict[str, str] | None = None,
+) -> bool:
+    """Whether a transition, by its name or its status's (as shown, or untranslated: `untranslated`
+    by status id), leads to a "done" that is a refusal."""
+    to = transition.get("to") or {}
+    names = (transition.get("name"), to.get("name"), (untranslated or {}).get(str(to.get("id"))))
     return any(_not_done(str(name), refusals) for name in names if name)
 
 
@@ -629,13 +635,15 @@ class JiraTracker:
             if not listed and (lacking := self._lacking(client, (TRANSITION_ISSUES,), issueKey=key)):
                 reason = permission_reason(self.project, lacking, ", so Jira offers it no transition")
                 raise TrackerError(reason, 403, maybe_done=False, row_only=True)
+            # Won't Do, Canceled, Declined are done statuses too: one would tell staff the
+            # grievance the desk resolved was turned down. Jira's own are known in any language
+            # by their untranslated names.
+            untranslated = self._untranslated_statuses(client) if category == "done" else {}
             into = [
                 t
                 for t in listed
                 if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category
-                # Won't Do, Canceled, Declined are done statuses too: one would tell staff the
-                # grievance the desk resolved was turned down.
-                and not (category == "done" and _reads_as_not_done(t, self.refusals))
+                and not (category == "done" and _reads_as_not_done(t, self.refusals, untranslated))
             ]
             # Jira refuses a transition whose condition is not met with a 400 that names nothing.
             offered = [t for t in into if t.get("isAvailable", True) is not False]
@@ -664,6 +672,22 @@ class JiraTracker:
             transition, values = chosen
             client.transition_issue(key, str(transition["id"]), fields=values or None)
             return self._to_issue(client.issue(key, fields=fields).raw)
+
+    def _untranslated_statuses(self, client: JIRA) -> dict[str, str]:
+        """The untranslated name of each of the project's statuses, by id: Jira Cloud lists them
+        (GET project/{key}/statuses) with an `untranslatedName`, Jira's own statuses' English
+        one on a site in any language ("Won't Do" for "Wird nicht erledigt")."""
+        found: dict[str, str] = {}
+        listed = client._get_json(f"project/{self.project}/statuses")
+        for issue_type in listed if isinstance(listed, list) else []:
+            for status in (issue_type.get("statuses") or []) if isinstance(issue_type, dict) else []:
+                if (
+                    isinstance(status, dict)
+                    and status.get("id") is not None
+                    and status.get("untranslatedName")
+                ):
+                    found[str(status["id"])] = str(status["untranslatedName"])
+        return found
 
     def pushes_of_local_key(
         self, local_key: str, user_id: str, description: str, created_at: str = ""

@@ -1,10 +1,11 @@
 """A fake Jira Cloud on 127.0.0.1 for the real `jira` package.
 
 It serves what the client calls for our operations (server info, myself, the field list, a
-project, create issue, get issue, an issue's transitions and performing one (a team-managed
-project's workflow: To Do, In Progress, Done, each reached from the others; `workflow` leaves some
-out; `screens` puts fields on a transition, required or not, listed by `expand=transitions.fields`
-and checked when the transition is made; `unavailable` makes a transition fail its workflow
+project, its statuses (each with its `untranslatedName`: UNTRANSLATED), create issue, get issue,
+an issue's transitions and performing one (a team-managed project's workflow: To Do, In Progress,
+Done, each reached from the others; `workflow` leaves some out; `screens` puts fields on a
+transition, required or not, listed by `expand=transitions.fields` and checked when the transition
+is made; `unavailable` makes a transition fail its workflow
 condition: listed, with `isAvailable` false, only for `includeUnavailableTransitions=true`, and
 refused when made), the enhanced JQL search with `nextPageToken` paging, its pages no longer
 than Cloud's and its issues the id alone unless `fields` names more; a junk or negative
@@ -54,6 +55,10 @@ ISSUE_TYPES = {"10001": "Task", "10002": "Bug"}
 # status name -> (statusCategory key, statusCategory id, statusCategory name)
 CATEGORIES = {"new": (2, "To Do"), "indeterminate": (4, "In Progress"), "done": (3, "Done")}
 STATUSES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
+# A site in another language: the untranslated name of each status shown otherwise ({"Fertig":
+# "Done"}), as a project's statuses list it (`untranslatedName`); a status an admin made is
+# named the same in both.
+UNTRANSLATED: dict[str, str] = {}
 # The workflow of a Jira Cloud team-managed project: a global transition into each status, named
 # after it, offered from every other status. id -> status it leads to.
 TRANSITIONS = {"11": "To Do", "21": "In Progress", "31": "Done"}
@@ -134,11 +139,17 @@ def jira_time(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}" + when.strftime("%z")
 
 
+def status_id(name: str, category: str) -> str:
+    """A status's id: one of its own for each of STATUSES, as each status has in Jira (one set
+    by hand, with its category, shares its category's)."""
+    return str(10000 + list(STATUSES).index(name)) if name in STATUSES else str(10 + CATEGORIES[category][0])
+
+
 def status_json(name: str, category: str) -> dict[str, Any]:
     """A status as Jira shows it, with its category (to-do / in-progress / done)."""
     cat_id, cat_name = CATEGORIES[category]
     return {
-        "id": str(10 + cat_id),
+        "id": status_id(name, category),
         "name": name,
         "statusCategory": {"id": cat_id, "key": category, "name": cat_name},
     }
@@ -328,6 +339,7 @@ class FakeJira(Strict):
         app.router.add_get(f"{api}/myself", self._myself)
         app.router.add_get(f"{api}/field", self._fields)
         app.router.add_get(f"{api}/project/{{key}}", self._project)
+        app.router.add_get(f"{api}/project/{{key}}/statuses", self._project_statuses)
         app.router.add_get(f"{api}/mypermissions", self._my_permissions)
         app.router.add_post(f"{api}/issue", self._create)
         app.router.add_get(f"{api}/issue/createmeta/{{key}}/issuetypes/{{type}}", self._create_meta)
@@ -680,6 +692,35 @@ class FakeJira(Strict):
             }
         )
 
+    async def _project_statuses(self, request: web.Request) -> web.Response:
+        """The statuses of each issue type of the project, as Jira Cloud lists them: each with
+        its name in the account's language and its `untranslatedName`."""
+        key = request.match_info["key"]
+        if key != self.project:
+            return _errors(404, f"No project could be found with key '{key}'.")
+        statuses = [
+            {
+                "self": f"{self.url}/rest/api/2/status/{status_id(name, category)}",
+                "description": "",
+                "iconUrl": f"{self.url}/images/icons/statuses/generic.png",
+                **status_json(name, category),
+                "untranslatedName": UNTRANSLATED.get(name, name),
+            }
+            for name, category in STATUSES.items()
+        ]
+        return web.json_response(
+            [
+                {
+                    "self": f"{self.url}/rest/api/2/issuetype/{i}",
+                    "id": i,
+                    "name": self.type_names.get(n, n),
+                    "subtask": False,
+                    "statuses": statuses,
+                }
+                for i, n in ISSUE_TYPES.items()
+            ]
+        )
+
     async def _my_permissions(self, request: web.Request) -> web.Response:
         """The caller's permissions in a project: Cloud answers only those `permissions` names."""
         keys = [k for k in request.query.get("permissions", "").split(",") if k]
@@ -857,7 +898,7 @@ class FakeJira(Strict):
                         "id": i,
                         "name": to,
                         "to": {
-                            "self": f"{self.url}/rest/api/2/status/{10 + CATEGORIES[STATUSES[to]][0]}",
+                            "self": f"{self.url}/rest/api/2/status/{status_id(to, STATUSES[to])}",
                             "description": "",
                             "iconUrl": f"{self.url}/images/icons/statuses/generic.png",
                             **status_json(to, STATUSES[to]),
