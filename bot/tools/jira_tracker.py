@@ -678,7 +678,19 @@ class JiraTracker:
         (GET project/{key}/statuses) with an `untranslatedName`, Jira's own statuses' English
         one on a site in any language ("Won't Do" for "Wird nicht erledigt")."""
         found: dict[str, str] = {}
-        listed = client._get_json(f"project/{self.project}/statuses")
+        try:
+            listed = client._get_json(f"project/{self.project}/statuses")
+        except JIRAError as exc:
+            if exc.status_code not in (400, 403, 404):
+                raise
+            # The names alone (English ones, jira.refusals) then tell a refusal: a listing refused
+            # must not hold the desk's status change back for good.
+            log.info(
+                "Jira lists no statuses of %s (%s): refusals known by name only",
+                self.project,
+                exc.status_code,
+            )
+            return found
         for issue_type in listed if isinstance(listed, list) else []:
             for status in (issue_type.get("statuses") or []) if isinstance(issue_type, dict) else []:
                 if (

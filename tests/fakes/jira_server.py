@@ -320,6 +320,9 @@ class FakeJira(Strict):
     # the account for its issue types ({"Task": "Aufgabe"}). A create naming the type takes only
     # its untranslated name, as Jira Cloud's does; by id, any type of the project.
     type_names: dict[str, str] = field(default_factory=dict)
+    # The status a project's statuses listing answers instead of the list (403, 404: a Jira
+    # Server/Data Center or a proxy that does not serve it), or None.
+    statuses_refused: int | None = None
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -698,6 +701,8 @@ class FakeJira(Strict):
         key = request.match_info["key"]
         if key != self.project:
             return _errors(404, f"No project could be found with key '{key}'.")
+        if self.statuses_refused is not None:
+            return _errors(self.statuses_refused, "The project's statuses cannot be listed.")
         statuses = [
             {
                 "self": f"{self.url}/rest/api/2/status/{status_id(name, category)}",
