@@ -1700,6 +1700,38 @@ async def test_checking_again_is_a_post_with_the_csrf_token(wsettings, monkeypat
         assert len(runs) == 2
 
 
+async def test_checking_again_once_the_session_ended_goes_to_the_login_and_back(wsettings) -> None:
+    # Logged out in another tab (or a cookie past its age, a restart without the session key):
+    # "check again" answered "Missing or invalid CSRF token" in plain text, where every other
+    # desk page sends a lapsed login to the login page and back.
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk/check")
+        out = await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+        assert out.status == 303
+        again = await client.post(
+            "/desk/check", data={"csrf": token}, headers=SAME_ORIGIN, allow_redirects=False
+        )
+        assert again.status == 303, await again.text()
+        assert again.headers["Location"] == "/desk/login?next=/desk/check"
+        # Another site's form is refused as before: no redirect to follow for it.
+        forged = await client.post(
+            "/desk/check",
+            data={"csrf": "x"},
+            headers={"Sec-Fetch-Site": "cross-site"},
+            allow_redirects=False,
+        )
+        assert forged.status == 403
+        # Logged in again, the login goes on to the check page.
+        login = await csrf_of(client, "/desk/login?next=/desk/check")
+        done = await client.post(
+            "/desk/login",
+            data={"csrf": login, "password": STAFF_PASSWORD, "next": "/desk/check"},
+            allow_redirects=False,
+        )
+        assert done.status == 303 and done.headers["Location"] == "/desk/check"
+
+
 async def test_check_page_shows_each_service(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         await log_in(client)

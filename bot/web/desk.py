@@ -101,7 +101,23 @@ def staff_only(handler: Handler) -> Handler:
         except sqlite3.Error as exc:
             return await _unavailable(request, exc)
 
+    wrapped.staff_only = True  # type: ignore[attr-defined]
     return wrapped
+
+
+async def login_instead(request: web.Request) -> web.HTTPSeeOther | None:
+    """For a staff form of this site the CSRF check refused as its session had ended (logged out
+    in another tab, a cookie past its age, a restart without the session key): the login page,
+    going back to the page it was sent from, as a lapsed login still in its session is sent, not
+    a line about a token that a reload only sends again. None for another route, or a login."""
+    if not getattr(request.match_info.handler, "staff_only", False):
+        return None
+    try:
+        if await logged_in(request):
+            return None
+    except sqlite3.Error:
+        return None  # the refusal stands: a login web.db cannot confirm is no login to send on
+    return web.HTTPSeeOther(_login_then(request))
 
 
 @contextlib.contextmanager

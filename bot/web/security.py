@@ -409,7 +409,7 @@ def _same_origin(request: web.Request) -> bool:
 
 
 async def _csrf_refused(request: web.Request) -> web.Response:
-    from bot.web.desk import form_not_done, logged_in
+    from bot.web.desk import form_not_done, logged_in, login_instead
 
     if request.match_info.route.name == "logout":
         # Logged out in another tab, or a login lapsed: nothing is left to log out of, so the login
@@ -420,8 +420,8 @@ async def _csrf_refused(request: web.Request) -> web.Response:
                 raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
     # A ticket page's note or status change sent once its session has ended (logged out in
     # another tab, a cookie past its age, a restart without a session key) is told so, a note given
-    # back to copy, not lost with the page; only to a page of this site, so another's forged form
-    # puts no words here.
+    # back to copy, not lost with the page; another of the desk's forms (check again) goes to the
+    # login page and back. Only to a page of this site, so another's forged form puts no words here.
     if _same_origin(request):
         if request.method == "POST" and request.path == request.app.router["login"].url_for().path:
             from bot.web.desk import login_expired
@@ -429,6 +429,8 @@ async def _csrf_refused(request: web.Request) -> web.Response:
             return await login_expired(request)
         if (not_done := await form_not_done(request, 403)) is not None:
             return not_done
+        if (login := await login_instead(request)) is not None:
+            raise login
     # The playground's script reads its answers as JSON and shows their "error": in plain text
     # a page whose session ended (a lapsed cookie, a restart without a session key) would only
     # say "Something went wrong (403)", never to reload it.
