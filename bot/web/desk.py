@@ -388,10 +388,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 @staff_only
 @aiohttp_jinja2.template("desk.html")
-async def desk(request: web.Request) -> dict[str, Any]:
+async def desk(request: web.Request) -> dict[str, Any] | web.Response:
     q = request.query
     status = q.get("status", "")
     category = q.get("category", "")
+    if (refused := _unknown_filters(request, status, category)) is not None:
+        return refused
     age = q.get("age", "")
     if age not in AGES:
         age = ""
@@ -452,6 +454,31 @@ async def desk(request: web.Request) -> dict[str, Any]:
         "jira_states": JIRA_STATES,
         "jira_url": _jira_site(request),
     }
+
+
+def _unknown_filters(request: web.Request, status: str, category: str) -> web.Response | None:
+    """A status or category the desk has not (a link typed by hand, one from before a status was
+    renamed) refused with a page that names it and links to those it has: filtered by it the list
+    was empty under a filter form showing "any", as if no grievance were filed at all."""
+    unknown = [
+        (name, value, choices)
+        for name, value, choices in (("status", status, STAFF_STATUSES), ("category", category, CATEGORIES))
+        if value and value not in choices
+    ]
+    if not unknown:
+        return None
+    q = request.query
+    kept = {k: q[k] for k in ("status", "category", "age", "sort", "q") if q.get(k)}
+    for name, _, _ in unknown:
+        kept.pop(name)
+    context = {
+        "unknown": [
+            (name, value, [(c, _desk_url(request, kept | {name: c})) for c in choices])
+            for name, value, choices in unknown
+        ],
+        "without": _desk_url(request, kept),
+    }
+    return aiohttp_jinja2.render_template("filter_refused.html", request, context, status=400)
 
 
 def _page_number(value: str) -> int:
