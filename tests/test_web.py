@@ -568,6 +568,25 @@ async def test_a_suffix_of_no_bytes_for_a_missing_static_file_is_404(wsettings, 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_browsers_favicon_request_is_answered_without_a_404_or_a_session(wsettings, caplog) -> None:
+    # Every page's first view has the browser ask for /favicon.ico: a 404 each time, in its
+    # console and in an access log, and a session cookie made for it.
+    async with web_client(wsettings) as (client, _):
+        caplog.clear()
+        for method in ("GET", "HEAD"):
+            icon = await client.request(method, "/favicon.ico")
+            assert icon.status == 204, method
+            assert "Set-Cookie" not in icon.headers, method
+            assert "max-age" in icon.headers.get("Cache-Control", ""), method  # asked once a day
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        # The pages name an icon of their own, a small SVG the static folder serves.
+        page = Page(await (await client.get("/desk/login")).text())
+        href = page.one("link", rel="icon")["href"]
+        svg = await client.get(href)
+        assert svg.status == 200 and svg.content_type == "image/svg+xml"
+        assert len(await svg.read()) < 400
+
+
 # ---- the support desk --------------------------------------------------------------------------
 
 

@@ -293,7 +293,7 @@ def shortened(text: str | None, limit: int) -> str:
 
 # Routes that render no page: aiohttp-jinja2 runs the context processor before every handler, and
 # its CSRF token would start a session (a Set-Cookie) on each probe, scrape and static file.
-NO_PAGE_ROUTES = frozenset({"healthz", "metrics", "static"})
+NO_PAGE_ROUTES = frozenset({"healthz", "metrics", "static", "favicon"})
 
 
 async def _template_context(request: web.Request) -> dict[str, object]:

@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/metrics", metrics_page, name="metrics")
+    app.router.add_get("/favicon.ico", favicon, name="favicon")
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """Nothing, said plainly: browsers ask for /favicon.ico whatever a page names (the pages name
+    /static/favicon.svg), and a 404 a page would be in the console of every first view."""
+    return web.Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def _probe(check: Any) -> BaseException | None:
