@@ -477,3 +477,116 @@ async def test_the_playground_says_it_needs_javascript_where_it_is_off(browser, 
         for control in ("#record", "#upload", "#refresh-tickets"):
             assert await on.is_enabled(control), control
         assert await on.is_disabled("#stop")
+
+
+# Every control of a page, and what a screen reader would call it: a label of its own (for= or
+# around it), aria-label(ledby), or a button's words. Hidden fields are no control.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll("input, select, textarea, button")]
+  .filter((e) => e.type !== "hidden")
+  .filter((e) => !(
+    (e.labels && [...e.labels].some((l) => l.textContent.trim()))
+    || (e.getAttribute("aria-label") || "").trim()
+    || e.getAttribute("aria-labelledby")
+    || (e.tagName === "BUTTON" && e.textContent.trim())
+  ))
+  .map((e) => e.outerHTML.slice(0, 120))"""
+TABLES_WITHOUT_HEADERS = """() => [...document.querySelectorAll("table")]
+  .filter((t) => !t.querySelector("thead th") || !t.querySelector("caption"))
+  .map((t) => t.id || t.className)"""
+
+
+async def test_every_page_has_a_language_a_title_named_controls_and_headed_tables(browser, settings) -> None:
+    # What a screen reader needs of each page before anything else (WCAG 3.1.1, 2.4.2, 4.1.2,
+    # 1.3.1): the refusal pages too, which are not the pages a change is tested on.
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    grievance = await core.grievances.register(NOVA, "wallet", "My wallet shows 0 after a top-up")
+    async with serving(core) as base:
+        page = await (await chromium.new_context()).new_page()
+        paths = ["/", "/desk/login"]
+        for path in paths:
+            await page.goto(base + path)
+            await check_page_basics(page, path)
+        await page.fill("input[name=password]", STAFF_PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(base + "/desk")
+        for path in (
+            "/desk",
+            f"/desk/ticket/{grievance.key}",
+            "/desk/ticket/GRV-99999",
+            "/desk?status=bogus",
+            "/desk/charts",
+            "/desk/check",
+        ):
+            await page.goto(base + path)
+            await check_page_basics(page, path)
+
+
+async def check_page_basics(page, path: str) -> None:  # type: ignore[no-untyped-def]
+    assert await page.evaluate("document.documentElement.lang") == "en", path
+    assert (await page.title()).strip(), path
+    assert await page.evaluate(UNNAMED_CONTROLS) == [], path
+    assert await page.evaluate(TABLES_WITHOUT_HEADERS) == [], path
+
+
+# The focused element's outline as the browser draws it: "none" or no width is no focus seen.
+FOCUS_SHOWN = """() => {
+  const e = document.activeElement;
+  const s = getComputedStyle(e);
+  return [e.id || e.name || e.textContent.trim().slice(0, 30),
+          e.matches(":focus-visible") && s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0];
+}"""
+
+
+async def tab_to(page, selector: str, seen: list[tuple[str, bool]]) -> None:  # type: ignore[no-untyped-def]
+    """Tab until the element `selector` finds has the focus, each stop's outline noted in `seen`."""
+    for _ in range(60):
+        await page.keyboard.press("Tab")
+        seen.append(tuple(await page.evaluate(FOCUS_SHOWN)))
+        if await page.evaluate("(s) => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"never reached {selector}: {seen}")
+
+
+async def test_a_keyboard_alone_moves_a_ticket_and_notes_it_the_focus_always_in_sight(
+    browser, settings
+) -> None:
+    # Staff who work without a mouse log in, set a status and add a note by Tab, letters and
+    # Enter or Space alone, seeing at each stop where the focus is (WCAG 2.1.1, 2.4.7): the style
+    # sheet draws no outline of its own, and one rule taking the browser's away would hide it.
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    grievance = await core.grievances.register(NOVA, "wallet", "My wallet shows 0 after a top-up")
+    async with serving(core) as base:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(f"{base}/desk/ticket/{grievance.key}")
+        assert "/desk/login?next=" in page.url
+        # The password field takes the focus on load (autofocus), once the page is parsed.
+        await page.wait_for_function("document.activeElement.name === 'password'")
+        await page.keyboard.type(STAFF_PASSWORD)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{base}/desk/ticket/{grievance.key}")
+        seen: list[tuple[str, bool]] = []
+        await tab_to(page, "#new-status", seen)
+        await page.keyboard.type("r")  # the first status starting with r: resolved
+        await tab_to(page, "#set-status", seen)
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#ticket-status:text('resolved')")
+        await tab_to(page, "#note-body", seen)
+        await page.keyboard.type("Refunded by keyboard alone.")
+        await tab_to(page, "form[action$='/note'] button", seen)
+        await page.keyboard.press(" ")
+        await page.wait_for_selector("text=Refunded by keyboard alone.")
+        assert [name for name, shown in seen if not shown] == [], seen
+        store = core.grievances.local_store
+        assert [n.body for n in await store.staff_notes(grievance.key)] == ["Refunded by keyboard alone."]
+        # From the list (its filters, its table's scrolling box) to a ticket, as surely in sight.
+        await page.goto(f"{base}/desk")
+        await tab_to(page, f"a[href='/desk/ticket/{grievance.key}']", seen)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{base}/desk/ticket/{grievance.key}")
+        assert [name for name, shown in seen if not shown] == [], seen
