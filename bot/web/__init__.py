@@ -1,7 +1,8 @@
 """The web front end: a thin aiohttp adapter over the same core as the CLI and Discord.
 
-Playground (bot/web/playground.py), support desk (desk.py), /healthz and /metrics (ops.py). It
-never imports discord: `voxdesk run` hands it a callable that says whether Discord is connected.
+Playground (bot/web/playground.py), support desk (desk.py), /healthz, /metrics and /favicon.ico
+(ops.py). It never imports discord: `voxdesk run` hands it a callable that says whether Discord is
+connected.
 """
 
 from __future__ import annotations

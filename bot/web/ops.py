@@ -1,4 +1,5 @@
-"""/healthz and /metrics: what an operator's probes and Prometheus scrape."""
+"""/healthz and /metrics: what an operator's probes and Prometheus scrape; and /favicon.ico, which
+browsers ask for."""
 
 from __future__ import annotations
 
