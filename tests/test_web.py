@@ -1798,6 +1798,15 @@ async def test_checking_again_once_the_session_ended_goes_to_the_login_and_back(
             allow_redirects=False,
         )
         assert done.status == 303 and done.headers["Location"] == "/desk/check"
+        # A login lapsed with its session still there (session_hours passed) goes the same way.
+        now = [time.time() + 9 * 3600]
+        client.app[STATE].clock = lambda: now[0]
+        token = await csrf_of(client, "/desk/login")
+        lapsed = await client.post(
+            "/desk/check", data={"csrf": token}, headers=SAME_ORIGIN, allow_redirects=False
+        )
+        assert lapsed.status == 303
+        assert lapsed.headers["Location"] == "/desk/login?next=/desk/check"
 
 
 async def test_check_page_shows_each_service(wsettings) -> None:
