@@ -334,6 +334,57 @@ async def test_a_request_gone_first_after_a_rate_limit_that_fails_otherwise_is_t
     assert asked[:2] == [0, 1] and sorted(asked[2:]) == [1, 2], asked
 
 
+async def test_a_late_429_of_the_burst_before_a_pause_lets_no_second_request_go_first(storage, fake) -> None:
+    """A 429 of a request out before the pause, answered while the request gone first after it is
+    out, is the burst's that the pause was for: it neither ends that request's watch nor pauses
+    again, after which a second request would go while the first is still out."""
+    from bot.engines.openai import create_openai_engine
+
+    late, first_out = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        Failure(status=429, retry_after=0.3),
+        Failure(status=429, retry_after=0.3, held=late),  # the burst's other request, answered late
+        Failure(status=500, held=first_out),  # the request gone first after the pause
+    ]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    engine = await create_openai_engine(settings, verify=False)
+    gate = engine.chat_gate
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
+        )
+
+    async def pause_out() -> None:
+        await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
+
+    try:
+        burst = [turn(0), turn(1)]
+        await asyncio.wait(burst, return_when=asyncio.FIRST_COMPLETED)  # one 429 in
+        await pause_out()
+        gone_first = turn(2)
+        while len(fake.chats) < 3:  # it is out, held
+            assert not gone_first.done(), gone_first
+            await asyncio.sleep(0.01)
+        late.set()
+        await asyncio.wait(burst)  # the other's 429
+        await pause_out()
+        after = turn(3)
+        # Held until this test lets it go, the request gone first is out all along: a turn sent
+        # while it is would be answered by now (the fake has no more failures to give).
+        await asyncio.wait([after], timeout=1.0)
+        asked_while_out = list(asked)
+        first_out.set()
+        answers = await asyncio.gather(*burst, gone_first, after, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert sorted(asked_while_out) == [0, 1, 2], asked_while_out
+    assert [type(a).__name__ for a in answers[:3]] == ["RateLimitError"] * 2 + ["InternalServerError"]
+    assert not isinstance(answers[3], BaseException), answers[3]
+    assert len(fake.chats) == 4
+
+
 @pytest.mark.parametrize(
     "reset",
     [

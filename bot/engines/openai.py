@@ -224,6 +224,7 @@ class Gate:
         # The request out alone after a pause, None when there is none: its Event is set once it
         # is done. After the breaker's or a spent quota's pause (`holding` False), or a 429's.
         self.probe: asyncio.Event | None = None
+        self.probe_sent = 0.0  # time.monotonic() when that request went
         self.holding = False  # the other turns wait for that request's answer
         self.spent = False  # a 429 insufficient_quota, and no answer since
         # The logged pause: said when it begins, however often it is prolonged, and when it ends.
@@ -246,6 +247,7 @@ class Gate:
             return None
         self.holding = not back
         self.probe = asyncio.Event()
+        self.probe_sent = time.monotonic()
         return self.probe
 
     def probed(self, probe: asyncio.Event) -> None:
@@ -269,16 +271,25 @@ class Gate:
     def rate_limited(self, asked: float | None, sent: float) -> float:
         """A 429 of a request sent at `sent` (time.monotonic()): the pause it sets (seconds). One
         sent before the last 429 came was out with it, as a raid's notes' requests are: counted
-        in a row, eight at once would pause every note for two minutes."""
+        in a row, eight at once would pause every note for two minutes. One sent before the
+        request out alone after a pause, and answered while it is out, is of the burst that pause
+        was for: that request's answer tells whether the limit is over, and a pause begun again
+        would end with a second request going while it is still out."""
+        if self.probe is not None and sent < self.probe_sent:
+            return self._limited_pause(asked)
         if self.limited == 0 or sent >= self.limited_at:
             self.limited += 1
             self.limited_at = time.monotonic()
         self.failures = 0
         self.probe = None
-        pause = min(FIRST_PAUSE * 2 ** min(self.limited - 1, 16) if asked is None else asked, LONGEST_PAUSE)
+        pause = self._limited_pause(asked)
         # A short pause is waited out by the turns (see _send): only a longer one needs saying.
         self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT)
         return pause
+
+    def _limited_pause(self, asked: float | None) -> float:
+        doubled = FIRST_PAUSE * 2 ** min(max(self.limited, 1) - 1, 16)
+        return min(doubled if asked is None else asked, LONGEST_PAUSE)
 
     def out_of_quota(self) -> None:
         """A 429 insufficient_quota: the account's credit or the project's budget is spent, which
@@ -722,8 +733,8 @@ class OpenAIEngine:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise EngineError("no answer within openai.turn_deadline_seconds")
-            sent = time.monotonic()
             probe = gate.sending()
+            sent = time.monotonic()  # not before the gate's probe_sent: its own 429 counts
             # Seeing whether the service is back: its failure is the pause going on, not this
             # turn's to try again while the fallback answers the others.
             probing = probe is not None and not gate.holding

@@ -175,6 +175,9 @@ class Failure:
     # The request read, the connection closes with no answer (after `hang`): as a proxy's idle
     # timeout cuts off a long generation, or a server that restarts drops what it was answering.
     drop: bool = False
+    # The answer waits for this to be set (or the fake to stop) before its `hang`: a test lets a
+    # request's answer come at the step of its own that it chooses.
+    held: asyncio.Event | None = None
 
 
 @dataclass
@@ -447,6 +450,15 @@ class FakeOpenAI(Strict):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _held(self, released: asyncio.Event) -> None:
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        waiting = asyncio.ensure_future(released.wait())
+        try:
+            await asyncio.wait({stopping, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            waiting.cancel()
+
     async def _fail_if_told(
         self, request: web.Request, failures: list[Failure] | None = None
     ) -> web.Response | None:
@@ -458,6 +470,8 @@ class FakeOpenAI(Strict):
     async def _fail(self, request: web.Request, failure: Failure) -> web.Response:
         if failure.content_filter:
             return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
+        if failure.held is not None:
+            await self._held(failure.held)
         if failure.hang:
             await self._take(failure.hang)
         if failure.drop:
