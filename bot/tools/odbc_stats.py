@@ -80,6 +80,11 @@ SQLITE_TRANSIENT_ERRORS = frozenset({5, 6})
 # database unreachable each note of a raid waited its turn for a login that timed out, to its own
 # deadline. Then one lookup logs in to probe; the others are answered at once until it is done.
 LOGIN_BREAKER_SECONDS = 5.0
+# Logins a driver that does not keep its login timeout may hold in its threads at once. One in
+# the driver past that timeout is stuck on the network (a server gone silent, a failover's old
+# address): while it stays, minutes or for good, a second may see whether the database is back;
+# no third, so that a dead network leaves two threads of the driver's pool stuck at most.
+STUCK_LOGINS = 2
 # pyodbc's own words when the driver connection under a pooled one has gone away.
 _CLOSED_CONNECTION = "attempt to use a closed connection"
 
@@ -291,29 +296,50 @@ class LoginBreaker:
     """Whether a lookup may log in. Closed while logins work; open for `seconds` after one fails,
     every lookup that would log in answered at once meanwhile; then the first to log in probes,
     the others answered at once until its login ends, bounded by the driver's login timeout and
-    the lookup's deadline: it closes the breaker, or opens it again. No login begins while an
-    earlier one is still in the driver (`in_driver`), which a lookup's deadline or cancellation
-    leaves there when the driver does not keep its login timeout: no probe is due until it has
-    returned, and another login waits for it, so that one thread at most is stuck in a login."""
+    the lookup's deadline: it closes the breaker, or opens it again. A login a lookup's deadline
+    or cancellation left in the driver, which does not keep its login timeout, holds off the next
+    (`in_driver`): no probe is due, and another login waits for it, until it returns or has been
+    there longer than `login_timeout`; then one more may begin, STUCK_LOGINS in all at most."""
 
     def __init__(
-        self, seconds: float = LOGIN_BREAKER_SECONDS, clock: Callable[[], float] = time.monotonic
+        self,
+        seconds: float = LOGIN_BREAKER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        login_timeout: float = 0.0,
     ) -> None:
         self.seconds = seconds
         self.clock = clock
+        self.login_timeout = login_timeout  # the driver's, 0 for none: no login is then overdue
         self.failure: BaseException | None = None  # the last login's, while logins fail
         self._failed_at = 0.0
         self._probe: asyncio.Task[Any] | None = None  # the lookup logging in to probe
         self._cut: asyncio.Task[Any] | None = None  # the last lookup whose login was cancelled
-        self._thread: concurrent.futures.Future[Any] | None = None  # the last login's, in the driver
+        # The logins' threads that may still be in the driver, each with clock() when it began.
+        self._threads: list[tuple[concurrent.futures.Future[Any], float]] = []
+        self._said_stuck = False  # that probes wait for a login stuck in the driver, this outage
 
     def login_thread(self, thread: concurrent.futures.Future[Any]) -> None:
         """`thread` runs a login, its lookup's wait for it bounded, the driver's call not."""
-        self._thread = thread
+        self._threads = [(t, at) for t, at in self._threads if not t.done()]
+        self._threads.append((thread, self.clock()))
 
-    def in_driver(self) -> concurrent.futures.Future[Any] | None:
-        """The last login's thread while it is still in the driver."""
-        return self._thread if self._thread is not None and not self._thread.done() else None
+    def in_driver(self) -> list[concurrent.futures.Future[Any]]:
+        """The threads of logins still in the driver that hold off a new one (one of them to
+        return first): none when there are none, or when the one there is overdue."""
+        self._threads = [(t, at) for t, at in self._threads if not t.done()]
+        if len(self._threads) < STUCK_LOGINS and self.overdue_in() == 0:
+            return []
+        return [t for t, _ in self._threads]
+
+    def overdue_in(self) -> float | None:
+        """Seconds until the one login in the driver has outlasted the login timeout (0 when it
+        has, or there is none), None when it never will be or another may not begin beside it."""
+        live = [at for t, at in self._threads if not t.done()]
+        if not live:
+            return 0.0
+        if len(live) >= STUCK_LOGINS or self.login_timeout <= 0:
+            return None
+        return max(0.0, live[0] + self.login_timeout - self.clock())
 
     def probing(self) -> bool:
         """Whether a lookup is logging in to probe (it holds the pool's lock until that ends)."""
@@ -326,7 +352,16 @@ class LoginBreaker:
         task = asyncio.current_task()
         if self._probe is not None and not self._probe.done():
             return None if self._probe is task else LoginsHeldOff(self.failure)
-        if self.clock() - self._failed_at < self.seconds or self.in_driver() is not None:
+        if self.clock() - self._failed_at < self.seconds:
+            return LoginsHeldOff(self.failure)
+        if self.in_driver():
+            if not self._said_stuck:
+                self._said_stuck = True
+                log.info(
+                    "player stats: no login tried while %s still in the ODBC driver, which did not"
+                    " keep its login timeout: players hear stats are unavailable until one returns",
+                    "an earlier login is" if len(self._threads) == 1 else f"{len(self._threads)} logins are",
+                )
             return LoginsHeldOff(self.failure)
         return None
 
@@ -341,7 +376,7 @@ class LoginBreaker:
     def answered(self) -> None:
         """The database answered: a login, or a lookup on a connection kept from before (else a
         login after it would still probe, holding off whoever asked meanwhile)."""
-        self.failure, self._probe = None, None
+        self.failure, self._probe, self._said_stuck = None, None, False
 
     def failed(self, exc: BaseException) -> None:
         self.failure, self._failed_at, self._probe = exc, self.clock(), None
@@ -380,12 +415,14 @@ class _DriverThreads(ThreadPoolExecutor):
         return thread
 
 
-async def _returned(thread: concurrent.futures.Future[Any]) -> None:
-    """Once `thread` has returned; cancelling the wait leaves it be."""
-    mirror = asyncio.wrap_future(thread)
-    # Its outcome was its own lookup's to take, or nobody's: not "never retrieved" at exit.
-    mirror.add_done_callback(lambda done: done.cancelled() or done.exception())
-    await asyncio.wait([mirror])
+async def _returned(threads: Sequence[concurrent.futures.Future[Any]], seconds: float | None) -> None:
+    """Once one of `threads` has returned, or after `seconds` (None: no limit); cancelling the
+    wait leaves them be."""
+    mirrors = [asyncio.wrap_future(thread) for thread in threads]
+    for mirror in mirrors:
+        # Its outcome was its own lookup's to take, or nobody's: not "never retrieved" at exit.
+        mirror.add_done_callback(lambda done: done.cancelled() or done.exception())
+    await asyncio.wait(mirrors, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
 
 
 class _GatedPool(aioodbc.Pool):
@@ -404,11 +441,11 @@ class _GatedPool(aioodbc.Pool):
         if gated:
             self.breaker.logging_in()
         try:
-            if (earlier := self.breaker.in_driver()) is not None:
+            while earlier := self.breaker.in_driver():
                 # One its lookup gave up on (cancelled with its turn, or `check`'s deadline; a
                 # probe is refused instead): the driver may not keep its login timeout, and a
-                # login begun beside it might stay there too.
-                await _returned(earlier)
+                # login begun beside it might stay there too. Once it is overdue, one may.
+                await _returned(earlier, self.breaker.overdue_in())
             logging_in = _LOGGING_IN.set(self.breaker)
             try:
                 await super()._fill_free_pool(override_min)
@@ -459,7 +496,7 @@ class OdbcStats:
         # starving the default executor the audio work runs on.
         executor = _DriverThreads(max_workers=settings.pool_size * 2, thread_name_prefix="odbc")
         pool = _GatedPool(
-            LoginBreaker(),
+            LoginBreaker(login_timeout=timeout),
             dsn=connection_string,
             minsize=0,
             maxsize=settings.pool_size,

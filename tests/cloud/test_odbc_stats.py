@@ -35,6 +35,7 @@ from bot.tools.embedded import FtsManuals, SqliteStats
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.odbc_stats import (
     LOGIN_BREAKER_SECONDS,
+    STUCK_LOGINS,
     AioodbcUnlike,
     OdbcStats,
     OdbcStatsError,
@@ -818,16 +819,17 @@ def _logins_stuck_in_the_driver(
     return in_driver, logging_in, returns
 
 
-async def test_no_probe_logs_in_while_an_earlier_login_is_still_in_the_driver(
+async def test_one_probe_at_most_logs_in_beside_a_login_still_in_the_driver(
     settings: Settings,
     embedded: SqliteStats,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The lookup's deadline ends its wait for a login, not the login: its thread stays in the
-    # driver. A probe begun beside it would leave another there, one a probe for as long as the
-    # outage lasts, until every thread of the driver's pool was stuck and no statement ran, the
-    # database back or not. None is due while it is there: the lookups are answered at once.
+    # driver. A probe each time one is due would leave another there, for as long as the outage
+    # lasts, until every thread of the driver's pool was stuck and no statement ran, the database
+    # back or not. One goes beside it, the first being past its login timeout; while both are
+    # there the lookups are answered at once, and the log says why once.
     connect = pyodbc.connect
     in_driver, _, returns = _logins_stuck_in_the_driver(monkeypatch)
     caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
@@ -842,9 +844,13 @@ async def test_no_probe_logs_in_while_an_earlier_login_is_still_in_the_driver(
             now[0] += LOGIN_BREAKER_SECONDS  # a probe is due
             with pytest.raises(ToolError):
                 await asyncio.wait_for(stats.player_summary(who), 30)
-        assert len(in_driver) == 1, in_driver
+        assert len(in_driver) == STUCK_LOGINS == 2, in_driver
         failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
-        assert [r.levelno for r in failed] == [logging.ERROR]  # and no probe's INFO line
+        assert [r.levelno for r in failed] == [logging.ERROR, logging.INFO]  # the first, the probe's
+        waiting = [r for r in caplog.records if r.getMessage().startswith("player stats: no login tried")]
+        assert [(r.levelno, "2 logins are still in the ODBC driver" in r.getMessage()) for r in waiting] == [
+            (logging.INFO, True)
+        ]
         monkeypatch.setattr(pyodbc, "connect", connect)  # the database back
         returns.set()  # ... and the stuck login at last out of the driver
 
@@ -864,12 +870,36 @@ async def test_no_probe_logs_in_while_an_earlier_login_is_still_in_the_driver(
         await stats.aclose()
 
 
-async def test_a_login_cut_with_its_turn_is_waited_for_not_begun_again_beside_it(
+async def test_the_database_back_while_a_login_is_stuck_in_the_driver_answers(
+    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A login the driver keeps past its login timeout is stuck on the network (a server gone
+    # silent, a failover's old address) for minutes, or for good: waited for, the database back
+    # meanwhile would go unanswered as long. The probe logs in beside it, and answers.
+    connect = pyodbc.connect
+    _, _, returns = _logins_stuck_in_the_driver(monkeypatch)
+    now = [0.0]
+    quick = OdbcSettings(dialect="sqlserver", pool_size=2, query_timeout_seconds=1, retries=2)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), quick)
+    stats._breaker.clock = lambda: now[0]
+    try:
+        with pytest.raises(ToolError):
+            await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard
+        monkeypatch.setattr(pyodbc, "connect", connect)  # the database back; the login still stuck
+        now[0] += LOGIN_BREAKER_SECONDS
+        answer = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert answer == await embedded.player_summary(QUILL)
+    finally:
+        returns.set()
+        await stats.aclose()
+
+
+async def test_a_login_cut_with_its_turn_is_waited_for_until_overdue_then_one_beside_it(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A player's turn cancelled while its lookup logs in leaves the login in the driver, as a
     # deadline does, though the breaker is closed: the next login, a lookup's or `check`'s, waits
-    # for it rather than leave a second thread stuck beside it.
+    # for it until it has outlasted the login timeout; then one begins beside it, and no third.
     in_driver, logging_in, returns = _logins_stuck_in_the_driver(monkeypatch)
     quick = OdbcSettings(dialect="sqlserver", pool_size=2, query_timeout_seconds=1, retries=2)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), quick)
@@ -883,7 +913,7 @@ async def test_a_login_cut_with_its_turn_is_waited_for_not_begun_again_beside_it
             await asyncio.wait_for(stats.player_summary(QUILL), 30)  # a guard
         with pytest.raises(OdbcStatsError, match="the database did not answer"):
             await asyncio.wait_for(stats.check(), 30)
-        assert len(in_driver) == 1, in_driver
+        assert len(in_driver) == 2, in_driver  # the cancelled turn's, and the lookup's beside it
     finally:
         returns.set()
         await stats.aclose()
