@@ -48,10 +48,13 @@ async def fake():
 
 
 def openai_settings(storage: Path, fake, **env: str):
+    # The fake reads and checks each request against the API's spec, and makes an answer's audio,
+    # before it answers: seconds on a busy machine, for a raid's requests in turn more. The read
+    # timeout is long enough that none times out there; a test of a timeout names its own.
     defaults = {
         "VOXDESK_AGENT_ENGINE": "openai",
         "VOXDESK_OPENAI_BASE_URL": fake.base_url,
-        "VOXDESK_OPENAI_TIMEOUT_SECONDS": "2",
+        "VOXDESK_OPENAI_TIMEOUT_SECONDS": "30",
         "VOXDESK_OPENAI_MAX_RETRIES": "2",
         "OPENAI_API_KEY": API_KEY,
     }
@@ -2008,7 +2011,7 @@ async def test_a_model_lookup_that_hangs_at_start_up_is_not_waited_for_and_tried
     await engine.aclose()
     lookups = [{k.lower(): v for k, v in r.headers.items()} for r in fake.received if "/models/" in r.path]
     assert len(lookups) == 1  # not tried again
-    assert lookups[0]["x-stainless-read-timeout"] == "0.5"  # not openai.timeout_seconds (2 here)
+    assert lookups[0]["x-stainless-read-timeout"] == "0.5"  # not openai.timeout_seconds (30 here)
     assert "could not check model gpt-audio-1.5: APITimeoutError" in caplog.text
 
 

@@ -50,7 +50,7 @@ async def test_the_answer_waits_only_briefly_for_the_players_words(storage, fake
     # The transcription would come, in time; the answer is ready long before.
     fake.transcribe_seconds = 10  # within the transcription's own timeout
     fake.script = [answer("Here now.")]
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    settings = openai_settings(storage, fake)
     async with running_app(settings) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
         (kept,) = await app.conversations.history(NOVA)
@@ -92,9 +92,7 @@ async def test_429s_of_requests_out_together_pause_as_one(storage, fake) -> None
     of a raid's notes are out together, and their 429s come together: one burst, not eight 429s in
     a row each asked again after the last pause (2 minutes for eight, every note to the fallback)."""
     fake.failures = [Failure(status=429, hang=1.0)] * 8  # all eight are out before any is answered
-    # The fake reads and checks each request in turn: on a busy machine the eighth's 429 comes
-    # later than 2 s, the default read timeout, which is not what this test is about.
-    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")) as app:
+    async with running_app(openai_settings(storage, fake)) as app:
         replies = await asyncio.gather(
             *(app.agent.respond(ToolContext(user_id=str(10**17 + i)), NOTE) for i in range(8))
         )
@@ -119,10 +117,6 @@ RAID = 16  # players at once, a turn slot each
 
 
 def raid_settings(storage, fake, **env: str):
-    # A raid's requests are read and checked by the fake in turn: on a busy machine the last is
-    # answered after the default 2 s read timeout, which would time it out, and no raid test is
-    # about timeouts.
-    env = {"VOXDESK_OPENAI_TIMEOUT_SECONDS": "30", **env}
     return openai_settings(storage, fake, VOXDESK_AGENT_MAX_CONCURRENT_TURNS=str(RAID), **env)
 
 
@@ -180,10 +174,9 @@ async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_h
     cancelled (the player deleted the note, a shutdown), one of them goes in its place."""
     from bot.engines.openai import create_openai_engine
 
+    # The request gone first stays in its hang until cut.
     fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=30)]
-    # Not the default 2 s read timeout: a busy machine's fake can take that long over the 429,
-    # which then never pauses the gate; and the request gone first stays in its hang until cut.
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
     asked, request = _turns_asking(engine)
 
@@ -219,7 +212,7 @@ async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_dea
 
     # The hang outlasts the late turn's 1 s by far, on a busy machine too; the test cancels it.
     fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=20)]
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
     ask = engine._once().chat.completions.create
 
@@ -263,7 +256,7 @@ async def test_a_transcription_waiting_for_the_request_gone_first_is_not_tried_a
     from bot.engines.openai import create_openai_engine
 
     fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=429, retry_after=0.3, hang=0.5)]
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
     ask = engine._once().chat.completions.create
 
@@ -307,7 +300,7 @@ async def test_a_request_gone_first_after_a_rate_limit_that_fails_otherwise_is_t
     from bot.engines.openai import create_openai_engine
 
     fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=0.5)]
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
     asked, request = _turns_asking(engine)
 
@@ -346,7 +339,7 @@ async def test_a_late_429_of_the_burst_before_a_pause_lets_no_second_request_go_
         Failure(status=429, retry_after=0.3, held=late),  # the burst's other request, answered late
         Failure(status=500, held=first_out),  # the request gone first after the pause
     ]
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
     gate = engine.chat_gate
     asked, request = _turns_asking(engine)
@@ -522,8 +515,8 @@ async def no_wait(seconds: float) -> None:
 
 
 # The read timeout of a test sending a_long_request: the fake reads and checks 30 MB against the
-# spec before it answers, seconds on a busy machine, which the tests' usual 2 s took for a server
-# that never answered.
+# spec before it answers, seconds on a busy machine, which a short timeout takes for a server that
+# never answered.
 LONG_REQUEST_READ = "30"
 
 
@@ -932,9 +925,7 @@ async def test_a_turn_past_its_deadline_is_answered_by_the_fallback(storage, fak
     # Each step is quick enough; together they are not.
     fake.chat_seconds = 0.4
     fake.script = [tool_calls(("get_player_stats", {}))] * 3 + [answer("Too late.")]
-    settings = openai_settings(
-        storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30", VOXDESK_OPENAI_TURN_DEADLINE_SECONDS="1"
-    )
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TURN_DEADLINE_SECONDS="1")
     async with running_app(settings) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert reply.kind == "apology"

@@ -54,11 +54,7 @@ async def bot_on_openai(
     storage: Path, discord_fake: FakeDiscord, openai_fake: FakeOpenAI
 ) -> AsyncIterator[VoxdeskBot]:
     """The bot as `python -m bot run` starts it, with the engine its settings choose: OpenAI."""
-    # The fake takes over a second to answer a request on a busy machine (it checks each against
-    # the API's schema and makes the answer's audio): the default 2 s read timeout would send some
-    # turns to the fallback, and these tests are about whose data a turn reaches, not timeouts.
-    slow_ok = openai_settings(storage, openai_fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
-    settings = discord_settings(slow_ok, discord_fake)
+    settings = discord_settings(openai_settings(storage, openai_fake), discord_fake)
     stop = asyncio.Event()
     started: asyncio.Future[VoxdeskBot] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, TOKEN, stop=stop, started=started))
