@@ -768,7 +768,6 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
     if not chunks:
         raise SearchServiceError(f"no manuals (*.md) with sections found in {manuals_dir}")
     endpoint = _check_endpoint(settings.endpoint)
-    credential = _credential(settings, api_key)
     options = _client_options(settings, player_waits=False)
     documents = [_document(c) for c in chunks]
     for chunk, document in zip(chunks, documents, strict=True):
@@ -779,6 +778,8 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
                 f"section '{chunk.title}' of {chunk.source} is {size / 2**20:.0f} MB, over the 16 MB "
                 "Azure AI Search takes in one request: split it under more ## headings"
             )
+    # Only now: an Entra credential is closed in the `finally` below, on every way out after it.
+    credential = _credential(settings, api_key)
     try:
         async with SearchIndexClient(endpoint, credential, **options) as indexes:
             state = await _ensure_index(indexes, settings)

@@ -180,6 +180,31 @@ async def test_a_section_over_the_services_request_limit_is_named(fake: FakeSear
     assert not [r for r in fake.received if r.operation == "index"]  # nothing half uploaded
 
 
+async def test_a_section_over_the_request_limit_leaves_no_entra_credential_open(
+    fake: FakeSearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused before anything is sent, as with a key: no Entra credential is left unclosed on that
+    # way out (DefaultAzureCredential holds a transport of each credential it chains).
+    made, closed = [], []
+    make, close = azure_manuals._EntraToken.__init__, azure_manuals._EntraToken.close
+
+    def making(token: object) -> None:
+        make(token)
+        made.append(token)
+
+    async def closing(token: object) -> None:
+        closed.append(token)
+        await close(token)
+
+    monkeypatch.setattr(azure_manuals._EntraToken, "__init__", making)
+    monkeypatch.setattr(azure_manuals._EntraToken, "close", closing)
+    words = " ".join(f"word{i:060d}" for i in range(270_000))  # 17.6 MB
+    (tmp_path / "changelog.md").write_text(f"# Changelog\n\n## Everything\n\n{words}\n")
+    with pytest.raises(SearchServiceError, match="over the 16 MB"):
+        await index_manuals(search_settings(fake, auth="entra"), "", tmp_path)
+    assert closed == made, (made, closed)
+
+
 async def test_over_a_thousand_sections_removed_are_deleted_in_batches(
     fake: FakeSearch, tmp_path: Path
 ) -> None:
