@@ -247,6 +247,9 @@ class SearchSettings(_HoldsAddresses):
     # DefaultAzureCredential (managed identity, workload identity, or AZURE_CLIENT_ID,
     # AZURE_TENANT_ID and AZURE_CLIENT_SECRET), for services with key authentication disabled.
     auth: str = "key"
+    # entra: the audience of the token asked for, a sovereign cloud's (https://search.azure.us
+    # for Azure Government); empty: the public cloud's, https://search.azure.com.
+    audience: str = ""
     timeout_seconds: float = 5.0  # per request, connecting and reading
     retries: int = 2  # the SDK's own retries on 5xx, throttling and dropped connections
 

@@ -231,7 +231,7 @@ def _client_options(settings: SearchSettings, player_waits: bool = True) -> dict
     Retry-After is waited out however long, saying so when it is longer than a request's timeout.
     """
     retries = settings.retries
-    return {
+    options: dict[str, Any] = {
         "connection_timeout": settings.timeout_seconds,
         "read_timeout": settings.timeout_seconds,
         "retry_policy": _ShortWaits(
@@ -243,6 +243,10 @@ def _client_options(settings: SearchSettings, player_waits: bool = True) -> dict
             retry_status=retries,
         ),
     }
+    if settings.audience:
+        # The SDK asks Entra for "<audience>/.default"; a key ignores it.
+        options["audience"] = settings.audience
+    return options
 
 
 def _budget(settings: SearchSettings) -> float:

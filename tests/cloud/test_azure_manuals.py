@@ -1177,6 +1177,26 @@ async def test_entra_auth_indexes_and_answers_with_a_token_and_no_key(
     assert CLIENT_SECRET not in caplog.text
 
 
+async def test_a_sovereign_clouds_audience_is_the_scope_of_the_token_asked_for(
+    settings: Settings, entra: tuple[FakeEntra, FakeSearch]
+) -> None:
+    # A service in Azure Government takes tokens for https://search.azure.us only: one for the
+    # public cloud's audience, the SDK's default, is refused with a 401 to every question.
+    tokens, fake = entra
+    fake.scope = "https://search.azure.us/.default"
+    configured = app_settings(
+        settings, fake, VOXDESK_SEARCH_AUTH="entra", VOXDESK_SEARCH_AUDIENCE="https://search.azure.us"
+    )
+    assert f"{SECTIONS} passages" in await index_manuals(configured.search, "", MANUALS)
+    manuals = await AzureSearchManuals.open(configured.search, "")
+    try:
+        passages = await manuals.search("how do I pair my controller", 3)
+    finally:
+        await manuals.aclose()
+    assert passages
+    assert {g["scope"] for g in tokens.grants} == {"https://search.azure.us/.default"}
+
+
 async def test_check_says_in_one_line_why_no_entra_token_could_be_had(
     settings: Settings, entra: tuple[FakeEntra, FakeSearch], caplog: pytest.LogCaptureFixture
 ) -> None:

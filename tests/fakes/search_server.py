@@ -189,6 +189,7 @@ class FakeSearch(Strict):
         # for Azure AI Search's is taken as an admin's (role-based access). And whether the
         # service takes API keys at all (`disableLocalAuth` on the service refuses them).
         self.tokens: dict[str, str] = {}
+        self.scope = SEARCH_SCOPE  # the one its tokens are for: a sovereign cloud's service has its own
         self.keys_allowed = True
         self._runner: web.AppRunner | None = None
         self._tls = False
@@ -320,7 +321,7 @@ class FakeSearch(Strict):
     def _authorise(self, request: web.Request, operation: str) -> None:
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
-            if self.tokens.get(bearer.removeprefix("Bearer ")) == SEARCH_SCOPE:
+            if self.tokens.get(bearer.removeprefix("Bearer ")) == self.scope:
                 return
             raise SearchError(401, "Authentication failed: the bearer token is not valid for this service.")
         key = request.headers.get("api-key")
