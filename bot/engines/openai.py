@@ -302,13 +302,16 @@ class Gate:
             LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
         )
 
-    def failed(self, why: str, asked: float | None = None) -> None:
-        """A timeout, a connection failure, a 408 or a 5xx. `asked`: the wait its Retry-After named,
-        which pauses requests as a 429's does (a short one is waited out by the turns), but no
-        longer than the breaker's: it is one failure, often a proxy's page (a maintenance 503
-        naming an hour), not the provider's limit, and once it is over no probe goes first."""
+    def failed(self, why: str, asked: float | None = None, sent: float | None = None) -> None:
+        """A timeout, a connection failure, a 408 or a 5xx of a request sent at `sent`. `asked`:
+        the wait its Retry-After named, which pauses requests as a 429's does (a short one is
+        waited out by the turns), but no longer than the breaker's: it is one failure, often a
+        proxy's page (a maintenance 503 naming an hour), not the provider's limit, and once it is
+        over no probe goes first. One of a request sent before the one out alone after a pause
+        leaves that one out alone: its answer is still the one the others wait for."""
         self.failures += 1
-        self.probe = None
+        if self.probe is None or sent is None or sent >= self.probe_sent:
+            self.probe = None
         if asked is not None:
             pause = min(asked, self.breaker_seconds, LONGEST_PAUSE)
             self._pause(pause, f"{why}, Retry-After {asked:g} s", logged=pause > SHORT_WAIT)
@@ -744,7 +747,7 @@ class OpenAIEngine:
             except TimeoutError:
                 # Slow tools would otherwise pause OpenAI for every player, and it was not slow.
                 if not spent_elsewhere():
-                    gate.failed("at the turn's deadline")
+                    gate.failed("at the turn's deadline", sent=sent)
                 raise EngineError("no answer within openai.turn_deadline_seconds") from None
             except openai.RateLimitError as exc:
                 if exc.code == OUT_OF_QUOTA:
@@ -782,7 +785,7 @@ class OpenAIEngine:
                     raise
                 asked = _wait_named(exc.response.headers) if status is not None else None
                 timed_out = isinstance(exc, openai.APITimeoutError)
-                gate.failed("timed out" if timed_out else str(status or type(exc).__name__), asked)
+                gate.failed("timed out" if timed_out else str(status or type(exc).__name__), asked, sent)
                 if probing:
                     raise gate.still_paused() from exc
                 if isinstance(exc, openai.APIConnectionError) and not _never_sent(exc):
