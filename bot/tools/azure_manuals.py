@@ -308,11 +308,17 @@ def describe(exc: BaseException, settings: SearchSettings) -> str:
     if isinstance(exc, NoToken):
         return f"no Microsoft Entra ID token for Azure AI Search (search.auth = entra): {exc.reason}"
     if problem == "credentials" and settings.auth == "entra":
-        return (
+        said = (
             f"the Microsoft Entra ID token was refused ({status}) by {endpoint}: give the identity "
             "the Search Index Data Reader role (Search Index Data Contributor and Search Service "
             "Contributor for index-manuals), and enable role-based access on the service"
         )
+        if status == 401:
+            # A token for another audience is no token to the service, as one lacking a role is
+            # not: a sovereign cloud's takes its own cloud's only.
+            audience = settings.audience or "https://search.azure.com, the public cloud's"
+            said += f"; a token for another cloud is refused too (search.audience: {audience})"
+        return said
     if problem == "credentials":
         return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
     if _missing_index(exc):

@@ -1236,6 +1236,11 @@ async def test_a_token_the_service_refuses_names_the_roles(entra: tuple[FakeEntr
         await manuals.aclose()
     assert "the Microsoft Entra ID token was refused (401)" in str(refused.value)
     assert "Search Index Data Reader" in str(refused.value)
+    # A 401 is also what a sovereign cloud's service answers a public cloud's token.
+    assert str(refused.value).endswith(
+        "; a token for another cloud is refused too (search.audience: https://search.azure.com,"
+        " the public cloud's)"
+    ), str(refused.value)
 
 
 # DefaultAzureCredential's report when no credential applied (azure-identity 1.27, no Azure setup).
