@@ -690,6 +690,11 @@ class NoteLedger:
             (place_id, kind, user_id, time.time() if now is None else now),
         )
 
+    async def forget_place(self, place_id: int, heard_before: float) -> None:
+        """A place Discord no longer has (404 Unknown Channel): no catch-up is to look for notes
+        there, unless one was heard from there since `heard_before` (a Unix time)."""
+        await self._write("DELETE FROM places WHERE place_id = ? AND heard_at < ?", (place_id, heard_before))
+
     async def dms(self) -> list[tuple[int, str | None]]:
         """The DMs notes came from, with whose each is, the one heard from most recently first:
         the likeliest to hold a note sent while the bot was down."""

@@ -656,6 +656,9 @@ class CatchUp(commands.Cog):
         if gone or place_id not in reading.watched:
             log.info("catch-up skips channel %s: %s", place_id, why)
             await self._keep_owed(self.bot.core.notes.read_through(place_id, 0.0, 0.0))
+            if gone and place_id in reading.dms:
+                # Remembered, every start would read it again: a DM is read for its row alone.
+                await self._keep_owed(self.bot.core.notes.forget_place(place_id, reading.began_at))
             return
         said = place_id in self._refusals_said
         remember(self._refusals_said, place_id, None, MAX_REFUSALS_SAID)
@@ -1238,6 +1241,7 @@ class _Reading:
     # whether the place is gone (404).
     refused: dict[int, tuple[str, bool]] = field(default_factory=dict)
     answered: int = 0  # notes sent to be answered
+    began_at: float = field(default_factory=time.time)  # Unix time, as the ledger's places are heard
 
 
 @dataclass(frozen=True)

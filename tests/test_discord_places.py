@@ -43,6 +43,7 @@ from tests.fakes.discord_server import (
     VOICE_FLAG,
     FakeDiscord,
     Received,
+    dm_channel_id,
     now_iso,
     serving,
 )
@@ -572,6 +573,33 @@ async def test_a_thread_whose_read_discord_answers_unknown_channel_is_no_longer_
         await settle(fake)
     said = [r.getMessage() for r in caplog.records if str(thread) in r.getMessage()]
     assert said == [f"catch-up skips channel {thread}: 404 Unknown Channel"], said
+
+
+@pytest.mark.parametrize("answer", ["404", "503"])
+async def test_a_dm_discord_answers_unknown_channel_for_is_read_by_no_later_start(settings, fake, answer):
+    # The ledger remembers a player's DM, and Discord answers its read 404 Unknown Channel (the
+    # player deleted their account): no later start reads it again. Discord failing it (a 503)
+    # only holds it back: the next start reads it again.
+    dm = dm_channel_id(quill.id)
+    if answer == "503":
+        fake.known_dm(quill)
+        fake.history_unavailable_in.add(dm)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.remember_place(dm, "dm", str(quill.id))
+    finally:
+        await ledger.aclose()
+    reads = []
+    for _ in range(2):
+        async with running_bot(settings, fake) as h:
+            await caught_up(h.bot)
+            await settle(fake)
+        reads.append(len([r for r in fake.received if r.kind == "history" and r.channel_id == dm]))
+    assert reads[0] >= 1
+    if answer == "404":
+        assert reads[1] == reads[0], reads
+    else:
+        assert reads[1] > reads[0], reads
 
 
 async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_while_down_unread(

@@ -379,6 +379,21 @@ async def test_a_place_silent_for_a_year_is_forgotten_and_a_month_is_not(tmp_pat
         await ledger.aclose()
 
 
+async def test_a_place_forgotten_as_gone_stays_remembered_if_heard_from_since(tmp_path) -> None:
+    # A catch-up forgets a DM Discord answers 404 for; a note heard from there after its read
+    # began says the DM is there after all.
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        began = time.time()
+        await ledger.remember_place(10, "dm", "a", now=began - 60)
+        await ledger.remember_place(20, "dm", "b", now=began + 1)
+        for place_id in (10, 20):
+            await ledger.forget_place(place_id, began)
+        assert await ledger.dms() == [(20, "b")]
+    finally:
+        await ledger.aclose()
+
+
 async def test_places_kept_before_their_time_was_are_kept_a_year_from_the_upgrade(tmp_path) -> None:
     import sqlite3
 
