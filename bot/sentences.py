@@ -279,6 +279,14 @@ DMS_CLOSED_NOTICE = (
 DOWNLOAD_FAILED = "I couldn't download that voice note. Could you send it again?"
 RESTARTING = "I'm restarting: I'll answer this note in a moment, as soon as I'm back."
 COMMAND_CUT_SHORT = "I'm restarting and couldn't finish that in time. Please try again in a minute."
+# Where the bot may not read the channel's history, no later process can fetch a note back to
+# answer it: a note still waiting its turn at a stop, or sent during one, is asked for again.
+NOTES_CUT_SHORT = (
+    "I'm restarting and didn't get to your notes waiting here. Please send them again in a minute."
+)
+RESTARTING_SEND_AGAIN = (
+    "I'm restarting and can't answer notes here just now. Please send yours again in a minute."
+)
 CUT_SHORT_BY_RESTART = (
     "I'm restarting and couldn't finish that in time. A complaint you filed is kept and will be "
     "filed; ask /grievance status in a minute."

@@ -70,6 +70,7 @@ MAX_DELETED = 10000
 # guild's moderation deletes in bursts. A turn learns of a deletion at once (in memory) all the same.
 WITHDRAWALS_EVERY = 0.2
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
+MAX_ASKED_AGAIN = 10000  # (line, place, player) a stop asked to send their notes again
 # Answers made and not yet (wholly) out, kept in memory for the recheck to send: each holds its
 # audio. One forgotten for newer ones is read back from the note ledger, which keeps each given back.
 MAX_UNSENT = 200
@@ -279,6 +280,7 @@ class VoiceNotes(commands.Cog):
         # Messages of several notes told "one at a time": a note given back (Discord failing, the
         # bot's timeout) is answered again by the recheck, and the player heard it the first time.
         self._told_several: dict[int, None] = {}
+        self._asked_again: dict[tuple[str, int, int], None] = {}  # see _ask_again
         # Channels warned of as denying Send Messages, or, (id, True), Send Messages in Threads.
         self._denying: dict[tuple[int, bool], None] = {}
         self._timeouts_said: dict[tuple[int, float], None] = {}  # (guild, end) of timeouts warned of
@@ -585,8 +587,10 @@ class VoiceNotes(commands.Cog):
             self.bot.track(self._tell_several(message), aside=True)  # its note is counted
         await self._remember_place(message)
         metrics.NOTES_WAITING.enter(message)  # until a turn's note in hand (_turn)
+        begun = False  # its turn: once begun, a stop cutting it tells its player (see _answer)
         try:
             async with self._in_order(author.id):
+                begun = True
                 reached = await self._answer(message, note, arrived)
         except asyncio.CancelledError:
             if message.id in self._answer_out:
@@ -609,6 +613,8 @@ class VoiceNotes(commands.Cog):
                     author.id,
                 )
                 await self._settle(ledger.unanswerable, message)
+                if not begun:  # still queued behind its player's turn: nothing told them of it
+                    await self._ask_again(message, say.NOTES_CUT_SHORT)
                 raise
             await self._release(message)
             await self._react(message, LATER)
@@ -1005,11 +1011,39 @@ class VoiceNotes(commands.Cog):
             del self._reacting[message_id]
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
-        """A note that arrived while shutting down: kept, marked, and answered after the restart."""
+        """A note that arrived while shutting down: kept, marked, and answered after the restart;
+        where the bot may not read history, its player is asked to send it again instead."""
+        if not may_read_history(message.channel):
+            # Neither a ⏳ may go on it nor may a later process fetch it back to answer it.
+            try:
+                first = await self.bot.core.notes.turned_away(
+                    message.id, message.channel.id, str(message.author.id)
+                )
+            except Exception as exc:  # a full disk: asked all the same, as nothing else would answer it
+                log.error("could not record note %s as asked for again: %s", message.id, exc)
+                first = True
+            if first:
+                log.info(
+                    "note %s from %s asked for again after the restart: no Read Message History there",
+                    message.id,
+                    message.author.id,
+                )
+                await self._ask_again(message, say.RESTARTING_SEND_AGAIN)
+            return
         await self._remember_place(message)
         if await self.bot.core.notes.keep_for_restart(message.id, message.channel.id, str(message.author.id)):
             log.info("note %s from %s kept for after the restart", message.id, message.author.id)
             await self._react(message, LATER)
+
+    async def _ask_again(self, message: discord.Message, text: str) -> None:
+        """`text`, a stop's request to send notes again, told a player once in each place: each of
+        their notes there is asked for by the one line (a plain message naming them, as the bot
+        may not reply where it may not read history), not one line a note under a raid."""
+        key = (text, message.channel.id, message.author.id)
+        if key in self._asked_again:
+            return
+        remember(self._asked_again, key, None, MAX_ASKED_AGAIN)
+        await self._tell(message, text)
 
     async def _remember_place(self, message: discord.Message) -> None:
         # DMs are where catch-up looks after a restart, beside the configured channels.

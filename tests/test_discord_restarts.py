@@ -25,8 +25,10 @@ from bot.note_ledger import NoteLedger
 from bot.sentences import (
     COMMAND_CUT_SHORT,
     DMS_CLOSED_NOTICE,
+    NOTES_CUT_SHORT,
     ONE_AT_A_TIME,
     RESTARTING,
+    RESTARTING_SEND_AGAIN,
     TOO_FAST,
     TOO_MANY_UNSEEN,
 )
@@ -1333,6 +1335,57 @@ async def test_a_turn_cut_by_a_stop_where_the_bot_may_not_read_history_promises_
         await settle(fake)
     assert answers(fake, note) == 0
     assert [r.getMessage() for r in caplog.records if "could not fetch note" in r.getMessage()] == []
+
+
+async def test_notes_queued_at_a_stop_where_the_bot_may_not_read_history_are_asked_for_again(
+    settings, fake
+) -> None:
+    # Without Read Message History neither a ⏳ nor a restarting line can go on a note, and no
+    # later process may fetch it back: notes still waiting behind their player's turn at a stop
+    # would vanish unsaid. Their player is asked once, in a plain message, to send them again.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        notes = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(3)]
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    said = sorted(r.body["content"] for r in fake.received if r.kind == "message")
+    assert said == sorted([f"<@{nova.id}> {COMMAND_CUT_SHORT}", f"<@{nova.id}> {NOTES_CUT_SHORT}"]), said
+    assert not [r for r in fake.received if r.kind.startswith("reaction")]
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        assert [await note_state(ledger, n) for n in notes] == ["expired"] * 3
+    finally:
+        await ledger.aclose()
+
+
+async def test_a_note_sent_during_the_drain_where_the_bot_may_not_read_history_is_asked_for_again(
+    settings, fake
+) -> None:
+    # Kept for after the restart, it would get no ⏳ (a reaction needs Read Message History) and no
+    # answer (no later process may fetch it back): its player is asked to send it again, once
+    # however many they send, and it is not kept.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the turn in flight lasts until the arriving notes are told
+    async with running_bot(settings, fake, engine=engine) as h:
+        in_flight = await fake.send_note(nova, voice_note())  # in a DM
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        arriving = [await fake.send_note(blaze, voice_note(), guild=True) for _ in range(2)]
+        judged = [await note_state(h.bot.core.notes, n) for n in arriving]
+        engine.hold.set()  # the drain waits for the lines on their way
+        await asyncio.wait_for(h.task, 30)
+    assert judged == ["refused"] * 2, judged
+    said = [r.body["content"] for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [f"<@{blaze.id}> {RESTARTING_SEND_AGAIN}"], said
+    assert answers(fake, in_flight) == 1
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    assert [answers(fake, n) for n in arriving] == [0, 0]
 
 
 async def test_a_gone_notes_take_back_deletes_its_restarting_line_not_an_earlier_reply(
