@@ -121,7 +121,8 @@ class CatchUp(commands.Cog):
         # live or the recheck's, never read as the start's own (Every has no event for it).
         self.caught_up = asyncio.Event()
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
-        # Watched places whose read Discord refuses: said once a process, not at each catch-up.
+        # Watched places whose read Discord refuses, and channels whose archived threads it refuses
+        # to list (by their ids negated): said once a process, not at each catch-up.
         self._refusals_said: dict[int, None] = {}
         self._next_read = 0.0  # when the next catch-up read may begin (the loop's clock)
 
@@ -660,16 +661,21 @@ class CatchUp(commands.Cog):
                 # Remembered, every start would read it again: a DM is read for its row alone.
                 await self._keep_owed(self.bot.core.notes.forget_place(place_id, reading.began_at))
             return
-        said = place_id in self._refusals_said
-        remember(self._refusals_said, place_id, None, MAX_REFUSALS_SAID)
-        log.log(
-            logging.DEBUG if said else logging.WARNING,
+        self._say_refusal(
+            place_id,
             "catch-up cannot read channel %s: %s; the notes sent there while I was away (within"
             " catch_up_minutes) are answered at the first start after the bot is given View Channel"
             " and Read Message History there",
             place_id,
             why,
         )
+
+    def _say_refusal(self, key: int, msg: str, *args: object) -> None:
+        """A refusal every catch-up of a process meets until an admin acts: warned of once a
+        process for each `key` (a place, or a channel's listing by its id negated), then DEBUG."""
+        said = key in self._refusals_said
+        remember(self._refusals_said, key, None, MAX_REFUSALS_SAID)
+        log.log(logging.DEBUG if said else logging.WARNING, msg, *args)
 
     async def _read_place(
         self,
@@ -1068,6 +1074,7 @@ class CatchUp(commands.Cog):
                 else:
                     joined = channel.archived_threads(limit=None, private=True, joined=True)
                     listings.append((joined, False))
+            listed = True
             for listing, by_archive in listings:
                 try:
                     async for thread in listing:
@@ -1080,7 +1087,20 @@ class CatchUp(commands.Cog):
                         elif self.bot.get_channel(thread.id) is None:  # not active again meanwhile
                             found[thread.id] = thread
                 except (discord.HTTPException, discord.RateLimited) as exc:
-                    self._not_read(channel_id, "list the archived threads of", exc, unlisted)
+                    listed = False
+                    if discords_trouble(exc):
+                        self._not_read(channel_id, "list the archived threads of", exc, unlisted)
+                        continue
+                    # Its other listing would be refused too: each 403 counts toward Cloudflare's ban.
+                    self._say_refusal(
+                        -channel_id,
+                        "catch-up could not list the archived threads of channel %s: %s",
+                        channel_id,
+                        _why(exc),
+                    )
+                    break
+            if listed:
+                self._refusals_said.pop(-channel_id, None)  # refused again later, it is said again
         return found
 
     def _not_read(

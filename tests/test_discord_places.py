@@ -547,7 +547,10 @@ async def test_a_watched_channel_the_bot_may_not_read_stays_owed_and_is_warned_o
     refused = [r for r in fake.received if r.kind == "history" and r.error == 50001]
     assert len(refused) == (0 if told else 2)
     said = [r.getMessage() for r in caplog.records if f"channel {ALLOWED_CHANNEL}:" in r.getMessage()]
-    assert len(said) == 1 and "Read Message History" in said[0], said
+    read = [m for m in said if "cannot read" in m]
+    assert len(read) == 1 and "Read Message History" in read[0], said
+    # Behind, the cache has the bot list the channel's archived threads too: refused, said once.
+    assert len([m for m in said if "list the archived threads" in m]) == (0 if told else 1), said
     assert not voice_replies(fake, missed)
     fake.denied.pop(ALLOWED_CHANNEL)
     async with running_bot(settings, fake) as h:
@@ -1421,4 +1424,30 @@ async def test_a_watched_channel_refused_again_after_a_good_read_is_warned_of_ag
             await catch_up.catch_up(since)
         await settle(fake)
     said = [r for r in caplog.records if f"cannot read channel {ALLOWED_CHANNEL}:" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING], said
+
+
+async def test_a_watched_channel_whose_archived_threads_discord_refuses_to_list_is_warned_of_once(
+    settings, fake, caplog
+):
+    # The bot's cache behind (View Channel taken while it runs), Discord refuses the listing of a
+    # watched channel's archived threads at every catch-up of the process: said once, as its
+    # refused read is, and again once a listing went through and is refused later. One listing
+    # refused is enough: its other listing would be refused too, each 403 toward Cloudflare's ban.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    fake.expect_refusals()  # the reads and listings with the bot's cache behind
+    async with running_bot(settings, fake) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        await caught_up(h.bot)
+        since = discord.utils.utcnow() - datetime.timedelta(minutes=1)
+        for denied in (True, True, False, True):
+            if denied:
+                await fake.deny(ALLOWED_CHANNEL, VIEW_CHANNEL, tell_the_bot=False)
+            else:
+                fake.denied.pop(ALLOWED_CHANNEL)
+            await catch_up.catch_up(since)
+        await settle(fake)
+    refused = [r for r in fake.received if r.kind == "archived_threads" and r.error == 50001]
+    assert len(refused) == 3, refused
+    said = [r for r in caplog.records if f"archived threads of channel {ALLOWED_CHANNEL}:" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING], said

@@ -1094,6 +1094,13 @@ class FakeDiscord(Strict):
             )
         await self._unarchive(channel_id)
 
+    def _check_view(self, channel_id: int, what: str) -> None:
+        """Without View Channel a guild channel shows the bot nothing: Missing Access, whatever
+        else its role allows there."""
+        if not self._bot_may(channel_id, VIEW_CHANNEL):
+            refusal = DiscordError(403, 50001, "Missing Access")
+            self._refuse_as_discord(f"{what} in channel {channel_id} without View Channel", refusal)
+
     def _check_permission(self, channel_id: int, permission: int, what: str) -> None:
         if channel_id in self.threads and permission == SEND_MESSAGES:
             permission = SEND_MESSAGES_IN_THREADS  # what a thread asks instead of Send Messages
@@ -2196,6 +2203,7 @@ class FakeDiscord(Strict):
             if channel_id not in self.guild_channels:
                 raise _unknown_channel()
             before, limit = self._archived_query(request)
+            self._check_view(channel_id, f"GET {kind} archived threads")
             self._check_permission(channel_id, READ_MESSAGE_HISTORY, f"GET {kind} archived threads")
             if kind == "private":
                 self._check_permission(channel_id, MANAGE_THREADS, "GET private archived threads")
@@ -2273,6 +2281,7 @@ class FakeDiscord(Strict):
             if channel_id not in self.guild_channels:
                 raise _unknown_channel()
             before, limit = self._joined_archived_query(request)
+            self._check_view(channel_id, "GET joined private archived threads")
             self._check_permission(channel_id, READ_MESSAGE_HISTORY, "GET joined private archived threads")
         except DiscordError as exc:
             record.error = exc.code
