@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.discord_harness import running_bot, settle, voice_note
+from tests.discord_harness import caught_up, running_bot, settle, voice_note
 from tests.fakes.discord_server import FakeDiscord, InjectedUser, serving
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_news import eventually
 from tests.test_discord_replies import note_state
 
 # Discord's windows in a test: 5 messages a channel in 0.25 s, a reaction in 12.5 ms.
@@ -147,3 +148,54 @@ async def test_a_message_post_that_fails_on_its_way_is_out_no_longer_and_moves_i
     await asyncio.create_task(post(), context=context)
     assert clock.out_since is None
     assert list(posts_answered) == [123]
+
+
+@pytest.mark.parametrize("reconnect", ["resumed", "identified afresh"])
+async def test_a_raids_notes_in_hand_across_a_gateway_reconnect_are_each_answered_once(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, reconnect
+):
+    # Turns under way and notes queued behind them when the gateway drops. Resumed, Discord
+    # replays the events of the gap, and only those; its session lost, the bot identifies afresh
+    # and its catch-up reads the channel back from before the drop, where it meets the notes in
+    # hand too (claimed: left to their turns) beside those sent in the gap. Either way each note
+    # is heard once and answered once, and none is told it is one too many.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the turns in hand last until the new session is up
+    async with running_bot(settings, fake, engine, **scaled()) as h:
+        await caught_up(h.bot)  # the start's catch-up: said before the count below
+        in_hand = []
+        for _ in range(2):
+            in_hand += [await fake.send_note(p, voice_note(), guild=True) for p in RAIDERS[:6]]
+        await engine.until_asked(1)
+        await fake.read_by_the_bot()
+        identified = len(fake.identify_payloads)
+        caught_ups = lambda: caplog.text.count("catch-up: answering")  # noqa: E731
+        before = caught_ups()
+        fake.gateway_outage()
+        if reconnect == "resumed":
+            await fake.drop_connection()
+        else:
+            await fake.lose_the_session()
+        await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
+        in_gap = [await fake.send_note(p, voice_note(), guild=True) for p in RAIDERS[6:9]]
+        fake.end_gateway_outage()
+        if reconnect == "resumed":
+            await asyncio.wait_for(fake.resumed.wait(), 60)
+        else:
+            await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+            await eventually(lambda: caught_ups() > before)  # the new session's read met them
+        engine.hold.set()
+        await settle(fake, within=120)
+    notes = in_hand + in_gap
+    # Each note's voice message and its words, no more: no line telling a player of too many.
+    replies = [[r.is_voice_message for r in fake.replies_to(n["id"])] for n in notes]
+    assert replies == [[True, False]] * len(notes), replies
+    assert {n["id"]: note_state(settings, n) for n in notes if note_state(settings, n) != "answered"} == {}
+    assert len(h.engine.turns) == len(notes)
+    assert len(fake.identify_payloads) == identified + (reconnect != "resumed")
+    assert caught_ups() == before + (reconnect != "resumed")
+    logged = [
+        r.getMessage() for r in caplog.records if r.name == "cogs.voice" and r.levelno >= logging.WARNING
+    ]
+    assert logged == []
