@@ -71,6 +71,7 @@ MAX_DELETED = 10000
 WITHDRAWALS_EVERY = 0.2
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
 MAX_ASKED_AGAIN = 10000  # (line, place, player) a stop asked to send their notes again
+NAMED_AT_ONCE = 40  # players one such line names: 40 mentions take some 900 of its 2,000 characters
 # Answers made and not yet (wholly) out, kept in memory for the recheck to send: each holds its
 # audio. One forgotten for newer ones is read back from the note ledger, which keeps each given back.
 MAX_UNSENT = 200
@@ -281,6 +282,8 @@ class VoiceNotes(commands.Cog):
         # bot's timeout) is answered again by the recheck, and the player heard it the first time.
         self._told_several: dict[int, None] = {}
         self._asked_again: dict[tuple[str, int, int], None] = {}  # see _ask_again
+        # (line, place) → the notes whose players a line on its way there is to name: see _ask_again
+        self._asking: dict[tuple[str, int], list[discord.Message]] = {}
         # Channels warned of as denying Send Messages, or, (id, True), Send Messages in Threads.
         self._denying: dict[tuple[int, bool], None] = {}
         self._timeouts_said: dict[tuple[int, float], None] = {}  # (guild, end) of timeouts warned of
@@ -612,9 +615,9 @@ class VoiceNotes(commands.Cog):
                     message.id,
                     author.id,
                 )
-                await self._settle(ledger.unanswerable, message)
                 if not begun:  # still queued behind its player's turn: nothing told them of it
                     await self._ask_again(message, say.NOTES_CUT_SHORT)
+                await self._settle(ledger.unanswerable, message)
                 raise
             await self._release(message)
             await self._react(message, LATER)
@@ -1038,12 +1041,27 @@ class VoiceNotes(commands.Cog):
     async def _ask_again(self, message: discord.Message, text: str) -> None:
         """`text`, a stop's request to send notes again, told a player once in each place: each of
         their notes there is asked for by the one line (a plain message naming them, as the bot
-        may not reply where it may not read history), not one line a note under a raid."""
+        may not reply where it may not read history). The players a stop cuts at once in one place
+        are named in one line, as many as fit: a raid's queued notes would otherwise cost the stop
+        a line a player, five a channel in Discord's five seconds. Awaited by the first of them, to
+        be sent; the others, whose handlers run in the same pass of the loop, join it."""
         key = (text, message.channel.id, message.author.id)
         if key in self._asked_again:
             return
         remember(self._asked_again, key, None, MAX_ASKED_AGAIN)
-        await self._tell(message, text)
+        place = (text, message.channel.id)
+        if (joining := self._asking.get(place)) is not None and len(joining) < NAMED_AT_ONCE:
+            joining.append(message)
+            return
+        self._asking[place] = named = [message]
+        try:
+            await asyncio.sleep(0)  # the notes cut with this one ask to join it
+        finally:
+            if self._asking.get(place) is named:
+                del self._asking[place]
+        # The first player's name leads the line (send_text's, as the bot may not reply here).
+        others = dict.fromkeys(m.author.mention for m in named[1:] if m.author.id != message.author.id)
+        await self._tell(message, " ".join([*others, text]))
 
     async def _remember_place(self, message: discord.Message) -> None:
         # DMs are where catch-up looks after a restart, beside the configured channels.

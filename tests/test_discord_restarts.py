@@ -1359,6 +1359,30 @@ async def test_notes_queued_at_a_stop_where_the_bot_may_not_read_history_are_ask
         await ledger.aclose()
 
 
+async def test_the_players_whose_queued_notes_a_stop_cuts_in_one_place_are_asked_in_one_line(
+    settings, fake
+) -> None:
+    # A raid where the bot may not read history: a line a player would be five lines a channel in
+    # Discord's five seconds, the stop waiting on each. The players are named in one line.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    engine = FrontendEngine(delay=30)
+    players = [nova, blaze, quill]
+    async with running_bot(settings, fake, engine=engine, shutdown_grace_seconds=0.2) as h:
+        for _ in range(2):
+            for player in players:
+                await fake.send_note(player, voice_note(), guild=True)
+        await engine.until_asked(len(players))  # each player's first turn under way
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    said = [r.body["content"] for r in fake.received if r.kind == "message"]
+    assert sorted(m for m in said if m.endswith(COMMAND_CUT_SHORT)) == sorted(
+        f"<@{p.id}> {COMMAND_CUT_SHORT}" for p in players
+    ), said
+    (asked,) = [m for m in said if m.endswith(NOTES_CUT_SHORT)]
+    assert sorted(asked.removesuffix(NOTES_CUT_SHORT).split()) == sorted(f"<@{p.id}>" for p in players), asked
+    assert len(said) == len(players) + 1, said
+
+
 async def test_a_note_sent_during_the_drain_where_the_bot_may_not_read_history_is_asked_for_again(
     settings, fake
 ) -> None:
