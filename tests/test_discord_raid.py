@@ -150,12 +150,13 @@ async def test_a_message_post_that_fails_on_its_way_is_out_no_longer_and_moves_i
     assert list(posts_answered) == [123]
 
 
-@pytest.mark.parametrize("reconnect", ["resumed", "identified afresh"])
+@pytest.mark.parametrize("reconnect", ["moved", "resumed", "identified afresh"])
 async def test_a_raids_notes_in_hand_across_a_gateway_reconnect_are_each_answered_once(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, reconnect
 ):
-    # Turns under way and notes queued behind them when the gateway drops. Resumed, Discord
-    # replays the events of the gap, and only those; its session lost, the bot identifies afresh
+    # Turns under way and notes queued behind them when the gateway drops, or Discord asks the bot
+    # to reconnect (op 7, moving the session). Resumed, Discord replays the events of the gap, and
+    # only those; its session lost, the bot identifies afresh
     # and its catch-up reads the channel back from before the drop, where it meets the notes in
     # hand too (claimed: left to their turns) beside those sent in the gap. Either way each note
     # is heard once and answered once, and none is told it is one too many.
@@ -172,15 +173,21 @@ async def test_a_raids_notes_in_hand_across_a_gateway_reconnect_are_each_answere
         identified = len(fake.identify_payloads)
         caught_ups = lambda: caplog.text.count("catch-up: answering")  # noqa: E731
         before = caught_ups()
-        fake.gateway_outage()
-        if reconnect == "resumed":
-            await fake.drop_connection()
+        fake.resumed.clear()
+        if reconnect == "moved":
+            await fake.ask_to_reconnect()
+            await asyncio.wait_for(fake.resumed.wait(), 60)
+            in_gap = [await fake.send_note(p, voice_note(), guild=True) for p in RAIDERS[6:9]]
         else:
-            await fake.lose_the_session()
-        await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
-        in_gap = [await fake.send_note(p, voice_note(), guild=True) for p in RAIDERS[6:9]]
-        fake.end_gateway_outage()
-        if reconnect == "resumed":
+            fake.gateway_outage()
+            if reconnect == "resumed":
+                await fake.drop_connection()
+            else:
+                await fake.lose_the_session()
+            await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
+            in_gap = [await fake.send_note(p, voice_note(), guild=True) for p in RAIDERS[6:9]]
+            fake.end_gateway_outage()
+        if reconnect != "identified afresh":
             await asyncio.wait_for(fake.resumed.wait(), 60)
         else:
             await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
@@ -193,8 +200,9 @@ async def test_a_raids_notes_in_hand_across_a_gateway_reconnect_are_each_answere
     assert replies == [[True, False]] * len(notes), replies
     assert {n["id"]: note_state(settings, n) for n in notes if note_state(settings, n) != "answered"} == {}
     assert len(h.engine.turns) == len(notes)
-    assert len(fake.identify_payloads) == identified + (reconnect != "resumed")
-    assert caught_ups() == before + (reconnect != "resumed")
+    afresh = reconnect == "identified afresh"
+    assert len(fake.identify_payloads) == identified + afresh
+    assert caught_ups() == before + afresh
     logged = [
         r.getMessage() for r in caplog.records if r.name == "cogs.voice" and r.levelno >= logging.WARNING
     ]
