@@ -603,10 +603,16 @@ def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.
     beside a WAL database there) names no cause, and the file's owner and mode are not it.
     Elsewhere a file SQLite may not open or write is said with its owner, when another user's
     (`other_owner`, unless `owner` is False): "attempt to write a readonly database" says nothing
-    of the usual cause, an `init` run as root before `run` as the service's user."""
-    if mounted_read_only(path):
+    of the usual cause, an `init` run as root before `run` as the service's user. A damaged file,
+    or a folder in the file's place, is said with the way back: a backup's copy of the file."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if Path(path).is_dir():
+        why = A_FOLDER
+    elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        why = DAMAGED
+    elif mounted_read_only(path):
         why = READ_ONLY_MOUNT
-    elif owner and getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+    elif owner and name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
         why = other_owner(str(path))
     else:
         why = ""
@@ -614,6 +620,12 @@ def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.
 
 
 READ_ONLY_MOUNT = " (its file system is mounted read-only)"
+# The file is left as found: what SQLite cannot read of it may still be recovered by hand, and a
+# store made anew over it would take the lost rows' keys (GRV-15) for the next grievances.
+DAMAGED = " (damaged: stop voxdesk, keep this file aside and restore it from a `voxdesk backup`)"
+A_FOLDER = (
+    " (a folder, where the database file belongs: move it aside, or restore the file from a `voxdesk backup`)"
+)
 
 
 def mounted_read_only(path: Path | str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.backup import backup
+from bot.db import DAMAGED
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 
@@ -413,7 +414,7 @@ def test_a_damaged_database_fails_the_backup_in_one_line_naming_it(settings, tmp
     damaged.write_bytes(os.urandom(4096))
     done = voxdesk("backup", str(tmp_path / "b"), storage=settings.storage_dir)
     assert done.returncode == 4
-    assert done.stderr.strip() == f"backup failed, nothing kept: {damaged}: file is not a database"
+    assert done.stderr.strip() == f"backup failed, nothing kept: {damaged}: file is not a database{DAMAGED}"
     assert list((tmp_path / "b").iterdir()) == []
 
 

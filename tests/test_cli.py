@@ -17,6 +17,7 @@ import pytest
 
 from bot import health, paths
 from bot.config import ConfigError, load_settings
+from bot.db import A_FOLDER, DAMAGED
 from bot.tools import grievance_store
 
 from .conftest import NOVA, REPO, make_settings
@@ -175,7 +176,7 @@ def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     done = voxdesk("ask", sample, storage=settings.storage_dir)
     assert done.returncode == 4 and "Traceback" not in done.stderr
     # Which of the storage folder's nine databases: the one to restore from a backup.
-    damaged = f"{players}: file is not a database"
+    damaged = f"{players}: file is not a database{DAMAGED}"
     assert done.stderr.strip() == f"a database under the storage folder cannot be used: {damaged}"
     checked = voxdesk("check", storage=settings.storage_dir)
     assert checked.returncode == 1 and f"FAIL  stats      sqlite   {damaged}" in checked.stdout
@@ -200,6 +201,41 @@ async def test_check_names_the_database_whose_pages_are_damaged(settings) -> Non
     results = {r.service: r for r in await health.check_all(settings)}
     line = results["grievances"]
     assert not line.ok and line.detail.startswith(f"{grievances}: "), line.detail
+
+
+@pytest.mark.parametrize("broken", ["garbage", "truncated", "a folder"])
+async def test_a_broken_grievance_store_is_refused_naming_it_and_the_backup_and_left_as_found(
+    settings, broken: str
+) -> None:
+    # Every grievance the studio holds is in that file: the bot must neither start on it nor make a
+    # new store over it, and the line must say the way back, not SQLite's words alone.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    grievances = settings.storage_dir / "grievances.db"
+    with sqlite3.connect(grievances) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    whole = grievances.read_bytes()
+    if broken == "garbage":
+        grievances.write_bytes(os.urandom(len(whole)))
+    elif broken == "truncated":
+        grievances.write_bytes(whole[: len(whole) // 2])
+    else:
+        grievances.unlink()
+        grievances.mkdir()
+    kept = None if broken == "a folder" else grievances.read_bytes()
+    why = A_FOLDER if broken == "a folder" else DAMAGED
+    with pytest.raises(sqlite3.Error) as refused:
+        await LocalGrievanceStore.open(grievances)
+    said = str(refused.value)
+    assert said.startswith(f"{grievances}: ") and said.endswith(why), said
+    assert "voxdesk backup" in why
+    line = {r.service: r for r in await health.check_all(settings)}["grievances"]
+    detail = line.detail  # SQLite's own words differ between a read-only open and a store's
+    assert not line.ok and detail.startswith(f"{grievances}: ") and detail.endswith(why), detail
+    if kept is None:
+        assert grievances.is_dir() and not any(grievances.iterdir())
+    else:
+        assert grievances.read_bytes() == kept
 
 
 NEWER_SCHEMAS = {
