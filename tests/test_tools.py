@@ -3395,6 +3395,37 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
         await restarted.aclose()
 
 
+async def test_a_claim_whose_filing_died_before_the_clock_was_set_back_lets_a_repeat_file(
+    tmp_path, monkeypatch
+) -> None:
+    # A bot killed mid-filing, its host's fast clock set back an hour at the reboot (NTP): the dead
+    # filing's lease read as live for that hour, each repeat of /grievance file was told to wait,
+    # and the command gave up telling the player their complaint was kept, with nothing kept.
+    from bot.tools import grievance_store
+    from bot.tools.grievance_store import FILING_LEASE_SECONDS, Lately, LocalGrievanceStore
+    from tests.test_discord_voice import HostClock
+
+    db = tmp_path / "grievances.db"
+    words = ("wallet", "gems gone after the update")
+    dead = await LocalGrievanceStore.open(db)
+    try:
+        assert await dead.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        dead.stop_renewing(BLAZE, words, "discord:1:")  # killed: neither filed nor settled
+    finally:
+        await dead.aclose()
+    clock = HostClock()
+    clock.back = 3600.0
+    monkeypatch.setattr(grievance_store, "time", clock)
+    restarted = await LocalGrievanceStore.open(db)
+    try:
+        # A lease this clock could have set ends within FILING_LEASE_SECONDS of it: held so long.
+        assert (await restarted.claim_words(BLAZE, words, "discord:2:", 600.0)) == Lately()
+        [(until,)] = await restarted._conn.execute_fetchall("SELECT lease_until FROM lately_filed")
+        assert until <= clock.time() + FILING_LEASE_SECONDS
+    finally:
+        await restarted.aclose()
+
+
 async def test_a_filing_running_past_the_resubmit_window_holds_off_a_repeat_on_another_bot(
     tmp_path,
 ) -> None:

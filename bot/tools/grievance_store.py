@@ -958,13 +958,19 @@ class LocalGrievanceStore:
                 await self._conn.rollback()
                 return Lately()
             # A lease still live past the window is a filing still running (renewed while it
-            # runs): a repeat filed over it would be a second ticket.
-            if row is not None and (now - row["at"] < within or row["lease_until"] > now):
+            # runs): a repeat filed over it would be a second ticket. One ending further off than
+            # any this clock sets (with a lease's worth to spare, for another host's clock on a
+            # shared folder) was set before the clock was stepped back (NTP correcting a fast host
+            # at a reboot): its filing's process is most likely gone, and a repeat held off until
+            # the clock caught up would wait hours, its player told it was kept.
+            horizon = now + 2 * FILING_LEASE_SECONDS
+            live = row is not None and now < row["lease_until"] <= horizon
+            if row is not None and (now - row["at"] < within or live):
                 found = await self._lately(user_id, str(row["turn"]), row["kept"])
                 if found.key not in (None, *finished) or found.kept is not None:
                     await self._conn.rollback()
                     return found
-                if found.key is None and row["lease_until"] > now:
+                if found.key is None and live:
                     await self._conn.rollback()
                     return Lately(busy=True)
             await self._conn.execute(
