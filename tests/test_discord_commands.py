@@ -561,6 +561,36 @@ async def test_a_host_clock_set_back_holds_no_player_longer_at_the_settings_limi
     assert wait <= FORGET_SECONDS, refused
 
 
+async def test_a_complaint_whose_filing_died_before_the_clock_was_set_back_is_filed_when_sent_again(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    # Killed mid-filing, its host's fast clock then set back an hour at the reboot: the dead
+    # filing's claim on the words read as live for that hour, and the player sending them again
+    # waited until the command gave up, told their complaint was kept, with nothing kept.
+    from bot.tools import complaint_key, grievance_store
+    from cogs import interactions
+    from tests.test_discord_voice import HostClock
+
+    described = "Bought 500 gems, the wallet never showed them."
+    words = complaint_key("wallet", described)
+    dead = await grievance_store.LocalGrievanceStore.open(settings.storage_dir / "grievances.db")
+    try:
+        await dead.claim_words(str(nova.id), words, "discord:1:", grievance_store.RESUBMIT_SECONDS)
+        dead.stop_renewing(str(nova.id), words, "discord:1:")
+    finally:
+        await dead.aclose()
+    clock = HostClock()
+    clock.back = 3600.0
+    monkeypatch.setattr(grievance_store, "time", clock)
+    monkeypatch.setattr(interactions, "GIVE_UP_SECONDS", 2.0)  # Discord's 14 minutes, scaled down
+    async with running_bot(settings, fake) as h:
+        said = await ask(fake, nova, "grievance", sub("file", category="wallet", description=described))
+        store = h.bot.core.grievances.local_store
+        unfiled = await store.count_unfiled()
+    assert said.startswith("Filed ticket `GRV-"), said
+    assert unfiled == 0
+
+
 async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ):
