@@ -197,17 +197,20 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 found = await store.claim_words(
                     words[0], words[1:], turn, RESUBMIT_SECONDS, frozenset(finished)
                 )
+                if found.busy:
+                    await asyncio.sleep(WAIT_FOR_FILING_SECONDS)
+                    continue
             except asyncio.CancelledError:
-                # A shutdown while the database was busy: the complaint is in no store yet.
+                # A shutdown while the database was busy, or the command given up (its player told
+                # the complaint is kept) while another filing of these words still ran, and may yet
+                # fail: the complaint is in no store yet.
                 store.keep_cut_short(words[0], *described, turn)
                 raise
             except sqlite3.Error as exc:
                 # Filed, or kept, all the same; this process's memory tells its own repeats.
                 log.warning("could not check %s's filing against those of other processes: %s", words[0], exc)
                 return None
-            if found.busy:
-                await asyncio.sleep(WAIT_FOR_FILING_SECONDS)
-            elif found.kept is not None:
+            if found.kept is not None:
                 return found.kept, (None, found.kept)
             elif found.key is None:
                 return None

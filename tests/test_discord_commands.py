@@ -591,6 +591,32 @@ async def test_a_complaint_whose_filing_died_before_the_clock_was_set_back_is_fi
     assert unfiled == 0
 
 
+async def test_a_repeat_given_up_on_while_another_bot_files_its_words_keeps_the_complaint(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    # The other bot of a deploy still filing the same words (its lease renewed) when the repeat's
+    # command gives up: the player is told the complaint is kept, and it must be, for that other
+    # filing may yet fail.
+    from bot.sentences import STILL_BUSY_FILING
+    from bot.tools import complaint_key, grievance_store
+    from cogs import interactions
+
+    described = "Bought 500 gems, the wallet never showed them."
+    words = complaint_key("wallet", described)
+    monkeypatch.setattr(interactions, "GIVE_UP_SECONDS", 2.0)  # Discord's 14 minutes, scaled down
+    other = await grievance_store.LocalGrievanceStore.open(settings.storage_dir / "grievances.db")
+    try:
+        await other.claim_words(str(nova.id), words, "discord:1:", grievance_store.RESUBMIT_SECONDS)
+        async with running_bot(settings, fake) as h:
+            said = await ask(fake, nova, "grievance", sub("file", category="wallet", description=described))
+            unfiled = await h.bot.core.grievances.local_store.count_unfiled()
+    finally:
+        other.stop_renewing(str(nova.id), words, "discord:1:")
+        await other.aclose()
+    assert said == STILL_BUSY_FILING
+    assert unfiled == 1
+
+
 async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ):
