@@ -167,7 +167,7 @@ def check_storage(settings: Settings) -> str:
     from bot.app import NotInitialised, storage_paths
     from bot.schemas import refuse_newer_databases
     from bot.tools.grievance_spool import GrievanceSpool
-    from bot.tools.grievance_store import recent_unusable
+    from bot.tools.grievance_store import empty_store_file, recent_unusable
 
     paths = storage_paths(settings)
     if not paths.root.exists():
@@ -214,13 +214,20 @@ def check_storage(settings: Settings) -> str:
             f"; {unusable}; the bot keeps /grievance file's claims in memory: a repeat sent to another"
             " bot on this folder may be filed twice"
         )
+    # SQLite takes such a file for a new database, and so does the bot (saying so in its log): a
+    # grievances.db truncated by a failed copy or restore would go on as if it never held one.
+    if emptied := empty_store_file(paths.grievances):
+        said += (
+            f"; {paths.grievances} is an empty file, which the bot takes for a new grievance store:"
+            " if it held grievances, restore it from a `voxdesk backup` before starting the bot"
+        )
     free = shutil.disk_usage(paths.root).free
     if low := free < LOW_DISK_BYTES:
         said += (
             f"; only {free // 2**20} MB free on the disk of {paths.root}: once it is full, new"
             " grievances are held in memory alone and lost at a stop; free some space"
         )
-    return NeedsHuman(said) if set_aside or shown or locked_out or unusable or low else said
+    return NeedsHuman(said) if set_aside or shown or locked_out or unusable or emptied or low else said
 
 
 DOTENV = Path(".env")  # where bot.config reads it from: the working directory

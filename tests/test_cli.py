@@ -1153,6 +1153,19 @@ def _break_recent_claims(recent: Path, broken: str) -> None:
             db.execute("PRAGMA user_version = 9")
 
 
+def test_check_warns_of_a_grievance_store_of_no_bytes_before_the_bot_makes_it_new(settings) -> None:
+    # SQLite takes it for a new database and so does the bot, saying so in its log only once it
+    # has made it one: `check` before a start is where a truncated copy or restore can be caught.
+    grievances = settings.storage_dir / "grievances.db"
+    for log_file in (f"{grievances}-wal", f"{grievances}-shm"):
+        Path(log_file).unlink(missing_ok=True)
+    grievances.write_bytes(b"")
+    said = health.check_storage(settings)
+    assert isinstance(said, health.NeedsHuman), said
+    assert f"{grievances} is an empty file" in said and "voxdesk backup" in said, said
+    assert grievances.read_bytes() == b""
+
+
 @pytest.mark.parametrize("broken", ["not a database", "torn", "newer schema"])
 async def test_check_warns_of_a_recent_claims_file_the_bot_runs_without(settings, broken: str) -> None:
     # The store keeps /grievance file's claims in memory then: the bot runs on, and a deploy script

@@ -431,7 +431,7 @@ def recent_unusable(recent: Path) -> str | None:
     return None
 
 
-def _empty_file(path: Path) -> bool:
+def empty_store_file(path: Path) -> bool:
     """A database file of no bytes, with no write-ahead log that would fill it."""
     try:
         if path.stat().st_size:
@@ -503,7 +503,7 @@ class LocalGrievanceStore:
             # `check` says a spool it cannot read in its own line: an ERROR besides says it twice.
             store._spool_unread.level = logging.DEBUG
             return store
-        emptied = _empty_file(Path(path))
+        emptied = empty_store_file(Path(path))
         return await cls._open(path, initial_state, emptied)
 
     @classmethod
