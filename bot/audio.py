@@ -351,6 +351,7 @@ def _decode_pcm(
             # last frame, a second file's tag between two mp3s) costs its few milliseconds, not
             # the note.
             packets = bad = changes = 0
+            fifo_shape: tuple[str, int, str, int] | None = None  # the FIFO's frames: format, rate, layout
             first_bad: av.InvalidDataError | None = None
             most_packets = PACKETS_PER_SECOND * max_seconds
             for packet in container.demux(stream):
@@ -374,11 +375,24 @@ def _decode_pcm(
                     if resampler is None:
                         resampler = resampler_for(frame)
                     frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
+                    # The FIFO refuses a frame of another format or rate, but PyAV 18's takes one
+                    # of other channels as if it had its first frame's: a stereo mp3 with a mono
+                    # one after it read planes that are not there and killed the bot. So the
+                    # channels are compared here.
+                    shape = (
+                        frame.format.name,
+                        frame.sample_rate,
+                        frame.layout.name,
+                        len(frame.layout.channels),
+                    )
                     try:
+                        if fifo_shape not in (None, shape):
+                            raise ValueError(f"{fifo_shape} then {shape}")
                         fifo.write(frame)
                     except ValueError:
-                        # The format changed mid-stream (two files joined, 44.1 kHz then 22.05):
-                        # finish the old one, then a FIFO and a resampler set up for the new one.
+                        # The format changed mid-stream (two files joined, 44.1 kHz then 22.05,
+                        # or stereo then mono): finish the old one, then a FIFO and a resampler
+                        # set up for the new one.
                         changes += 1
                         if changes > MAX_FORMAT_CHANGES:
                             raise unreadable from ValueError(f"format changed {changes} times")
@@ -387,6 +401,7 @@ def _decode_pcm(
                         fifo = av.AudioFifo()
                         resampler = resampler_for(frame)
                         fifo.write(frame)
+                    fifo_shape = shape
                     decoded_seconds += frame.samples / frame.sample_rate
                     if decoded_seconds > max_seconds:
                         raise _too_long(max_seconds)

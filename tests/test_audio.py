@@ -419,13 +419,15 @@ def test_a_note_mostly_damaged_is_refused_with_the_decoders_reason() -> None:
     assert isinstance(refused.value.__cause__, av.InvalidDataError)
 
 
-def _adts(samples: np.ndarray, rate: int) -> bytes:
-    """Raw AAC in ADTS frames, which carry their own sample rate: what .aac files are."""
+def _adts(samples: np.ndarray, rate: int, layout: str = "mono") -> bytes:
+    """Raw AAC in ADTS frames, which carry their own sample rate and channels: what .aac files
+    are. `samples` (int16 mono) on every channel of `layout`."""
     out = io.BytesIO()
     with av.open(out, mode="w", format="adts") as container:
-        stream = container.add_stream("aac", rate=rate, layout="mono")
-        resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        stream = container.add_stream("aac", rate=rate, layout=layout)
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        packed = np.repeat(samples[:, None], av.AudioLayout(layout).nb_channels, axis=1).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
         frame.sample_rate = rate
         for resampled in resampler.resample(frame) + resampler.resample(None):
             container.mux(stream.encode(resampled))
@@ -444,6 +446,37 @@ def test_a_note_whose_sample_rate_changes_midway_is_decoded_whole(fmt: str) -> N
     first, second = (44_100, 22_050) if fmt == "mp3" else (44_100, 16_000)
     decoded = audio.decode(part(first) + part(second), LIMITS)
     assert decoded.original_seconds == pytest.approx(5.0, abs=0.2)
+
+
+# Run in a child: the failure this guards against is the process killed, not an exception.
+_DECODE_NOTE = """
+import sys
+from bot import audio
+from bot.config import AudioSettings
+
+print(audio.decode(open(sys.argv[1], "rb").read(), AudioSettings()).original_seconds)
+"""
+
+
+@pytest.mark.parametrize(
+    "layouts", [("stereo", "mono"), ("mono", "stereo")], ids=["stereo-mono", "mono-stereo"]
+)
+@pytest.mark.parametrize("fmt", ["mp3", "aac"])
+def test_a_note_whose_channels_change_midway_is_decoded_whole(fmt: str, layouts, tmp_path) -> None:
+    # Two recordings joined at one rate, one stereo and one mono: PyAV 18's FIFO took the
+    # second's frames as if they had the first's channels and read planes that are not there,
+    # which killed the bot (found fuzzing ADTS; `cat a.mp3 b.mp3` makes one too).
+    def part(layout: str) -> bytes:
+        samples = speechlike(1.5, rate=44_100)
+        return encode(samples, 44_100, "mp3", layout) if fmt == "mp3" else _adts(samples, 44_100, layout)
+
+    note = tmp_path / f"joined.{fmt}"
+    note.write_bytes(part(layouts[0]) + part(layouts[1]))
+    child = subprocess.run(
+        [sys.executable, "-c", _DECODE_NOTE, str(note)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert float(child.stdout) == pytest.approx(5.0, abs=0.2)
 
 
 def test_a_note_whose_format_turns_at_every_frame_is_unreadable() -> None:
