@@ -181,6 +181,30 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
 # microseconds whatever it holds: 8 MB of Matroska blocks of one sample each is a million packets,
 # five seconds of sound that cost seconds of CPU (a whole 8 MB WAV decodes in a twentieth of one).
 PACKETS_PER_SECOND = 500
+
+
+def _opus_seconds(packet: av.Packet) -> float:
+    """The sound an Opus packet holds, by its first bytes (RFC 6716, 3.1); each stream of a
+    multichannel packet holds as much. Its decoding costs that much whether or not FFmpeg then
+    drops what it decoded, which it does to a short Ogg/Opus note repeated (the same stream
+    again, serial and all) after its first copy: the sound heard then bounds nothing, and at
+    120 ms and eight channels a packet of a hundred bytes costs the decoder a quarter of a
+    millisecond, 8 MB of them 16 s of CPU within the limit of packets above."""
+    head = bytes(memoryview(packet)[:2])
+    if not head:
+        return 0.0
+    config = head[0] >> 3
+    if config < 12:  # SILK
+        frame_ms = (10, 20, 40, 60)[config % 4]
+    elif config < 16:  # hybrid
+        frame_ms = (10, 20)[config % 2]
+    else:  # CELT
+        frame_ms = (2.5, 5, 10, 20)[config % 4]
+    code = head[0] & 3
+    frames = (1, 2, 2)[code] if code < 3 else (head[1] & 0x3F if len(head) > 1 else 0)
+    return frames * frame_ms / 1000
+
+
 # Times a note's format may change (rate or channels): recordings joined into one file, a few. Each
 # change costs a resampler made and flushed, many times its frame's decoding: 0.6 MB of AAC frames
 # turning between 96 and 88.2 kHz would cost 4.4 s of CPU before the length limit stops them.
@@ -354,8 +378,14 @@ def _decode_pcm(
             fifo_shape: tuple[str, int, str, int] | None = None  # the FIFO's frames: format, rate, layout
             first_bad: av.InvalidDataError | None = None
             most_packets = PACKETS_PER_SECOND * max_seconds
+            opus = stream.codec_context.name == "opus"
+            held_seconds = 0.0  # the sound an Opus note's packets hold, heard or not
             for packet in container.demux(stream):
                 packets += packet.size > 0  # the last, empty packet only flushes the decoder
+                if opus and packet.size:
+                    held_seconds += _opus_seconds(packet)
+                    if held_seconds > max_seconds + 1:
+                        raise _too_long(max_seconds)
                 if packets > most_packets:
                     raise unreadable from ValueError(f"more than {most_packets:.0f} packets")
                 try:

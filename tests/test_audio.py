@@ -797,6 +797,17 @@ def _matroska_pcm(samples: np.ndarray, rate: int, per_packet: int) -> bytes:
     return out.getvalue()
 
 
+def test_an_opus_note_whose_packets_hold_more_than_the_limit_is_too_long_however_little_is_heard() -> None:
+    # A short Ogg/Opus note repeated is the same stream again, serial and all: FFmpeg decodes
+    # every copy and drops what it decoded after the first, so the sound heard stays short while
+    # every packet costs its decoding (8 MB of 120 ms 7.1 packets cost 16 s of CPU).
+    limits = AudioSettings(max_seconds=5)
+    note = encode(speechlike(1.0, lead=0, tail=0), 48_000, "ogg", options={"frame_duration": "120"})
+    assert audio.decode(note * 4, limits).original_seconds < 4  # four copies, some of them heard
+    with pytest.raises(audio.AudioError, match="too long"):
+        audio.decode(note * 20, limits)
+
+
 def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> None:
     # Within five seconds a note may hold 2,500 packets; this one's 2.5 s come in blocks of four
     # samples, 10,000 of them, each costing the decoding loop more than its sound.
