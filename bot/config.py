@@ -962,13 +962,34 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
         section = getattr(settings, name)
         addresses += [getattr(section, f.name) for f in dataclasses.fields(section)]
     for address in addresses:
-        if isinstance(address, str) and "@" in address and "://" in address:
-            with contextlib.suppress(ValueError):
-                password = urllib.parse.urlsplit(address).password or ""
-                values += [password, urllib.parse.unquote(password)]
-        if isinstance(address, str) and "?" in address:
-            values += query_secrets(address)
+        if isinstance(address, str):
+            values += address_secrets(address)
     return values
+
+
+def address_secrets(address: str) -> list[str]:
+    """The credentials an address carries: its password (as written and decoded) and its query's
+    (query_secrets)."""
+    values = []
+    if "@" in address and "://" in address:
+        with contextlib.suppress(ValueError):
+            password = urllib.parse.urlsplit(address).password or ""
+            values += [password, urllib.parse.unquote(password)]
+    if "?" in address:
+        values += query_secrets(address)
+    return [v for v in values if v]
+
+
+def _quoted(value: typing.Any) -> str:
+    """`value` as a refusal quotes it (repr), the credentials of an address in it masked: a value
+    is refused before the settings' secrets are masked, and docker's --env-file keeps the quotes
+    of OPENAI_BASE_URL="https://user:pass@gateway/v1"."""
+    said = repr(value)
+    for text in value if isinstance(value, list) else [value]:
+        if isinstance(text, str):
+            for secret in address_secrets(text.strip().strip("\"'")):
+                said = said.replace(secret, logs.MASK).replace(repr(secret)[1:-1], logs.MASK)
+    return said
 
 
 # Query parameters that carry a credential, named as gateways and services name them: a key
@@ -1371,7 +1392,7 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
         # A storage.dir so is a folder in the working directory, not the one named; a number or a
         # switch so was "not an integer", the quotes left to be spotted in the value.
         raise ConfigError(
-            f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {value!r} is in quotes,"
+            f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {_quoted(value)} is in quotes,"
             " which are kept as part of the value (docker's --env-file keeps them): remove them"
         )
     try:
@@ -1428,9 +1449,9 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
         elif origin is dict:
             wanted = "a table (set it in config.toml)"
         if from_env:
-            given = f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {value!r}"
+            given = f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {_quoted(value)}"
         else:
-            given = f"{key} = {value!r} in {source}"
+            given = f"{key} = {_quoted(value)} in {source}"
         raise ConfigError(f"{given} is not {_article(wanted)}: fix it") from None
     raise TypeError(f"unsupported setting type {hint}")
 

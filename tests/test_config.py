@@ -86,6 +86,38 @@ def test_a_setting_in_quotes_from_the_environment_is_refused(env: dict, said: st
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "toml", "said"),
+    [
+        (
+            {"VOXDESK_OPENAI_BASE_URL": '"https://bot:proxy-pass-0123@gw.example/v1"'},
+            "",
+            "openai.base_url: VOXDESK_OPENAI_BASE_URL = '\"https://bot:***@gw.example/v1\"' is in quotes",
+        ),
+        (
+            {"VOXDESK_JIRA_URL": "'https://jira.example/?api-version=2&token=query-key%2B4567'"},
+            "",
+            "jira.url: VOXDESK_JIRA_URL = \"'https://jira.example/?api-version=2&token=***'\" is in quotes",
+        ),
+        (
+            {},
+            '[jira]\nurl = ["https://bot:list-pass%2189ab@jira.example"]\n',
+            "jira.url = ['https://bot:***@jira.example'] in ",
+        ),
+    ],
+)
+def test_a_refused_settings_value_is_quoted_without_its_addresss_credentials(
+    tmp_path: Path, env: dict, toml: str, said: str
+) -> None:
+    # Said before the settings' secrets are masked: docker's --env-file keeps the quotes of
+    # OPENAI_BASE_URL="https://user:pass@gateway/v1", and the refusal printed the password.
+    config = write(tmp_path, toml) if toml else REPO / "config.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ=env)
+    assert said in str(caught.value)
+    assert not re.search(r"pass-0123|4567|89ab", str(caught.value)), caught.value
+
+
 def test_a_secret_in_quotes_is_a_warning_naming_it_not_its_value(caplog: pytest.LogCaptureFixture) -> None:
     # Sent with its quotes, it is refused by the service with a 401 that names no cause.
     caplog.set_level(logging.WARNING, logger="bot.config")
