@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pyodbc
 import pytest
 
 from bot import cli, logs
@@ -69,6 +70,21 @@ def test_a_secret_in_an_exception_is_masked_in_its_traceback(root_log) -> None:
     text = root_log.getvalue()
     assert KEY not in text
     assert f"with key {MASK}\nTraceback" in text and f"provided: {MASK}'}}" in text
+
+
+def test_a_secret_is_masked_as_a_repr_or_json_spells_it(root_log) -> None:
+    # A password holds what a repr or JSON escapes: a driver's error is a tuple of its SQLSTATE
+    # and words, printed as their repr, and a service's JSON body escapes it again.
+    password = "pa\\ss'w0rd\"-4321"
+    logs.mask_secrets([password])
+    try:
+        raise pyodbc.Error("28000", f"[28000] Login failed (PWD={password})")
+    except pyodbc.Error:
+        logging.getLogger("aioodbc").exception("login failed for %r", {"pwd": password})
+    logging.getLogger("httpx").warning("answered %s", json.dumps({"error": f"bad password {password}"}))
+    text = root_log.getvalue()
+    assert "w0rd" not in text, text
+    assert text.count(MASK) == 3, text
 
 
 def test_a_line_without_a_secret_is_left_as_it_was(root_log) -> None:
