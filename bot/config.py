@@ -8,6 +8,7 @@ in lower case are logged and ignored: a pod cannot choose which of those it is g
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import difflib
@@ -954,6 +955,7 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
     password, a password in a service address (a proxy's, say)."""
     values = [getattr(settings.secrets, name) for name in Secrets.ENV]
     values += odbc_passwords(settings.secrets.sql_connection_string)
+    values += [jira_basic_auth(settings.secrets.jira_email, settings.secrets.jira_api_token)]
     values += [environ.get(name, "") for name in CLIENT_SECRET_ENV]
     values += custom_header_values(environ.get("OPENAI_CUSTOM_HEADERS", ""))
     addresses = [environ.get("OPENAI_BASE_URL", "")]  # the SDK reads it when openai.base_url is empty
@@ -965,6 +967,19 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
         if isinstance(address, str):
             values += address_secrets(address)
     return values
+
+
+def jira_basic_auth(email: str, token: str) -> str:
+    """The credentials of the Authorization header Jira is sent ("Basic <this>"), as requests
+    encodes them: str(JIRAError) prints the request's headers. Empty without a token."""
+    if not token:
+        return ""
+    pair = f"{email}:{token}"
+    try:
+        encoded = pair.encode("latin1")
+    except UnicodeEncodeError:
+        encoded = pair.encode()
+    return base64.b64encode(encoded).decode("ascii")
 
 
 def address_secrets(address: str) -> list[str]:

@@ -148,6 +148,23 @@ def test_settings_mask_every_secret_keyword_of_the_odbc_connection_string(root_l
     assert root_log.getvalue() == f"WARNING aioodbc {' '.join([MASK] * 4)}\n"
 
 
+def test_settings_mask_jiras_basic_auth_header_a_jiraerror_prints(root_log, tmp_path) -> None:
+    # str(JIRAError) prints the request's headers: the Authorization header's basic auth is the
+    # email and API token in base64, which masking the token as written left readable.
+    import requests
+    from jira import JIRAError
+
+    make_settings(tmp_path, JIRA_EMAIL="bot@studio.example", JIRA_API_TOKEN="ATATT-jira-token-0123")
+    sent = requests.Request(
+        "GET",
+        "https://studio.atlassian.net/rest/api/2/myself",
+        auth=("bot@studio.example", "ATATT-jira-token-0123"),
+    ).prepare()
+    logging.getLogger("jira").warning("%s", JIRAError("refused", status_code=401, request=sent))
+    text = root_log.getvalue()
+    assert "Basic ***" in text and "Ym90QHN0dWRpby" not in text, text
+
+
 def test_settings_mask_what_the_clients_read_from_the_environment_themselves(root_log, tmp_path) -> None:
     # The openai SDK sends OPENAI_CUSTOM_HEADERS with every request; httpx and requests take a
     # proxy, with its password, from HTTPS_PROXY.
