@@ -1219,3 +1219,151 @@ async def test_the_openai_sdks_http_stack_logs_nothing_below_warning_under_a_deb
     assert len(stack) == 2, stack  # the client's package and its connection pool's
     said = [(r.name, r.levelname) for r in caplog.records if r.name.split(".")[0] in stack]
     assert [(name, level) for name, level in said if level in ("DEBUG", "INFO")] == []
+
+
+# ---- every secret, every logger at DEBUG, through the fakes ----------------------------------
+
+JIRA_EMAIL = "bot@voxdesk.example"
+SECRETS = {
+    "OPENAI_API_KEY": "sk-proj-zqx-openai-0001",
+    "AZURE_SEARCH_API_KEY": "zqx-search-key-0002",
+    "JIRA_API_TOKEN": "ATATT-zqx-jira-0003",
+    "DISCORD_TOKEN": "MTAwMDAw.zqx-discord.token-0004",
+    "VOXDESK_WEB_STAFF_PASSWORD": "zqx-staff-password-0005",
+    "VOXDESK_WEB_SESSION_KEY": "enF4LXNlc3Npb24ta2V5LTAwMDYtMzItYnl0ZXMteHg=",
+    "VOXDESK_WEB_METRICS_TOKEN": "zqx-metrics-token-0007",
+}
+ODBC_PASSWORD = "zqx'odbc\\pass-0008"  # a quote and a backslash, which a repr or JSON escapes
+
+
+def _secret_spellings() -> dict[str, str]:
+    import base64
+
+    found = {name: value for name, value in SECRETS.items()}
+    found["odbc"] = ODBC_PASSWORD
+    found["odbc as a repr"] = ODBC_PASSWORD.replace("\\", "\\\\")
+    found["jira basic auth"] = base64.b64encode(f"{JIRA_EMAIL}:{SECRETS['JIRA_API_TOKEN']}".encode()).decode()
+    return found
+
+
+def _leaked(text: str) -> list[str]:
+    return [name for name, value in _secret_spellings().items() if value in text]
+
+
+@pytest.fixture
+def everything_at_debug(monkeypatch) -> io.StringIO:
+    """The root at DEBUG printing to a buffer, every logger there at its default level: an
+    operator's configuration asking every library for all it says, the worst a log may hold."""
+    monkeypatch.setattr(logs, "_values", frozenset())
+    monkeypatch.setattr(logs, "_pattern", None)
+    out = io.StringIO()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(out)])
+    monkeypatch.setattr(root, "level", logging.DEBUG)
+    for each in list(root.manager.loggerDict.values()):
+        if isinstance(each, logging.Logger):
+            monkeypatch.setattr(each, "level", logging.NOTSET)
+            monkeypatch.setattr(each, "disabled", False)
+            monkeypatch.setattr(each, "_cache", {})
+    monkeypatch.setattr(root, "_cache", {})
+    logs.install_secret_mask()
+    return out
+
+
+def _secret_env(**more: str) -> dict[str, str]:
+    return {
+        **SECRETS,
+        "JIRA_EMAIL": JIRA_EMAIL,
+        # A driver that cannot log in (no such folder): its error is what a refused login's is.
+        "VOXDESK_SQL_CONNECTION_STRING": f"Driver=SQLite3;Database=/nonexistent/p.db;PWD={ODBC_PASSWORD}",
+        "VOXDESK_TOOLS_STATS": "odbc",
+        "VOXDESK_ODBC_DIALECT": "sqlite",
+        **more,
+    }
+
+
+@pytest.mark.timeout(120)
+async def test_check_refused_by_every_service_logs_no_secret_at_debug(everything_at_debug, settings) -> None:
+    # Each service refuses its secret (401, 403), and `check` logs each failure's traceback at
+    # DEBUG beside every library's own lines.
+    from bot.health import check_all
+    from tests.fakes.jira_server import running_fake_jira
+    from tests.fakes.openai_server import serving
+    from tests.fakes.search_server import running_fake_search
+
+    async with serving() as openai, running_fake_search() as search, running_fake_jira() as jira:
+        configured = make_settings(
+            settings.storage_dir,
+            **_secret_env(
+                VOXDESK_AGENT_ENGINE="openai",
+                VOXDESK_OPENAI_BASE_URL=openai.base_url,
+                VOXDESK_TOOLS_MANUALS="azure",
+                VOXDESK_SEARCH_ENDPOINT=search.endpoint,
+                VOXDESK_TOOLS_GRIEVANCES="jira",
+                VOXDESK_JIRA_URL=jira.url,
+                VOXDESK_WEB_ENABLED="true",
+            ),
+        )
+        results = await check_all(configured, for_run=True)
+    lines = "\n".join(r.line() for r in results)
+    assert [r.service for r in results if not r.ok] == ["engine", "stats", "manuals", "grievances"], lines
+    logged = everything_at_debug.getvalue()
+    assert "Traceback" in logged and "refused the credentials (401)" in logged
+    assert _leaked(lines) == [] and _leaked(logged) == [], logged
+
+
+@pytest.mark.timeout(120)
+async def test_a_turn_whose_tools_fail_and_file_logs_no_secret_at_debug(
+    everything_at_debug, settings, monkeypatch
+) -> None:
+    # A voice note through OpenAI: player stats over ODBC fail to log in, the manuals search is
+    # refused, a grievance is filed to Jira; then a turn whose error echoes the key.
+    from bot.app import running_app
+    from bot.tools.base import ToolContext
+    from tests.audio_samples import encode, speechlike
+    from tests.conftest import NOVA
+    from tests.fakes import openai_server
+    from tests.fakes.jira_server import running_fake_jira
+    from tests.fakes.openai_server import Failure, answer, serving, tool_calls
+    from tests.fakes.search_server import running_fake_search
+
+    monkeypatch.setattr(openai_server, "API_KEY", SECRETS["OPENAI_API_KEY"])
+    note = encode(speechlike(2.0), 48_000, "ogg")
+    async with (
+        serving() as openai,
+        running_fake_search() as search,
+        running_fake_jira(email=JIRA_EMAIL, token=SECRETS["JIRA_API_TOKEN"]) as jira,
+    ):
+        configured = make_settings(
+            settings.storage_dir,
+            **_secret_env(
+                VOXDESK_AGENT_ENGINE="openai",
+                VOXDESK_OPENAI_BASE_URL=openai.base_url,
+                VOXDESK_OPENAI_TIMEOUT_SECONDS="30",
+                VOXDESK_OPENAI_MAX_RETRIES="0",
+                VOXDESK_TOOLS_MANUALS="azure",
+                VOXDESK_SEARCH_ENDPOINT=search.endpoint,
+                VOXDESK_TOOLS_GRIEVANCES="jira",
+                VOXDESK_JIRA_URL=jira.url,
+            ),
+        )
+        openai.script = [
+            tool_calls(
+                ("get_player_stats", {}),
+                ("search_manuals", {"query": "refund"}),
+                ("register_grievance", {"category": "wallet", "description": "charged twice"}),
+            ),
+            answer("Filed: {tool:register_grievance}"),
+        ]
+        async with running_app(configured) as app:
+            filed = await app.agent.respond(ToolContext(user_id=NOVA), note)
+            await app.grievances.push_pending()  # unless its pusher did first
+            assert len(jira.issues) == 1
+            openai.failures = [
+                Failure(status=401, message=f"Incorrect API key provided: {SECRETS['OPENAI_API_KEY']}")
+            ]
+            refused = await app.agent.respond(ToolContext(user_id=NOVA), note)
+    assert filed.kind == "answer" and "GRV-" in filed.text and refused.kind != "answer"
+    logged = everything_at_debug.getvalue()
+    assert "AZURE_SEARCH_API_KEY was refused" in logged and "connect failed" in logged
+    assert _leaked(logged) == [], logged
