@@ -87,11 +87,22 @@ def masked_values() -> tuple[str, ...]:
     return tuple(sorted(_values))
 
 
+# A Discord interaction's token in the addresses discord.py answers and follows it up at
+# (/interactions/<id>/<token>/callback, /webhooks/<application id>/<token>/...), which its webhook
+# adapter logs at DEBUG: for 15 minutes it posts, edits and deletes as the bot there.
+_DISCORD_ROUTE_TOKEN = re.compile(r"(/(?:interactions|webhooks)/\d+/)[^/?#\s'\"]+")
+
+
 def masked(text: str) -> str:
     """`text` with every secret value replaced by MASK: for what no masking handler prints (a
-    command's own error line, `check`'s lines, an exception's traceback on stderr)."""
+    command's own error line, `check`'s lines, an exception's traceback on stderr). An
+    interaction's token in a Discord address too, though no setting holds it."""
     pattern = _pattern
-    return text if pattern is None else pattern.sub(MASK, text)
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    if "/interactions/" in text or "/webhooks/" in text:
+        text = _DISCORD_ROUTE_TOKEN.sub(rf"\g<1>{MASK}", text)
+    return text
 
 
 # Before the spool line of a grievance a process held in memory and could write nowhere as it

@@ -87,6 +87,28 @@ def test_a_secret_is_masked_as_a_repr_or_json_spells_it(root_log) -> None:
     assert text.count(MASK) == 3, text
 
 
+def test_an_interactions_token_in_a_discord_address_is_masked(root_log, monkeypatch) -> None:
+    # discord.py answers a slash command at /interactions/<id>/<token>/callback and follows it up
+    # at /webhooks/<application>/<token>: its webhook adapter logs each address at DEBUG, which an
+    # operator may ask discord's loggers for by name. The token posts and edits as the bot there.
+    from discord.webhook.async_ import Route
+
+    token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5OmZha2UtdG9rZW4tMDEyMw"
+    webhook = logging.getLogger("discord.webhook.async_")
+    at_default_level(webhook, monkeypatch)
+    for path in (
+        "/interactions/{webhook_id}/{webhook_token}/callback",
+        "/webhooks/{webhook_id}/{webhook_token}",
+    ):
+        url = Route("POST", path, webhook_id=123456789, webhook_token=token).url
+        webhook.warning("Webhook ID %s with %s %s has returned status code %s", 123456789, "POST", url, 204)
+    text = root_log.getvalue()
+    assert "MTIzNDU2Nzg5Om" not in text, text
+    assert (
+        f"/interactions/123456789/{MASK}/callback has" in text and f"/webhooks/123456789/{MASK} has" in text
+    )
+
+
 def test_a_line_without_a_secret_is_left_as_it_was(root_log) -> None:
     try:
         raise ValueError("nothing to hide")
