@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import av
 import numpy as np
+from av.audio.plane import AudioPlane
 
 with warnings.catch_warnings():
     # pydub warns when no ffmpeg binary is on PATH; we never ask it to run one.
@@ -224,23 +225,24 @@ _FLOAT_FORMATS = {"flt": np.float32, "fltp": np.float32, "dbl": np.float64, "dbl
 def _zero_non_finite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
     """The frame with NaN and infinite samples zeroed, and how many there were.
 
-    Its samples are read and written a plane at a time, never with to_ndarray() or
-    from_ndarray(): PyAV 18 counts nine planes in a planar eight-channel frame and reads or
-    writes one past the last, which kills the process (an 841-byte 7.1 Ogg/Opus note would)."""
+    Its samples are read and written a plane at a time, each plane taken by its index, never
+    through frame.planes, to_ndarray() or from_ndarray(): PyAV counts nine planes in a planar
+    eight-channel frame. PyAV 18 reads or writes one past the last, which kills the process (an
+    841-byte 7.1 Ogg/Opus note would); PyAV 19 raises on it, which refuses the note."""
     dtype = _FLOAT_FORMATS.get(frame.format.name)
     if dtype is None:
         return frame, 0
     channels = len(frame.layout.channels)
     planes, count = (channels, frame.samples) if frame.format.is_planar else (1, frame.samples * channels)
     # A decoder's planes are padded past their samples: `count` reads the samples alone.
-    values = [np.frombuffer(frame.planes[i], dtype=dtype, count=count) for i in range(planes)]
+    values = [np.frombuffer(AudioPlane(frame, i), dtype=dtype, count=count) for i in range(planes)]
     finite = [np.isfinite(plane) for plane in values]
     bad = sum(count - int(np.count_nonzero(ok)) for ok in finite)
     if not bad:
         return frame, 0
     clean = av.AudioFrame(format=frame.format.name, layout=frame.layout, samples=frame.samples)
     for i, (plane, ok) in enumerate(zip(values, finite, strict=True)):
-        clean.planes[i].update(np.where(ok, plane, 0).astype(dtype))
+        AudioPlane(clean, i).update(np.where(ok, plane, 0).astype(dtype))
     clean.sample_rate = frame.sample_rate
     return clean, bad
 
