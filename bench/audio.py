@@ -1,20 +1,27 @@
 """Decode + trim + resample + WAV for a voice note: our in-process path vs pydub's default, and
 the memory it peaks at (tracemalloc) beside reading the whole note's levels at once.
 
-    python bench/audio.py [--repeat N]
+    python bench/audio.py [--repeat N] [--against REV]
 
 The baseline is what the seed design did: `AudioSegment.from_file` (an ffmpeg subprocess per
 note), pydub's silence detection, `set_frame_rate`/`set_channels`, `export(format="wav")`.
 It needs an `ffmpeg` binary on PATH (apt-get install ffmpeg); our path does not.
+
+With `--against REV`, bot/audio.py as it was at git revision REV is timed instead of the baseline,
+turn about with the working tree's in one process, in the thread's CPU time (which other jobs on
+the machine disturb less than wall time): the ratio is the change's.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import wave
@@ -89,10 +96,50 @@ def timed(fn, data: bytes, repeat: int) -> float:  # type: ignore[no-untyped-def
     return statistics.median(runs)
 
 
+def audio_at(rev: str, folder: str):  # type: ignore[no-untyped-def]
+    """bot/audio.py as it was at git revision `rev`, imported as a module of its own."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "show", f"{rev}:bot/audio.py"], cwd=root, check=True, capture_output=True
+    ).stdout
+    path = Path(folder) / "audio_then.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location("audio_then", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["audio_then"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def against(rev: str, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        then = audio_at(rev, folder)
+        limits = AudioSettings(max_seconds=600)
+        print(f"\nthread CPU, median of {repeat}, turn about: bot/audio.py at {rev} against now")
+        print(f"{'note':>6} {'then ms':>8} {'now ms':>7} {'now/then':>9}")
+        for seconds in (10, 60):
+            data = encode(speechlike(seconds - 1.0), 48_000, "ogg")
+            assert then.decode(data, limits).wav() == audio.decode(data, limits).wav()
+            runs: dict[str, list[float]] = {"then": [], "now": []}
+            for turn in range(repeat):
+                pair = [("then", then), ("now", audio)]
+                for name, module in pair if turn % 2 else reversed(pair):
+                    started = time.thread_time()
+                    module.decode(data, limits).wav()
+                    runs[name].append((time.thread_time() - started) * 1000)
+            was, now = statistics.median(runs["then"]), statistics.median(runs["now"])
+            print(f"{seconds:>5}s {was:>8.1f} {now:>7.1f} {now / was:>8.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--against", metavar="REV", help="also time bot/audio.py at this git revision")
     args = parser.parse_args()
+    if args.against:
+        against(args.against, args.repeat)
+        return
     have_ffmpeg = shutil.which("ffmpeg") is not None
     print(f"median of {args.repeat} runs, Ogg/Opus 48 kHz mono voice notes (as Discord sends them)")
     print(f"{'note':>6} {'ours ms':>9} {'pydub+ffmpeg ms':>16} {'speed-up':>9}")
