@@ -404,9 +404,11 @@ def _decode_pcm(
                     first_bad = first_bad or exc
                     continue
                 for frame in frames:
-                    if _implausible(frame.sample_rate, len(frame.layout.channels)):
+                    # Read once a frame: each read of `channels` makes a tuple of new objects.
+                    channels = len(frame.layout.channels)
+                    if _implausible(frame.sample_rate, channels):
                         raise unreadable
-                    decoded_values += frame.samples * len(frame.layout.channels)
+                    decoded_values += frame.samples * channels
                     if resampler is None:
                         resampler = resampler_for(frame)
                     frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
@@ -440,7 +442,7 @@ def _decode_pcm(
                     decoded_seconds += frame.samples / frame.sample_rate
                     if decoded_seconds > max_seconds:
                         raise _too_long(max_seconds)
-                    if fifo.samples * len(frame.layout.channels) >= FIFO_VALUES:
+                    if fifo.samples * channels >= FIFO_VALUES:
                         drain()
             if bad:
                 log.info("skipped %d of %d audio packets the decoder refused: %s", bad, packets, first_bad)
