@@ -416,12 +416,7 @@ def _decode_pcm(
                     # of other channels as if it had its first frame's: a stereo mp3 with a mono
                     # one after it read planes that are not there and killed the bot. So the
                     # channels are compared here.
-                    shape = (
-                        frame.format.name,
-                        frame.sample_rate,
-                        frame.layout.name,
-                        len(frame.layout.channels),
-                    )
+                    shape = (frame.format.name, frame.sample_rate, frame.layout.name, channels)
                     try:
                         if fifo_shape not in (None, shape):
                             raise ValueError(f"{fifo_shape} then {shape}")
