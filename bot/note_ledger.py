@@ -3,7 +3,10 @@
 A front end claims a note here before answering it and marks it answered after, so two bot
 processes on one `storage.dir` (a deploy overlapping the old one) never both answer it. A note
 that arrives while the bot shuts down is recorded as pending; a note whose turn was cut short by
-a crash stays claimed by a process that no longer exists. Both are answered after the restart.
+a crash stays claimed by a process that no longer exists. Both are answered after the restart,
+but not a note whose turn MAX_CRASHES processes began and died in: that note may be what kills
+them (native code decoding or hearing it), and answered at every restart it would keep the bot
+down for every player.
 The ledger also remembers the places notes came from, so the bot knows where to look for notes
 sent while it was down.
 
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
     message_id INTEGER PRIMARY KEY,
@@ -47,7 +50,8 @@ CREATE TABLE IF NOT EXISTS notes (
                                 -- (expired: given up on, too old or nowhere to answer it)
     owner TEXT,                 -- '<pid>:<start>:<token>' of the process answering it ('started')
     lease_until REAL,           -- when a 'started' claim lapses whatever its owner
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    crashes INTEGER NOT NULL DEFAULT 0  -- its turns whose process died before they ended
 );
 CREATE INDEX IF NOT EXISTS notes_by_state ON notes (state, message_id);
 -- A start asks each place for its newest note answered: without this, a scan of every note each.
@@ -104,6 +108,10 @@ CREATE TRIGGER IF NOT EXISTS answers_pruned AFTER DELETE ON notes
 # claim this old belongs to a process that died (or an old process whose pid was reused).
 LEASE_SECONDS = 15 * 60.0
 KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
+# A note whose turn this many processes began and never ended is refused, not answered again: it
+# may be what kills them. Two, so a note cut once by a crash it did not cause (a deploy's kill -9,
+# an out-of-memory kill during another player's turn) is still answered after the restart.
+MAX_CRASHES = 2
 # Each start reads every place the ledger knows (Discord cannot list a bot's DMs), a request or
 # more each; a place silent this long is forgotten, and a note sent there while the bot is down
 # is not seen. A note sent while it runs comes through the gateway and remembers it again.
@@ -179,6 +187,9 @@ class NoteLedger:
         # running (never handed out again, LEASE_SECONDS or not) until given back. A note answered
         # unrecorded has no row to give back: its (place, user) to record it with instead.
         self._unreleased: dict[int, tuple[int, str] | None] = {}
+        # Notes this process refused at their claim as MAX_CRASHES processes died in their turn,
+        # until the front end asks (`crashed_out`): it tells their players.
+        self._crashed_out: dict[int, int] = {}
         # Those being given back now: one claimed anew meanwhile leaves it, and is then no longer
         # owed if the write fails (the new turn's, not to hand out).
         self._giving_back: set[int] = set()
@@ -194,6 +205,7 @@ class NoteLedger:
         # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
         async with opening(path, SCHEMA, version=SCHEMA_VERSION, autocommit=True) as conn:
             await add_missing_columns(conn, "places", {"heard_at": "REAL"})
+            await add_missing_columns(conn, "notes", {"crashes": "INTEGER NOT NULL DEFAULT 0"})
             # Places kept before heard_at was: their year starts now.
             await conn.execute("UPDATE places SET heard_at = ? WHERE heard_at IS NULL", (time.time(),))
             holds = _Holds.beside(Path(path))
@@ -250,29 +262,47 @@ class NoteLedger:
 
     async def claim(self, message_id: int, place_id: int, user_id: str) -> bool:
         """Take the note for answering: True if this process should answer it now. False when it
-        was answered or given up on, or another live process is answering it."""
+        was answered or given up on, or another live process is answering it, or when this claim
+        refused it, its turn begun by MAX_CRASHES processes that died (see `crashed_out`)."""
         now = time.time()
         async with self._transaction():
             rows = await self._conn.execute_fetchall(
-                "SELECT state, owner, lease_until FROM notes WHERE message_id = ?", (message_id,)
+                "SELECT state, owner, lease_until, crashes FROM notes WHERE message_id = ?", (message_id,)
             )
             row = first(rows)
             if row is not None and not self._claimable(row["state"], row["owner"], row["lease_until"], now):
                 return False
             if self._holds is not None and self._holds.held_elsewhere(message_id):
                 return False  # answered unrecorded by a process that is still running
+            # A 'started' claim one may take whose process is gone: it died in the note's turn. Not
+            # one whose lease lapsed under a live process (a turn stuck, not a crash).
+            died = row is not None and row["state"] == "started" and not self._alive(row["owner"] or "")
+            crashes = 0 if row is None else row["crashes"] + died
+            if crashes >= MAX_CRASHES:
+                await self._conn.execute(
+                    "UPDATE notes SET state = 'refused', owner = NULL, lease_until = NULL,"
+                    " updated_at = ?, crashes = ? WHERE message_id = ?",
+                    (now, crashes, message_id),
+                )
+                remember(self._crashed_out, message_id, crashes, MAX_UNRELEASED)
+                return False
             await self._conn.execute(
                 "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
                 " VALUES (?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET"
                 " state = 'started', owner = excluded.owner, lease_until = excluded.lease_until,"
-                " updated_at = excluded.updated_at",
-                (message_id, place_id, user_id, self.owner, now + LEASE_SECONDS, now),
+                " updated_at = excluded.updated_at, crashes = ?",
+                (message_id, place_id, user_id, self.owner, now + LEASE_SECONDS, now, crashes),
             )
         # A claim taken anew (once another process gave the note back) is a turn of its own: a
         # release still owed from an earlier one must not give it back.
         self._no_longer_owed(message_id)
         self._unrecorded.pop(message_id, None)
         return True
+
+    def crashed_out(self, message_id: int) -> int | None:
+        """Whether this process's claim of the note refused it (see `claim`): how many processes
+        died in its turn, once, so its player is told once; None if not."""
+        return self._crashed_out.pop(message_id, None)
 
     def claim_unrecorded(
         self, message_id: int, place_id: int | None = None, user_id: str | None = None

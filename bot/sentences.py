@@ -106,6 +106,8 @@ NOTE_UNHEARD = (
     "Sorry, something in that voice note tripped up my hearing, so I couldn't answer it. "
     "Could you record it again?"
 )
+# A note the bot died answering, more than once: answered again, it would most likely crash it anew.
+NOTE_CRASHED = "Sorry, I couldn't handle that voice note. Could you record it again?"
 # The model answered with nothing to say (cut off before a word, or lost in its tool calls): the
 # service is up, so "try again in a few minutes" would mislead.
 NO_ANSWER_MADE = (

@@ -566,6 +566,9 @@ class VoiceNotes(commands.Cog):
                 log.error("could not record note %s in the ledger, answering it anyway: %s", message.id, exc)
                 remember(self._unrecorded, message.id, None, MAX_UNRECORDED)
         if not mine:
+            if (crashes := ledger.crashed_out(message.id)) is not None:
+                await self._refuse_crashing(message, crashes)
+                return
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return
         if self._withdrawn(message):
@@ -658,6 +661,19 @@ class VoiceNotes(commands.Cog):
                 message.channel.id,
             )
         await self._settle(ledger.unanswerable, message)
+
+    async def _refuse_crashing(self, message: discord.Message, crashes: int) -> None:
+        """A note refused at its claim, as the process died in each of its last turns (see
+        NoteLedger.claim): most likely it crashes native code (decoding, hearing), and answered
+        again it would take the bot down anew. Its player is asked for another recording."""
+        log.error(
+            "note %s from %s not answered: the bot died %d times while answering it",
+            message.id,
+            message.author.id,
+            crashes,
+        )
+        metrics.note("discord", "refused", "crashes")
+        await self._tell(message, say.NOTE_CRASHED, about_the_note=True)
 
     def _withdrawn(self, message: discord.Message) -> bool:
         """Whether the player deleted the note (Discord said so): nothing more is posted for it."""

@@ -157,9 +157,14 @@ def _at_work(bot: VoxdeskBot) -> str:
 
 @contextlib.contextmanager
 def bot_process(
-    settings: Settings, fake: FakeDiscord, log_path: Path, env: dict[str, str] | None = None
+    settings: Settings,
+    fake: FakeDiscord,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    module: str = "bot",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m bot run`, as an operator starts it, pointed at the fake."""
+    """`python -m bot run`, as an operator starts it, pointed at the fake. `module`: another
+    that runs it as bot does, with a fault of the test's (tests.crashing_bot)."""
     env = {
         **os.environ,
         **fake.settings_env(),
@@ -170,7 +175,7 @@ def bot_process(
     }
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], cwd=REPO, env=env, stdout=log_file, stderr=log_file
+            [sys.executable, "-m", module, "run"], cwd=REPO, env=env, stdout=log_file, stderr=log_file
         )
     try:
         yield process

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import itertools
 import logging
 import signal
@@ -21,10 +22,11 @@ import discord
 import pytest
 
 from bot.config import Settings
-from bot.note_ledger import NoteLedger
+from bot.note_ledger import MAX_CRASHES, NoteLedger
 from bot.sentences import (
     COMMAND_CUT_SHORT,
     DMS_CLOSED_NOTICE,
+    NOTE_CRASHED,
     NOTES_CUT_SHORT,
     ONE_AT_A_TIME,
     RESTARTING,
@@ -45,6 +47,7 @@ from tests.discord_harness import (
     send_two_notes,
     settle,
     voice_note,
+    while_it_runs,
 )
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
@@ -1574,6 +1577,44 @@ async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settin
         process.send_signal(signal.SIGTERM)  # what it still had to send, it sends before it exits
         assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()
     assert answers(fake, note) == 1, log_path.read_text()
+
+
+@pytest.mark.timeout(600)  # four real processes start (imports, speech workers), one after another
+async def test_a_note_that_kills_the_bot_at_each_turn_is_refused_once_it_killed_it_twice(
+    settings, fake, tmp_path
+) -> None:
+    """A note that crashes native code answered at every restart kept the bot down for every player:
+    its second death is its last, and its player is asked for another recording."""
+    log_path = tmp_path / "bot.log"
+    crashing = voice_note(2.0)  # not voice_note()'s bytes, which the other notes are
+    env = {"TEST_CRASHING_NOTE_SHA256": hashlib.sha256(crashing).hexdigest()}
+    note: dict | None = None
+    for _ in range(MAX_CRASHES):  # killed live first, then by the restart's catch-up
+        fake.identified.clear()
+        with bot_process(settings, fake, log_path, env, module="tests.crashing_bot") as process:
+            await logged_in(fake, process, log_path)
+            if note is None:
+                note = await fake.send_note(nova, crashing, channel_id=ALLOWED_CHANNEL, guild=True)
+            code = await asyncio.to_thread(process.wait, 120)
+            assert code == -signal.SIGSEGV, log_path.read_text()[-4000:]
+    assert note is not None and answers(fake, note) == 0
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path, env, module="tests.crashing_bot") as process:
+        await logged_in(fake, process, log_path)
+
+        def told(_: object) -> bool:
+            return any(r.content == NOTE_CRASHED for r in fake.replies_to(note["id"]))
+
+        await while_it_runs(fake.wait_for(told, 90), process, log_path, "told the player", 100)
+        other = await fake.send_note(blaze, voice_note(), channel_id=ALLOWED_CHANNEL, guild=True)
+        answered = fake.wait_for(lambda _: answers(fake, other) >= 1, 60)
+        await while_it_runs(answered, process, log_path, "answered another note", 70)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()[-4000:]
+    assert answers(fake, note) == 0
+    assert [r.content for r in fake.replies_to(note["id"])] == [NOTE_CRASHED]
+    logged = log_path.read_text()
+    assert f"note {note['id']} from {nova.id} not answered: the bot died {MAX_CRASHES} times" in logged
 
 
 @pytest.mark.timeout(180)  # real processes start (imports, speech workers): slow on a busy machine

@@ -17,6 +17,7 @@ import pytest
 from bot import note_ledger
 from bot.audio import ReplyAudio
 from bot.config import UsageSettings
+from bot.db import NewerSchema
 from bot.engines.base import Usage
 from bot.note_ledger import SCHEMA_VERSION, NoteLedger
 from bot.usage import UsageMeter
@@ -73,6 +74,85 @@ async def test_a_claim_of_a_dead_process_or_a_lapsed_lease_is_taken_again(tmp_pa
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def died_in_its_turn(ledger: NoteLedger, message_id: int) -> None:
+    """The claim of `message_id` (this ledger's) left as a process that died mid-turn leaves it."""
+    await ledger._conn.execute(
+        "UPDATE notes SET owner = ? WHERE message_id = ?", (f"{a_dead_pid()}:1:gone", message_id)
+    )
+
+
+async def test_a_note_two_processes_died_answering_is_refused_at_the_next_claim(tmp_path) -> None:
+    """A note that crashes the process (native code decoding it) was claimed again at every
+    restart, and crashed each: the bot stayed down for every player."""
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(7, 10, "u") and await one.claim(8, 10, "u")
+        await died_in_its_turn(one, 7)
+        await died_in_its_turn(one, 8)
+        assert await two.claim(7, 10, "u"), "a note one crash cut is not answered after the restart"
+        assert await two.claim(8, 10, "u")
+        assert two.crashed_out(7) is None
+        await two.answered(8)
+        await died_in_its_turn(two, 7)
+        assert [u.message_id for u in await one.unanswered()] == [7]
+        assert not await one.claim(7, 10, "u"), "a note two processes died in is answered a third time"
+        assert one.crashed_out(7) == note_ledger.MAX_CRASHES
+        assert one.crashed_out(7) is None, "its player would be told twice"
+        assert two.crashed_out(7) is None  # told by the process whose claim refused it
+        assert not await two.claim(7, 10, "u") and two.crashed_out(7) is None
+        assert await one.unanswered() == [] and await two.seen([7, 8]) == {7, 8}
+        rows = await one._conn.execute_fetchall("SELECT state, owner FROM notes WHERE message_id = 7")
+        assert [tuple(r) for r in rows] == [("refused", None)]
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_stop_or_a_lapsed_lease_is_no_crash_of_the_notes_turn(tmp_path) -> None:
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(7, 10, "u")
+        await died_in_its_turn(one, 7)
+        assert await two.claim(7, 10, "u")
+        await two.release(7)  # a stop cut its turn: given back, nothing died
+        assert await one.claim(7, 10, "u")
+        await one._conn.execute("UPDATE notes SET lease_until = ? WHERE message_id = 7", (time.time() - 1,))
+        assert await two.claim(7, 10, "u")  # a turn stuck under a live process, not a crash
+        assert two.crashed_out(7) is None
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_note_a_crash_cut_before_the_upgrade_counts_no_crash_before_it_and_is_answered(
+    tmp_path, monkeypatch
+) -> None:
+    # notes.db as schema version 3 left it: a note claimed by a process that died, no count kept.
+    path = tmp_path / "notes.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            "CREATE TABLE notes (message_id INTEGER PRIMARY KEY, place_id INTEGER NOT NULL,"
+            " user_id TEXT NOT NULL, state TEXT NOT NULL, owner TEXT, lease_until REAL,"
+            " updated_at REAL NOT NULL); PRAGMA user_version = 3;"
+        )
+        conn.execute(
+            "INSERT INTO notes VALUES (7, 10, 'u', 'started', ?, ?, ?)",
+            (f"{a_dead_pid()}:1:gone", time.time() + 60, time.time()),
+        )
+        conn.commit()
+    ledger = await NoteLedger.open(path)
+    try:
+        assert await ledger.claim(7, 10, "u"), "a note one crash cut before the upgrade went unanswered"
+        rows = await ledger._conn.execute_fetchall("SELECT crashes FROM notes WHERE message_id = 7")
+        assert [tuple(r) for r in rows] == [(1,)]
+    finally:
+        await ledger.aclose()
+    # The voxdesk before the count refuses the file: it would answer such a note at every restart.
+    monkeypatch.setattr(note_ledger, "SCHEMA_VERSION", 3)
+    with pytest.raises(NewerSchema):
+        await NoteLedger.open(path)
 
 
 async def test_a_ledger_whose_claim_was_taken_over_cannot_settle_the_note(tmp_path) -> None:
