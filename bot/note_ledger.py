@@ -286,6 +286,14 @@ class NoteLedger:
                 )
                 remember(self._crashed_out, message_id, crashes, MAX_UNRELEASED)
                 return False
+            if died:
+                # Said at the first death too: a crash's log then names the notes it had in hand.
+                log.warning(
+                    "note %s is answered again: the process answering it died (%d of %d)",
+                    message_id,
+                    crashes,
+                    MAX_CRASHES,
+                )
             await self._conn.execute(
                 "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
                 " VALUES (?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET"

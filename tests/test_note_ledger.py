@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import sqlite3
 import subprocess
@@ -83,7 +84,7 @@ async def died_in_its_turn(ledger: NoteLedger, message_id: int) -> None:
     )
 
 
-async def test_a_note_two_processes_died_answering_is_refused_at_the_next_claim(tmp_path) -> None:
+async def test_a_note_two_processes_died_answering_is_refused_at_the_next_claim(tmp_path, caplog) -> None:
     """A note that crashes the process (native code decoding it) was claimed again at every
     restart, and crashed each: the bot stayed down for every player."""
     one, two = await open_two(tmp_path)
@@ -91,7 +92,10 @@ async def test_a_note_two_processes_died_answering_is_refused_at_the_next_claim(
         assert await one.claim(7, 10, "u") and await one.claim(8, 10, "u")
         await died_in_its_turn(one, 7)
         await died_in_its_turn(one, 8)
-        assert await two.claim(7, 10, "u"), "a note one crash cut is not answered after the restart"
+        with caplog.at_level(logging.WARNING, logger="bot.note_ledger"):
+            assert await two.claim(7, 10, "u"), "a note one crash cut is not answered after the restart"
+        # Named at the first death, so the log of a crash says which notes it had in hand.
+        assert "note 7 is answered again: the process answering it died (1 of 2)" in caplog.messages
         assert await two.claim(8, 10, "u")
         assert two.crashed_out(7) is None
         await two.answered(8)
