@@ -203,7 +203,10 @@ def _opus_seconds(packet: av.Packet) -> float:
         frame_ms = (2.5, 5, 10, 20)[config % 4]
     code = head[0] & 3
     frames = (1, 2, 2)[code] if code < 3 else (head[1] & 0x3F if len(head) > 1 else 0)
-    return frames * frame_ms / 1000
+    # More than 120 ms is no Opus packet: the decoder refuses it at its first bytes, at no cost,
+    # and a damaged one (up to 63 frames of 60 ms) counted would refuse a short note as too long.
+    held = frames * frame_ms
+    return held / 1000 if held <= 120 else 0.0
 
 
 # Times a note's format may change (rate or channels): recordings joined into one file, a few. Each

@@ -827,6 +827,32 @@ def test_an_opus_note_whose_packets_hold_more_than_the_limit_is_too_long_however
         audio.decode(note * 20, limits)
 
 
+def _opus_damaged(note: bytes, packets: set[int]) -> bytes:
+    """The Ogg/Opus `note` with these packets' first bytes garbled into a TOC claiming 63 frames
+    of 60 ms: no Opus packet (120 ms at most), which the decoder refuses."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(note)) as src, av.open(out, "w", format="ogg") as dst:
+        stream = src.streams.audio[0]
+        copy = dst.add_stream_from_template(stream)
+        for index, packet in enumerate(src.demux(stream)):
+            if not packet.size:
+                continue
+            if index in packets:
+                garbled = av.Packet(bytes([0x1B, 0x3F]) + bytes(packet)[2:])
+                garbled.pts, garbled.dts, garbled.time_base = packet.pts, packet.dts, packet.time_base
+                packet = garbled
+            packet.stream = copy
+            dst.mux(packet)
+    return out.getvalue()
+
+
+def test_an_opus_packet_garbled_into_more_than_any_packet_holds_counts_no_sound() -> None:
+    # Two damaged packets of a three-second note each claim 3.78 s: counted, the note would be
+    # refused as too long; the decoder refuses them at their first bytes, and the rest is heard.
+    note = _opus_damaged(encode(speechlike(2.0), 48_000, "ogg"), {40, 80})
+    assert audio.decode(note, AudioSettings(max_seconds=5)).original_seconds == pytest.approx(3.0, abs=0.1)
+
+
 def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> None:
     # Within five seconds a note may hold 2,500 packets; this one's 2.5 s come in blocks of four
     # samples, 10,000 of them, each costing the decoding loop more than its sound.
