@@ -606,7 +606,7 @@ def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.
     of the usual cause, an `init` run as root before `run` as the service's user. A damaged file,
     or a folder in the file's place, is said with the way back: a backup's copy of the file."""
     name = getattr(exc, "sqlite_errorname", "")
-    if Path(path).is_dir():
+    if _a_folder(path):
         why = A_FOLDER
     elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
         why = DAMAGED
@@ -626,6 +626,15 @@ DAMAGED = " (damaged: stop voxdesk, keep this file aside and restore it from a `
 A_FOLDER = (
     " (a folder, where the database file belongs: move it aside, or restore the file from a `voxdesk backup`)"
 )
+
+
+def _a_folder(path: Path | str) -> bool:
+    """Whether `path` is a folder; False where it cannot be looked at (a folder above it closed to
+    voxdesk), which `other_owner` names: Path.is_dir() raises Permission denied there."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def mounted_read_only(path: Path | str) -> bool:

@@ -1212,6 +1212,42 @@ def test_checks_lines_name_the_other_user_who_owns_a_folder_they_cannot_open(set
     assert "[Errno" not in done.stdout
 
 
+NAMING = """
+import sqlite3, sys
+from bot.db import naming
+try:
+    sqlite3.connect(sys.argv[1]).execute("SELECT 1")
+except sqlite3.Error as exc:
+    print(naming(sys.argv[1], exc))
+"""
+
+
+def test_a_database_in_a_folder_closed_to_voxdesk_is_named_with_the_folders_owner(tmp_path: Path) -> None:
+    # Whether the database is a folder is asked first, and a folder voxdesk may not enter refuses
+    # that question too (Permission denied): the error naming the database raised it instead.
+    if os.geteuid() != 0:
+        pytest.skip("giving the folder to another user needs root")
+    closed = tmp_path / "storage"
+    closed.mkdir(mode=0o700)
+    os.chown(closed, 65534, -1)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-c", NAMING, str(closed / "notes.db")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.chown(closed, 0, -1)
+    owner = pwd.getpwuid(65534).pw_name
+    assert done.stderr == ""
+    assert done.stdout == (
+        f"{closed}/notes.db: unable to open database file"
+        f" ({closed} is owned by {owner}, and voxdesk runs as root)\n"
+    )
+
+
 def test_a_database_another_user_owns_and_sqlite_refuses_is_named_with_its_owner(settings) -> None:
     # Files another user owns that this one may read but not write (`init` as root, umask 022;
     # `ask` or `run` as the service's user): SQLite's "attempt to write a readonly database" was
