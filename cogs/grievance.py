@@ -192,19 +192,22 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         store = self.bot.core.grievances.local_store
         turn = filing_turn("discord", str(interaction.id))
         finished: set[str] = set()
+        holder = turn  # the turn whose filing the complaint is, should it be cut short here
         while True:
             try:
                 found = await store.claim_words(
                     words[0], words[1:], turn, RESUBMIT_SECONDS, frozenset(finished)
                 )
                 if found.busy:
+                    holder = found.turn or turn
                     await asyncio.sleep(WAIT_FOR_FILING_SECONDS)
                     continue
             except asyncio.CancelledError:
                 # A shutdown while the database was busy, or the command given up (its player told
                 # the complaint is kept) while another filing of these words still ran, and may yet
-                # fail: the complaint is in no store yet.
-                store.keep_cut_short(words[0], *described, turn)
+                # fail: the complaint is in no store yet. Kept as one of that filing's turn, it is
+                # filed once whichever lands first, that filing or the spool's.
+                store.keep_cut_short(words[0], *described, holder)
                 raise
             except sqlite3.Error as exc:
                 # Filed, or kept, all the same; this process's memory tells its own repeats.

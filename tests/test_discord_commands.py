@@ -617,6 +617,38 @@ async def test_a_repeat_given_up_on_while_another_bot_files_its_words_keeps_the_
     assert unfiled == 1
 
 
+@pytest.mark.parametrize("first", ["the other filing", "the spool"])
+async def test_a_repeat_given_up_on_while_another_bot_files_its_words_is_not_filed_twice(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, first: str
+):
+    # The repeat's complaint is kept in case the other bot's filing fails; that filing landing,
+    # before the spool is filed or after, the complaint is one ticket, not two.
+    from bot.tools import complaint_key, filing_id, grievance_store
+    from cogs import interactions
+
+    described = "Bought 500 gems, the wallet never showed them."
+    words = complaint_key("wallet", described)
+    monkeypatch.setattr(interactions, "GIVE_UP_SECONDS", 2.0)  # Discord's 14 minutes, scaled down
+    database = settings.storage_dir / "grievances.db"
+    other = await grievance_store.LocalGrievanceStore.open(database)
+    try:
+        await other.claim_words(str(nova.id), words, "discord:1:", grievance_store.RESUBMIT_SECONDS)
+        async with running_bot(settings, fake) as h:
+            await ask(fake, nova, "grievance", sub("file", category="wallet", description=described))
+            store = h.bot.core.grievances.local_store
+            if first == "the spool":
+                await store.file_spooled()
+            await other.register(str(nova.id), "wallet", described, filing_id("discord", "1", 0))
+            await other.settle_words(str(nova.id), words, "discord:1:", True, None)
+            await store.file_spooled()
+    finally:
+        other.stop_renewing(str(nova.id), words, "discord:1:")
+        await other.aclose()
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        filed = db.execute("SELECT spool_id FROM grievances WHERE description = ?", (described,)).fetchall()
+    assert filed == [("discord:1:0",)]
+
+
 async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ):

@@ -221,6 +221,7 @@ class Lately:
     key: str | None = None
     kept: str | None = None
     busy: bool = False
+    turn: str | None = None  # busy: the turn ("platform:request:") whose filing holds the words
 
 
 @dataclass(frozen=True)
@@ -972,7 +973,7 @@ class LocalGrievanceStore:
                     return found
                 if found.key is None and live:
                     await self._conn.rollback()
-                    return Lately(busy=True)
+                    return Lately(busy=True, turn=str(row["turn"]))
             await self._conn.execute(
                 "INSERT INTO recent.lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (words_hash) DO UPDATE SET turn = excluded.turn, at = excluded.at,"
