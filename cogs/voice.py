@@ -1031,8 +1031,10 @@ class VoiceNotes(commands.Cog):
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
         """A note that arrived while shutting down: kept, marked, and answered after the restart;
-        where the bot may not read history, its player is asked to send it again instead."""
-        if not may_read_history(message.channel):
+        where the bot may not read history, its player is asked to send it again instead, unless
+        another bot on this storage answers Discord (a deploy overlapping this one): it gets the
+        note too, and answers it kept, which a note turned away here it may not."""
+        if not may_read_history(message.channel) and not self.bot.core.notes.discord_elsewhere():
             # Neither a ⏳ may go on it nor may a later process fetch it back to answer it.
             try:
                 first = await self.bot.core.notes.turned_away(

@@ -1386,6 +1386,32 @@ async def test_the_players_whose_queued_notes_a_stop_cuts_in_one_place_are_asked
     assert len(said) == len(players) + 1, said
 
 
+async def test_a_note_sent_where_the_bot_may_not_read_history_during_an_overlapping_deploy_is_answered(
+    settings, fake
+) -> None:
+    # The new bot, up while the old one drains, gets the note too and may answer it there (as a
+    # plain line naming the player): the old one turning it away first kept it from the new one,
+    # and its player was asked to send it again for nothing.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the old bot's turn in flight: its drain lasts
+    async with running_bot(settings, fake, engine=engine) as old:
+        await fake.send_note(nova, voice_note())  # in a DM
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        async with running_bot(settings, fake) as new:
+            old.stop.set()
+            while old.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+                await asyncio.sleep(0.01)
+            note = await fake.send_note(blaze, voice_note(), guild=True)
+            judged = await note_state(new.bot.core.notes, note)
+            engine.hold.set()
+            await asyncio.wait_for(old.task, 30)
+            await settle(fake)
+    assert judged == "answered", judged
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert f"<@{blaze.id}> {RESTARTING_SEND_AGAIN}" not in said, said
+
+
 async def test_a_note_sent_during_the_drain_where_the_bot_may_not_read_history_is_asked_for_again(
     settings, fake
 ) -> None:
