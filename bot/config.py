@@ -1000,10 +1000,17 @@ def _quoted(value: typing.Any) -> str:
     is refused before the settings' secrets are masked, and docker's --env-file keeps the quotes
     of OPENAI_BASE_URL="https://user:pass@gateway/v1"."""
     said = repr(value)
-    for text in value if isinstance(value, list) else [value]:
-        if isinstance(text, str):
-            for secret in address_secrets(text.strip().strip("\"'")):
-                said = said.replace(secret, logs.MASK).replace(repr(secret)[1:-1], logs.MASK)
+    secrets = {
+        spelt
+        for text in (value if isinstance(value, list) else [value])
+        if isinstance(text, str)
+        for secret in address_secrets(text.strip().strip("\"'"))
+        for spelt in logs.spellings(secret)
+    }
+    # As the value's repr spells each (it escapes a quote the secret's own repr would not: an
+    # apostrophe in a value holding both quotes), longest first so none is masked but a part.
+    for spelt in sorted(secrets, key=len, reverse=True):
+        said = said.replace(spelt, logs.MASK)
     return said
 
 

@@ -60,7 +60,7 @@ def mask_secrets(values: Iterable[str]) -> None:
     """Mask these values (besides those given before) in every line the masking handlers print.
     Values given before stay masked: a key replaced in the settings may still be in flight."""
     global _values, _pattern
-    wanted = _values | {s for v in values if len(v) >= MIN_SECRET_CHARS for s in _spellings(v)}
+    wanted = _values | {s for v in values if len(v) >= MIN_SECRET_CHARS for s in spellings(v)}
     if wanted == _values:
         return
     # Longest first: a secret that contains another is masked whole.
@@ -68,7 +68,7 @@ def mask_secrets(values: Iterable[str]) -> None:
     _values, _pattern = frozenset(wanted), re.compile("|".join(map(re.escape, alternatives)))
 
 
-def _spellings(value: str) -> set[str]:
+def spellings(value: str) -> set[str]:
     """`value` as written, and as a repr or JSON spells it inside a longer string: a password may
     hold a backslash or a quote, and a driver's error (a tuple of its words, printed as their
     repr) or a service's JSON body quoting it escapes them."""

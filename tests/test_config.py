@@ -95,6 +95,13 @@ def test_a_setting_in_quotes_from_the_environment_is_refused(env: dict, said: st
             "openai.base_url: VOXDESK_OPENAI_BASE_URL = '\"https://bot:***@gw.example/v1\"' is in quotes",
         ),
         (
+            # Both quotes in the value: its repr escapes the password's apostrophe, which the
+            # password's own repr does not.
+            {"VOXDESK_OPENAI_BASE_URL": '"https://bot:it\'s-pass-0123@gw.example/v1"'},
+            "",
+            "openai.base_url: VOXDESK_OPENAI_BASE_URL = '\"https://bot:***@gw.example/v1\"' is in quotes",
+        ),
+        (
             {"VOXDESK_JIRA_URL": "'https://jira.example/?api-version=2&token=query-key%2B4567'"},
             "",
             "jira.url: VOXDESK_JIRA_URL = \"'https://jira.example/?api-version=2&token=***'\" is in quotes",
