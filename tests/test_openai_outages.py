@@ -385,6 +385,58 @@ async def test_a_late_failure_of_the_burst_before_a_pause_lets_no_second_request
     assert len(fake.chats) == 4
 
 
+async def test_a_late_5xx_of_the_burst_is_tried_again_once_the_request_gone_first_is_answered(
+    storage, fake
+) -> None:
+    """A 500 with a try to spare, of a request out before the pause and answered while the
+    request gone first after it is out, is tried again once that one's answer came, as its turn's
+    late 429 would be: not given up on for the wait a second request may not go beside it."""
+    from bot.engines.openai import create_openai_engine
+
+    late, first_out = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        Failure(status=500, held=late),  # the burst's request with a try to spare, answered late
+        Failure(status=429, retry_after=0.3),  # the burst's other
+        Failure(status=500, held=first_out),  # the request gone first after the pause
+    ]
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings, verify=False)
+    gate = engine.chat_gate
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int, retries: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=retries)
+        )
+
+    try:
+        burst = [turn(1, 1)]
+        while not fake.chats:  # out first, so that the 429 is the other's
+            assert not burst[0].done(), burst[0]
+            await asyncio.sleep(0.01)
+        burst.insert(0, turn(0, 0))
+        await asyncio.wait([burst[0]])  # the 429 in
+        await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
+        gone_first = turn(2, 0)
+        while len(fake.chats) < 3:  # it is out, held
+            assert not gone_first.done(), gone_first
+            await asyncio.sleep(0.01)
+        late.set()
+        while gate.failures == 0:  # the late 500 in: its turn has decided, to wait or give up
+            assert not gone_first.done(), gone_first
+            await asyncio.sleep(0.01)
+        asked_while_out = list(asked)
+        first_out.set()
+        answers = await asyncio.gather(*burst, gone_first, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert sorted(asked_while_out) == [0, 1, 2], asked_while_out
+    assert type(answers[0]).__name__ == "RateLimitError"
+    assert not isinstance(answers[1], BaseException), answers[1]
+    assert type(answers[2]).__name__ == "InternalServerError"
+    assert sorted(asked) == [0, 1, 1, 2], asked
+
+
 @pytest.mark.parametrize(
     "reset",
     [

@@ -803,7 +803,14 @@ class OpenAIEngine:
                         continue
                     raise
                 backoff = _backoff(tries)
-                if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
+                # Sent before the request out alone after a 429's pause, which is still out: tried
+                # again once that one is answered, as a late 429 is (the loop waits for it).
+                after_probe = gate.probe is not None and gate.holding
+                if (
+                    tries < retries
+                    and (gate.wait() == 0 or after_probe)
+                    and backoff < deadline - time.monotonic()
+                ):
                     tries += 1
                     await self._sleep(backoff)
                     continue
