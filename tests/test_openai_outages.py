@@ -437,6 +437,65 @@ async def test_a_late_5xx_of_the_burst_is_tried_again_once_the_request_gone_firs
     assert sorted(asked) == [0, 1, 1, 2], asked
 
 
+async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request_gone_first_go(
+    storage, fake
+) -> None:
+    """An answer that is no 429 or 5xx, of a request out before the pause and come while the
+    request gone first after it is out, says the service takes requests again: the turns waiting
+    for that request's answer go then, as a turn that comes after it does, not once that request
+    (a long generation) is done."""
+    from bot.engines.openai import create_openai_engine
+
+    late, first_out = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        # The burst's request out first, answered late: refused for what it holds, not the limit.
+        Failure(status=400, error_type="invalid_request_error", held=late),
+        Failure(status=429, retry_after=0.3),  # the burst's other
+        Failure(status=500, held=first_out),  # the request gone first after the pause
+    ]
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings, verify=False)
+    gate = engine.chat_gate
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
+        )
+
+    try:
+        burst = [turn(0)]
+        while not fake.chats:  # out first, so that the 429 is the other's
+            assert not burst[0].done(), burst[0]
+            await asyncio.sleep(0.01)
+        burst.append(turn(1))
+        await asyncio.wait([burst[1]])  # the 429 in
+        await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
+        gone_first = turn(2)
+        while len(fake.chats) < 3:  # it is out, held
+            assert not gone_first.done(), gone_first
+            await asyncio.sleep(0.01)
+        waiting = turn(3)
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and sorted(asked) == [0, 1, 2], asked
+        late.set()
+        await asyncio.wait([burst[0]])  # the late 400 in
+        # Answered while the request gone first is still held (the fake has no more failures).
+        await asyncio.wait([waiting], timeout=5.0)
+        answered_while_out = waiting.done() and not waiting.exception()
+        first_out.set()
+        answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert answered_while_out, answers[3]
+    assert [type(a).__name__ for a in answers[:3]] == [
+        "BadRequestError",
+        "RateLimitError",
+        "InternalServerError",
+    ]
+    assert not isinstance(answers[3], BaseException), answers[3]
+
+
 @pytest.mark.parametrize(
     "reset",
     [

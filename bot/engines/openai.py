@@ -259,9 +259,17 @@ class Gate:
     def answered(self) -> None:
         """Any answer but a 429 or a 5xx: the service is there."""
         self.failures = self.limited = 0
-        self.probe = None
+        self._let_go()
         self.spent = False
         self.outage.answered(self.what, self.outage.seconds(), self.why)
+
+    def _let_go(self) -> None:
+        # Another request's answer (one sent before the request out alone) decided what that one
+        # was out to learn: the turns waiting for it decide again now, not once it is done, which
+        # a long generation may not be for a while.
+        if self.probe is not None:
+            self.probe.set()
+        self.probe = None
 
     def still_paused(self) -> EnginePaused:
         """The failure of the one request that looked whether the service is back: the pause
@@ -296,7 +304,7 @@ class Gate:
         no wait cures. Requests pause for LONGEST_PAUSE (the fallback answers), then one sees
         whether credit was added."""
         self.failures = self.limited = 0
-        self.probe = None
+        self._let_go()
         self.spent = True
         self._pause(
             LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
