@@ -225,7 +225,7 @@ def written_by_newer(path: Path | str, known: int, remedy: str = UPGRADE) -> Non
     """Raise `newer_schema`'s error for the database at `path`, read without writing to it (for
     `check`); a file that does not exist yet, or is empty with no log to fill it, is new."""
     file = Path(path)
-    if _no_database(file):
+    if no_database(file):
         return
     with readable(file) as read:
         try:
@@ -422,7 +422,7 @@ async def open_read_only(path: Path | str, version: int, empty_schema: str = "")
     one of no bytes with no log to fill it (a store makes a new one there too): an empty
     database in memory, with `empty_schema`, as the store would make one."""
     file = Path(path)
-    uri = await asyncio.to_thread(lambda: None if _no_database(file) else read_only_uri(file))
+    uri = await asyncio.to_thread(lambda: None if no_database(file) else read_only_uri(file))
     if uri is None:
         conn = await aiosqlite.connect(":memory:")
         if empty_schema:
@@ -455,7 +455,9 @@ async def _restored_in_memory(file: Path) -> aiosqlite.Connection:
     return memory
 
 
-def _no_database(file: Path) -> bool:
+def no_database(file: Path) -> bool:
+    """Whether `file` holds no database yet: missing, or of no bytes with no log to fill it (a
+    store opened to write makes a new one there)."""
     return not only_in_log(file) and (not file.exists() or file.stat().st_size == 0)
 
 

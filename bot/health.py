@@ -68,6 +68,16 @@ async def _check_backend(build: Callable[[], Awaitable[object]], database: Path)
         await backend.aclose()  # type: ignore[attr-defined]
 
 
+async def _check_local_grievances(build: Callable[[], Awaitable[object]], database: Path) -> str:
+    """The local store, which `check` reads as empty where it has no database yet: failed, as the
+    stats' and manuals' lines are, where its storage folder does not exist at all."""
+    from bot.app import NotInitialised
+
+    if not await asyncio.to_thread(database.parent.exists):
+        raise NotInitialised(f"{database} does not exist: run `python -m bot init` first")
+    return await _check_backend(build, database)
+
+
 async def check_engine(settings: Settings, live: App | None = None) -> str:
     if live is not None:
         if live.engine.name == "offline":
@@ -395,6 +405,8 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         # migrate its database (which the version still serving may then refuse) or file the
         # spool, and make files in a storage.dir set wrong.
         database = getattr(app.storage_paths(settings), DATABASES[name])
+        if name == "grievances" and settings.tools.grievances == "local":
+            return lambda: _check_local_grievances(lambda: build(settings, True), database)
         return lambda: _check_backend(lambda: build(settings, True), database)
 
     async def discord() -> str:

@@ -1043,6 +1043,36 @@ async def test_check_leaves_a_wal_mode_players_db_with_no_log_beside_it(settings
     assert _files(settings.storage_dir) == before
 
 
+@pytest.mark.parametrize("found", ["no storage folder", "no file", "a file of no bytes"])
+async def test_check_says_a_missing_grievance_database_is_missing_not_empty(tmp_path: Path, found) -> None:
+    # "0 grievances" read as a store nobody had complained to: with storage.dir set wrong, or the
+    # database lost, the first grievance `run` files starts it anew.
+    storage = tmp_path / "var"
+    grievances = storage / "grievances.db"
+    if found != "no storage folder":
+        storage.mkdir()
+    if found == "a file of no bytes":
+        grievances.touch()
+    before = _files(tmp_path)
+    line = {r.service: r for r in await health.check_all(make_settings(storage))}["grievances"]
+    assert "0 grievances" not in line.detail
+    if found == "no storage folder":
+        assert line.line() == (
+            f"FAIL  grievances local    {grievances} does not exist: run `python -m bot init` first"
+        )
+    else:
+        why = "is a file of no bytes" if found == "a file of no bytes" else "does not exist"
+        assert line.line() == (
+            f"warn  grievances local    local grievance store: {grievances} {why}; `run` makes it"
+            " anew, empty: restore it from a backup first if grievances were kept there"
+        )
+    assert _files(tmp_path) == before and storage.exists() == (found != "no storage folder")
+    store = await grievance_store.LocalGrievanceStore.open(grievances)  # as `run` makes it
+    await store.aclose()
+    line = {r.service: r for r in await health.check_all(make_settings(storage))}["grievances"]
+    assert line.line() == "ok    grievances local    local grievance store: 0 grievances"
+
+
 async def test_checks_storage_line_counts_one_database_in_the_singular(tmp_path: Path) -> None:
     from bot.health import check_storage
     from bot.preferences import PreferenceStore

@@ -32,6 +32,7 @@ from bot import sentences as say
 from bot.db import (
     add_missing_columns,
     first,
+    no_database,
     only_in_log,
     open_read_only,
     opening,
@@ -459,6 +460,13 @@ def iso_at(seconds: float) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
+def _absent(path: Path) -> str:
+    """Why `path` holds no database yet, or "" where it holds one."""
+    if not no_database(path):
+        return ""
+    return f"{path} is a file of no bytes" if path.exists() else f"{path} does not exist"
+
+
 class LocalGrievanceStore:
     """A GrievanceBackend on SQLite. `push_state` is 'local_only' when no remote tracker is in
     use, and 'pending' until a remote tracker has acknowledged the grievance."""
@@ -489,6 +497,8 @@ class LocalGrievanceStore:
         # task that renews their lease until each is settled or let go.
         self._filing: set[tuple[str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        # Why a read-only open found no database (counted as none), or "".
+        self._absent = ""
         self._store_id: str | None = None
         self._store_id_lock = asyncio.Lock()
 
@@ -497,10 +507,13 @@ class LocalGrievanceStore:
         cls, path: Path | str, initial_state: str = "local_only", read_only: bool = False
     ) -> LocalGrievanceStore:
         """`read_only`: for `check`, which counts: the database as it lies, not migrated (nor made:
-        a missing one is an empty one in memory), and the spool counted, left to the bot to file."""
+        a missing one is an empty one in memory, which `check` says is missing), and the spool
+        counted, left to the bot to file."""
         if read_only:
+            absent = await asyncio.to_thread(_absent, Path(path))
             conn = await open_read_only(path, SCHEMA_VERSION, SCHEMA)
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
+            store._absent = absent
             # `check` says a spool it cannot read in its own line: an ERROR besides says it twice.
             store._spool_unread.level = logging.DEBUG
             return store
@@ -1658,6 +1671,17 @@ class LocalGrievanceStore:
         return int(count)
 
     async def check(self) -> str:
+        if self._absent:
+            # Not "0 grievances": a storage.dir set wrong, or a database lost, reads as a store
+            # nobody has complained to yet, and the first grievance `run` files starts it anew.
+            from bot.health import NeedsHuman
+
+            return NeedsHuman(
+                await self.with_unfiled(
+                    f"local grievance store: {self._absent}; `run` makes it anew, empty: restore it"
+                    " from a backup first if grievances were kept there"
+                )
+            )
         return await self.with_unfiled(f"local grievance store: {await self.count()} grievances")
 
     async def with_unfiled(self, said: str) -> str:
