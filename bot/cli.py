@@ -565,7 +565,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def _user_path(text: str) -> str:
     """A path argument with "~" the home folder, as config.toml's paths have it: quoted, or passed
-    by a unit or script no shell reads, Path("~/x") is a folder named "~" in the working one."""
+    by a unit or script no shell reads, Path("~/x") is a folder named "~" in the working one.
+    Never empty: Path("") is the working folder, so `backup "$DIR"` with DIR unset backed up into
+    wherever it ran, and an empty --out or --config was taken as none given."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no file or folder: give one")
     return os.path.expanduser(text)
 
 

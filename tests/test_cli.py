@@ -1772,6 +1772,43 @@ def test_every_path_argument_takes_a_quoted_tilde_as_the_home_folder(
     assert value == ([str(tmp_path / "x")] if name == "logs" else str(tmp_path / "x"))
 
 
+def test_backup_into_an_empty_path_is_refused_before_anything_is_copied(settings, tmp_path: Path) -> None:
+    # `voxdesk backup "$BACKUP_DIR"` with the variable unset: Path("") is the working folder, and
+    # the players' data went wherever the job ran.
+    work = tmp_path / "work"
+    work.mkdir()
+    done = voxdesk("backup", "", storage=settings.storage_dir, cwd=work, PYTHONPATH=str(REPO))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        "voxdesk backup: error: argument DIR: an empty path names no file or folder: give one"
+    )
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", "", "check"],
+        ["ask", ""],
+        ["ask", "n.ogg", "--out", ""],
+        ["demo", "--samples", ""],
+        ["index-manuals", "--manuals", ""],
+        ["backup", ""],
+        ["player", "export", NOVA, "--out", ""],
+        ["refile", "-", ""],
+    ],
+)
+def test_every_path_argument_refuses_an_empty_path(capsys, args) -> None:
+    # An empty --out or --config was taken as none given, an empty NOTE or --samples as the
+    # working folder: a script's unset variable, never what was meant.
+    from bot.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(": an empty path names no file or folder: give one\n")
+
+
 def test_refile_still_reads_stdin_from_a_dash() -> None:
     from bot.cli import build_parser
 
