@@ -620,7 +620,7 @@ COMMANDS: dict[
     ),
     "demo": (
         cmd_demo,
-        "answer every sample voice note voxdesk ships and print a table",
+        "answer every sample voice note voxdesk ships: what was heard, the tools, the answer",
         lambda p: (
             p.add_argument(
                 "--samples",
