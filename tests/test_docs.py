@@ -425,6 +425,51 @@ def test_scripts_dev_does_not_set_up_in_a_venv_of_a_python_it_would_not_pick(tmp
         assert [line for line in calls.read_text().splitlines() if "pip install" in line] == [], made
 
 
+def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: Path) -> None:
+    # It upgraded pip and installed everything on every run: a second `bash scripts/dev test`
+    # needed the network as the first did.
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("scripts/dev", "scripts/pick-python", "pyproject.toml"):
+        shutil.copy(REPO / name, repo / name)
+    stubs = tmp_path / "stubs"
+    env = _stub_pythons(stubs, python3="3.12")
+    for tool in ("bash", "dirname", "sha256sum"):
+        (stubs / tool).symlink_to(shutil.which(tool))
+    (stubs / "dpkg").symlink_to(shutil.which("true"))  # every system package is there
+    venv = repo / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    calls = tmp_path / "calls"
+    (venv / "python").write_text(
+        f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n'
+    )
+    (venv / "python").chmod(0o755)
+    (venv / "ruff").symlink_to(shutil.which("true"))  # `test` lints: here, nothing
+
+    def installs(what: str) -> list[str]:
+        calls.write_text("")
+        done = subprocess.run(
+            ["/bin/bash", str(repo / "scripts" / "dev"), what], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return [line for line in calls.read_text().splitlines() if line.startswith("-m pip install")]
+
+    first = installs("setup")
+    assert first[:2] == ["-m pip install -q --upgrade pip", "-m pip install -q --prefer-binary -e ."]
+    assert installs("setup") == [] and installs("demo") == []
+    assert "-m pip install -q --prefer-binary -e .[dev]" in installs("test")  # the dev tools: new
+    assert installs("test") == [] and installs("demo") == []  # which serve the demo too
+    with (repo / "pyproject.toml").open("a") as pyproject:
+        pyproject.write("# a dependency changed\n")
+    assert "-m pip install -q --prefer-binary -e .[dev]" in installs("test")
+    assert installs("test") == []
+    (repo / ".venv" / "voxdesk-installed").unlink()  # as the script's comment says, to install again
+    assert "-m pip install -q --upgrade pip" in installs("demo")
+
+
 def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
     # A studio's manual section past it is read only in part: the README said nothing of it.
     from bot.tools import MAX_PASSAGE_CHARS
