@@ -688,6 +688,9 @@ COMMANDS: dict[
             p.add_argument(
                 "action",
                 choices=("export", "forget"),
+                # Errors name an argument by its metavar, else by this internal name: "required:
+                # action" and "argument action: invalid choice" said a word no usage line shows.
+                metavar="export|forget",
                 help="export: everything kept about them; forget: erase what only serves the bot",
             ),
             p.add_argument("user_id", metavar="DISCORD_ID", help="the player's Discord user id"),

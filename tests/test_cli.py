@@ -1809,6 +1809,27 @@ def test_every_path_argument_refuses_an_empty_path(capsys, args) -> None:
     assert capsys.readouterr().err.endswith(": an empty path names no file or folder: give one\n")
 
 
+def test_every_argument_an_error_names_is_named_so_in_the_usage_above_it(capsys) -> None:
+    # `voxdesk player` said "required: action, DISCORD_ID" under a usage showing {export,forget}:
+    # argparse names a positional argument by its metavar, else by its internal name.
+    import argparse
+
+    from bot.cli import build_parser, main
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in commands.choices.items():
+        usage = parser.format_usage()
+        for action in parser._actions:
+            if not action.option_strings:
+                shown = argparse._get_action_name(action)
+                assert f" {shown}" in usage or f"[{shown}" in usage, (name, action.dest)
+    with pytest.raises(SystemExit):
+        main(["player"])
+    usage, error = capsys.readouterr().err.splitlines()
+    assert error == "voxdesk player: error: the following arguments are required: export|forget, DISCORD_ID"
+    assert usage.endswith(" export|forget DISCORD_ID")
+
+
 def test_refile_still_reads_stdin_from_a_dash() -> None:
     from bot.cli import build_parser
 
