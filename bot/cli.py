@@ -103,6 +103,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from bot.tools.base import ToolContext
 
     settings = _settings(args)
+    if Path(args.file).is_dir():  # the OS's "Is a directory" says not what to give instead
+        _complain(
+            f"ask: {args.file} is a folder: NOTE names one audio file (demo --samples DIR answers a folder's)"
+        )
+        return 4
     data = Path(args.file).read_bytes()
     if args.out and (problem := _cannot_take_reply(Path(args.out))):
         _complain(f"ask: {problem}; the note was not asked")
@@ -409,6 +414,10 @@ def cmd_refile(args: argparse.Namespace) -> int:
                     yield line[:-2] + "\n" if line.endswith("\r\n") else line
 
     storage = storage_paths(_settings(args))
+    if folders := [name for name in args.logs if name != "-" and Path(name).is_dir()]:
+        # Said before any log is read: the OS's "Is a directory" came after the logs before it.
+        _complain(f"refile: {folders[0]} is a folder: LOG names a log file, or - for stdin")
+        return 4
     path = storage.grievances
     if not kept(path):
         # The bot made it when it started: without it this is not its storage folder, and a

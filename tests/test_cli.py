@@ -1830,6 +1830,24 @@ def test_every_argument_an_error_names_is_named_so_in_the_usage_above_it(capsys)
     assert usage.endswith(" export|forget DISCORD_ID")
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["ask", "{folder}"],
+            "ask: {folder} is a folder: NOTE names one audio file (demo --samples DIR answers a folder's)",
+        ),
+        (["refile", "-", "{folder}"], "refile: {folder} is a folder: LOG names a log file, or - for stdin"),
+    ],
+)
+def test_a_folder_given_for_a_file_says_what_to_give(settings, tmp_path: Path, args, said) -> None:
+    # The OS's "/tmp: Is a directory" said what was wrong, not what to give instead.
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    done = voxdesk(*(a.format(folder=folder) for a in args), storage=settings.storage_dir)
+    assert (done.returncode, done.stdout, done.stderr) == (4, "", said.format(folder=folder) + "\n")
+
+
 def test_refile_still_reads_stdin_from_a_dash() -> None:
     from bot.cli import build_parser
 
