@@ -785,7 +785,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log more: INFO lines; with run, voxdesk's DEBUG lines, which hold players' words",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required=True: argparse's "the following arguments are required: COMMAND" named none.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (handler, help_text, add_arguments) in COMMANDS.items():
         # The line the command list shows, as `voxdesk NAME --help` says it too.
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -876,6 +877,8 @@ def _sigterm_as_interrupt(command: str) -> Iterator[None]:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.error(f"give a command: {', '.join(COMMANDS)} (voxdesk --help says what each does)")
     if unknown:
         # After the command, said with its own usage: the top one shows none of its options.
         given = sys.argv[1:] if argv is None else argv

@@ -1848,6 +1848,22 @@ def test_a_folder_given_for_a_file_says_what_to_give(settings, tmp_path: Path, a
     assert (done.returncode, done.stdout, done.stderr) == (4, "", said.format(folder=folder) + "\n")
 
 
+@pytest.mark.parametrize("args", [[], ["-v"], ["--config", "config.toml"]])
+def test_no_command_names_the_commands_to_give(capsys, args) -> None:
+    # "the following arguments are required: COMMAND" named none of them.
+    from bot.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    usage, error = capsys.readouterr().err.splitlines()
+    assert usage.startswith("usage: voxdesk ")
+    assert error == (
+        f"voxdesk: error: give a command: {', '.join(COMMANDS)} (voxdesk --help says what each does)"
+    )
+    assert "init, ask, demo, eval, check, backup, player, refile" in error
+
+
 def test_refile_still_reads_stdin_from_a_dash() -> None:
     from bot.cli import build_parser
 
