@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -544,7 +545,17 @@ def cmd_web(args: argparse.Namespace) -> int:
     if args.port is not None:
         check_port(args.port, f"--port {args.port}")
         settings = settings.replace(web={"port": args.port})
-    asyncio.run(web.serve(settings))
+    try:
+        asyncio.run(web.serve(settings))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # asyncio's "error while attempting to bind on address (...)" says not what to do.
+        _complain(
+            f"web: port {settings.web.port} is in use by another program: stop it, or serve on"
+            " another port with --port (or web.port)"
+        )
+        return 4
     return 0
 
 

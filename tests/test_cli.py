@@ -1864,6 +1864,26 @@ def test_no_command_names_the_commands_to_give(capsys, args) -> None:
     assert "init, ask, demo, eval, check, backup, player, refile" in error
 
 
+def test_web_on_a_port_in_use_says_what_to_do(settings, monkeypatch, capsys) -> None:
+    # asyncio's "error while attempting to bind on address ('127.0.0.1', 8080): address already
+    # in use" named the cause, not the --port that mends it.
+    import errno
+
+    from bot import web
+    from bot.cli import main
+
+    async def taken(settings) -> None:
+        raise OSError(errno.EADDRINUSE, "error while attempting to bind on address: address already in use")
+
+    monkeypatch.setattr(web, "serve", taken)
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
+    assert main(["web", "--port", "18080"]) == 4
+    assert capsys.readouterr().err == (
+        "web: port 18080 is in use by another program: stop it, or serve on another port with --port"
+        " (or web.port)\n"
+    )
+
+
 def test_refile_still_reads_stdin_from_a_dash() -> None:
     from bot.cli import build_parser
 
