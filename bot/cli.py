@@ -916,6 +916,18 @@ def _goes_before(unknown: list[str], command: str) -> str:
     return f"; {' and '.join(misplaced)} {verb} before the command, as in `voxdesk {example} {command}`"
 
 
+def _file_in_the_way(path: str, args: argparse.Namespace) -> tuple[str, int] | None:
+    """What to say, and the status, where a file stands where `path` needs a folder: the OS's
+    "players.db: Not a directory" says neither which file nor that storage.dir names it."""
+    blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+    if blocking is None:
+        return None
+    with contextlib.suppress(ConfigError):
+        if blocking.resolve() == _settings(args).storage_dir.resolve():  # a setting, not a file's fault
+            return f"storage.dir {blocking} is a file: set storage.dir to a folder (made if missing)", 2
+    return f"{blocking} is a file, where {path} needs a folder: move it away, or give another path", 4
+
+
 def _handled(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
@@ -933,6 +945,12 @@ def _handled(args: argparse.Namespace) -> int:
         return 4
     except FileNotFoundError as exc:
         _complain(f"{exc.filename}: no such file" if exc.filename else str(exc))
+        return 4
+    except NotADirectoryError as exc:
+        if exc.filename and (said := _file_in_the_way(exc.filename, args)):
+            _complain(said[0])
+            return said[1]
+        _complain(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return 4
     except OSError as exc:  # unreadable, a folder where a file was meant, a port in use
         if isinstance(exc, BrokenPipeError) and _reader_gone():

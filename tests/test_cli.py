@@ -1884,6 +1884,30 @@ def test_web_on_a_port_in_use_says_what_to_do(settings, monkeypatch, capsys) -> 
     )
 
 
+@pytest.mark.parametrize(
+    "args", [["init"], ["backup", "{tmp}/b"], ["player", "forget", NOVA], ["refile", "{tmp}/log"]]
+)
+def test_a_storage_dir_that_is_a_file_is_said_to_be_a_setting(tmp_path: Path, args) -> None:
+    # Each said "<storage.dir>/players.db: Not a directory", status 4: neither that storage.dir
+    # names a file nor that the setting is what to mend.
+    storage = tmp_path / "var"
+    storage.write_text("")
+    (tmp_path / "log").write_text("")
+    done = voxdesk(*(a.format(tmp=tmp_path) for a in args), storage=storage)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"storage.dir {storage} is a file: set storage.dir to a folder (made if missing)\n"
+
+
+def test_backup_under_a_file_names_the_file_in_the_way(settings, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    done = voxdesk("backup", str(tmp_path / "afile" / "b"), storage=settings.storage_dir)
+    assert (done.returncode, done.stdout) == (4, "")
+    assert done.stderr == (
+        f"{tmp_path / 'afile'} is a file, where {tmp_path / 'afile' / 'b'} needs a folder: move it away,"
+        " or give another path\n"
+    )
+
+
 def test_refile_still_reads_stdin_from_a_dash() -> None:
     from bot.cli import build_parser
 
