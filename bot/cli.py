@@ -564,9 +564,14 @@ def cmd_web_password(args: argparse.Namespace) -> int:
 
     from bot.web.security import MIN_PASSWORD_CHARS, hash_password
 
-    password = (
-        sys.stdin.readline().rstrip("\r\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
-    )
+    typed = sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("password: ") + "\n"
+    if not typed:  # stdin at its end at once (</dev/null, a cron job): no password, not a short one
+        _complain(
+            "web-password: no password on stdin: pipe one in, as in"
+            " `printf '%s\\n' \"$PASSWORD\" | voxdesk web-password`, or run it in a terminal to be asked"
+        )
+        return 2
+    password = typed.rstrip("\r\n")
     if len(password) < MIN_PASSWORD_CHARS:
         _complain(f"use a staff password of {MIN_PASSWORD_CHARS} characters or more")
         return 2

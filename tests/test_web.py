@@ -2795,6 +2795,11 @@ def test_web_password_prints_a_hash_of_the_password_on_stdin() -> None:
     assert verify_password("a long staff password", hashed("a long staff password\r\n").stdout.strip())
     short = hashed("short\n")
     assert short.returncode == 2 and short.stdout == ""
+    # Nothing on stdin at all (</dev/null) is no password, not one too short.
+    none = hashed("")
+    assert (none.returncode, none.stdout) == (2, "")
+    assert none.stderr.startswith("web-password: no password on stdin: pipe one in, as in `printf")
+    assert none.stderr.endswith(", or run it in a terminal to be asked\n")
 
 
 async def test_two_browsers_speaking_as_one_player_do_not_share_a_conversation(settings) -> None:
