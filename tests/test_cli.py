@@ -433,7 +433,9 @@ def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_e
 
 def test_files_and_ports_that_cannot_be_used_are_one_line(settings, tmp_path: Path) -> None:
     folder = voxdesk("ask", str(tmp_path), storage=settings.storage_dir)
-    assert folder.returncode == 4 and folder.stderr.strip() == f"{tmp_path}: Is a directory"
+    assert folder.returncode == 4 and folder.stderr.strip() == (
+        f"ask: {tmp_path} is a folder: NOTE names one audio file (demo --samples DIR answers a folder's)"
+    )
     bad_toml = tmp_path / "config.toml"
     bad_toml.write_bytes(b"[agent]\nengine = '\xff'\n")
     config = voxdesk("--config", str(bad_toml), "check", storage=settings.storage_dir)
