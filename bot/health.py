@@ -226,7 +226,10 @@ def check_storage(settings: Settings) -> str:
         )
     # SQLite takes such a file for a new database, and so does the bot (saying so in its log): a
     # grievances.db truncated by a failed copy or restore would go on as if it never held one.
-    if emptied := empty_store_file(paths.grievances):
+    # The local store's own line says so where it is the grievance store; here, where it is Jira's
+    # outbox.
+    emptied = settings.tools.grievances != "local" and empty_store_file(paths.grievances)
+    if emptied:
         said += (
             f"; {paths.grievances} is an empty file, which the bot takes for a new grievance store:"
             " if it held grievances, restore it from a `voxdesk backup` before starting the bot"

@@ -1188,11 +1188,22 @@ def _break_recent_claims(recent: Path, broken: str) -> None:
 def test_check_warns_of_a_grievance_store_of_no_bytes_before_the_bot_makes_it_new(settings) -> None:
     # SQLite takes it for a new database and so does the bot, saying so in its log only once it
     # has made it one: `check` before a start is where a truncated copy or restore can be caught.
+    # As Jira's outbox it has no line of its own; as the local store, that store's line says it
+    # (test_check_says_a_missing_grievance_database_is_missing_not_empty), not this one too.
     grievances = settings.storage_dir / "grievances.db"
     for log_file in (f"{grievances}-wal", f"{grievances}-shm"):
         Path(log_file).unlink(missing_ok=True)
     grievances.write_bytes(b"")
-    said = health.check_storage(settings)
+    local = health.check_storage(settings)
+    assert "empty file" not in str(local), local
+    jira = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_GRIEVANCES="jira",
+        VOXDESK_JIRA_URL="https://studio.atlassian.net",
+        JIRA_EMAIL="bot@studio.example",
+        JIRA_API_TOKEN="jira-token-value",
+    )
+    said = health.check_storage(jira)
     assert isinstance(said, health.NeedsHuman), said
     assert f"{grievances} is an empty file" in said and "voxdesk backup" in said, said
     assert grievances.read_bytes() == b""
