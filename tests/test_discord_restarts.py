@@ -567,7 +567,8 @@ async def test_a_note_a_stopped_catch_up_had_not_read_yet_is_answered_after_the_
     missed = await fake.send_note(nova, voice_note())
     held = asyncio.Event()
     fake.history_held[dm] = held
-    async with running_bot(settings, fake):
+    # The held read is cut at the stop: a grace would only be waited out whole.
+    async with running_bot(settings, fake, shutdown_grace_seconds=0.2):
         await eventually(lambda: fake.history_waiting >= 1)
         live = await fake.send_note(nova, voice_note())
         await all_answered(fake, [live])
@@ -597,7 +598,8 @@ async def test_a_note_in_a_dm_a_catch_up_stopped_while_listing_threads_is_answer
         await all_answered(fake, [first])
     missed = await fake.send_note(nova, voice_note())
     fake.archived_threads_held = held = asyncio.Event()
-    async with running_bot(settings, fake):
+    # The held listing is cut at the stop: a grace would only be waited out whole.
+    async with running_bot(settings, fake, shutdown_grace_seconds=0.2):
         await eventually(lambda: fake.archived_threads_waiting >= 1)
         live = await fake.send_note(nova, voice_note())
         await all_answered(fake, [live])
