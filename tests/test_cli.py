@@ -26,8 +26,10 @@ from .conftest import NOVA, REPO, make_settings
 def voxdesk(
     *args: str, storage: Path, timeout: float = 300, cwd: Path = REPO, unprivileged: bool = False, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """`unprivileged`: with file modes applied to it, as a service's user has them."""
-    environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), **env}
+    """`unprivileged`: with file modes applied to it, as a service's user has them. One speech
+    worker, as conftest's settings have: a command that loads the engine (`ask`, `check`, `demo`)
+    otherwise starts one per core, each loading every speech model."""
+    environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), "VOXDESK_OFFLINE_WORKERS": "1", **env}
     return subprocess.run(
         [*(_without_root_override() if unprivileged else []), sys.executable, "-m", "bot", *args],
         cwd=cwd,
