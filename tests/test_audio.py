@@ -853,6 +853,27 @@ def test_an_opus_packet_garbled_into_more_than_any_packet_holds_counts_no_sound(
     assert audio.decode(note, AudioSettings(max_seconds=5)).original_seconds == pytest.approx(3.0, abs=0.1)
 
 
+@pytest.mark.parametrize(
+    ("toc", "seconds"),
+    [
+        ((0 << 3 | 0,), 0.010),  # SILK, 10 ms
+        ((11 << 3 | 1,), 0.120),  # SILK, two of 60 ms: as much as a packet holds
+        ((13 << 3 | 0,), 0.020),  # hybrid, 20 ms
+        ((15 << 3 | 2,), 0.040),  # hybrid, two of 20 ms told apart by their lengths
+        ((16 << 3 | 0,), 0.0025),  # CELT, 2.5 ms
+        ((18 << 3 | 0,), 0.010),  # CELT, 10 ms
+        ((19 << 3 | 3, 6), 0.120),  # CELT, six of 20 ms, counted in the second byte
+        ((19 << 3 | 3, 0x80 | 0x40 | 6), 0.120),  # its VBR and padding flags count no frames
+        ((19 << 3 | 3, 7), 0.0),  # 140 ms: no Opus packet
+        ((19 << 3 | 3,), 0.0),  # the count's byte missing
+    ],
+)
+def test_an_opus_packet_holds_the_sound_its_first_bytes_say(toc: tuple[int, ...], seconds: float) -> None:
+    # RFC 6716, 3.1: the TOC byte's configuration names the frames' length, its code how many.
+    packet = av.Packet(bytes(toc) + bytes(8))
+    assert audio._opus_seconds(packet) == pytest.approx(seconds)
+
+
 def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> None:
     # Within five seconds a note may hold 2,500 packets; this one's 2.5 s come in blocks of four
     # samples, 10,000 of them, each costing the decoding loop more than its sound.
