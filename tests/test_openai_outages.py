@@ -113,6 +113,21 @@ def test_429s_in_a_row_double_the_pause_and_those_out_with_one_do_not() -> None:
     assert gate.rate_limited(None, out_together) == 1.0  # an answer between: a new run
 
 
+async def test_the_request_gone_alone_counts_its_own_failure_sent_on_the_clocks_same_tick() -> None:
+    # A coarse monotonic clock (Windows ticks every 15.6 ms) reads the same when the request out
+    # alone goes as when the gate took note of it: its 429 or 5xx is its own, not the burst's,
+    # and ends its wait; taken for the burst's, the turns waiting for it would wait on.
+    from bot.engines.openai import Gate
+
+    gate = Gate("chat", 30.0, "the fallback answers")
+    assert gate.rate_limited(None, time.monotonic() - 1.0) == 1.0
+    assert gate.sending() is not None
+    assert (gate.rate_limited(None, gate.probe_sent), gate.probe) == (2.0, None)
+    assert gate.sending() is not None
+    gate.failed("500", sent=gate.probe_sent)
+    assert gate.probe is None
+
+
 RAID = 16  # players at once, a turn slot each
 
 
