@@ -1478,6 +1478,30 @@ async def test_a_poll_while_jira_says_its_rate_limit_is_nearly_spent_goes_every_
     ]
 
 
+async def test_players_lookups_near_jira_s_rate_limit_hold_no_poll_off_two_rounds_running(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Each lookup between rounds is one more answer saying the budget is nearly spent: were each
+    # to skip the next round, a busy desk's players would hold ticket news off for as long as
+    # they kept looking.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.near_limit = True
+
+        def searches() -> int:
+            return len(fake.requests_to("/search/jql"))
+
+        asked = searches()
+        polled = []
+        for _ in range(4):
+            await p.news.run_once(front)
+            polled.append(searches() - asked)
+            await p.grievances.status(NOVA)  # a player's lookup, answered near the limit too
+            asked = searches()
+        assert polled == [1, 0, 1, 0]
+
+
 async def test_a_rate_limit_that_goes_on_is_said_once_by_the_poll(
     fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
