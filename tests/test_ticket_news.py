@@ -2199,12 +2199,13 @@ async def test_jira_s_own_refusal_status_is_known_in_german_by_its_untranslated_
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
 
 
+@pytest.mark.parametrize("refused", [400, 403, 404])
 async def test_a_desk_resolution_reaches_jira_where_the_project_s_statuses_cannot_be_listed(
-    fake: FakeJira, tmp_path: Path
+    fake: FakeJira, tmp_path: Path, refused: int
 ) -> None:
     # The untranslated names are a help, not a need: a site (or proxy) that refuses the project's
     # statuses listing still gets the desk's "resolved", its refusals known by name.
-    fake.statuses_refused = 404
+    fake.statuses_refused = refused
     key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
         assert await p.grievances.push_pending() == 1
