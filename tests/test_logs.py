@@ -87,6 +87,17 @@ def test_a_secret_is_masked_as_a_repr_or_json_spells_it(root_log) -> None:
     assert text.count(MASK) == 3, text
 
 
+def test_a_secret_past_ascii_is_masked_as_json_escapes_it(root_log) -> None:
+    # A JSON body escapes what is past ASCII (\u00e9), which a repr keeps as it is, and a tab:
+    # a service quoting the password back spells it so.
+    password = "mot-de-passe-\u00e9t\u00e9\t-4321"
+    logs.mask_secrets([password])
+    logging.getLogger("httpx").warning("answered %s", json.dumps({"error": f"bad password {password}"}))
+    text = root_log.getvalue()
+    assert "4321" not in text, text
+    assert text.count(MASK) == 1, text
+
+
 def test_an_interactions_token_in_a_discord_address_is_masked(root_log, monkeypatch) -> None:
     # discord.py answers a slash command at /interactions/<id>/<token>/callback and follows it up
     # at /webhooks/<application>/<token>: its webhook adapter logs each address at DEBUG, which an
