@@ -471,9 +471,10 @@ async def test_a_place_forgotten_as_gone_stays_remembered_if_heard_from_since(tm
         began = time.time()
         await ledger.remember_place(10, "dm", "a", now=began - 60)
         await ledger.remember_place(20, "dm", "b", now=began + 1)
-        for place_id in (10, 20):
+        await ledger.remember_place(30, "dm", "c", now=began)  # heard as the read began: since
+        for place_id in (10, 20, 30):
             await ledger.forget_place(place_id, began)
-        assert await ledger.dms() == [(20, "b")]
+        assert await ledger.dms() == [(20, "b"), (30, "c")]
     finally:
         await ledger.aclose()
 
