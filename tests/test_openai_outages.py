@@ -512,6 +512,78 @@ async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request
 
 
 @pytest.mark.parametrize(
+    "late",
+    [
+        Failure(
+            status=500,
+            error_type="model_error",
+            message="The model produced invalid content. Consider modifying your prompt if you are"
+            " seeing this error persistently.",
+        ),
+        Failure(
+            status=429,
+            code="rate_limit_exceeded",
+            error_type="tokens",
+            message="Request too large for gpt-audio on tokens per min (TPM): Limit 30000, Requested 41234.",
+        ),
+    ],
+    ids=["model_error", "too_large"],
+)
+async def test_a_late_5xx_or_429_of_the_burst_about_itself_leaves_the_turns_waiting(
+    storage, fake, late
+) -> None:
+    """A 5xx or a 429 of a request out before the pause, come while the request gone first after
+    it is out, is the burst's, and tells nothing of the limit now, even one about what that
+    request alone holds (a model_error, a request too large on its own): the turns waiting for the
+    answer of the request gone first still wait for it, rather than go together into the limit."""
+    from bot.engines.base import EngineError
+    from bot.engines.openai import create_openai_engine
+
+    late_in, first_out = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        replace(late, held=late_in),  # the burst's request out first, answered late
+        Failure(status=429, retry_after=0.3),  # the burst's other
+        Failure(status=429, retry_after=0.3, held=first_out),  # the request gone first: limited
+    ]
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings, verify=False)
+    gate = engine.chat_gate
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
+        )
+
+    try:
+        burst = [turn(0)]
+        while not fake.chats:  # out first, so that the 429 is the other's
+            assert not burst[0].done(), burst[0]
+            await asyncio.sleep(0.01)
+        burst.append(turn(1))
+        await asyncio.wait([burst[1]])  # the 429 in
+        await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
+        gone_first = turn(2)
+        while len(fake.chats) < 3:  # it is out, held
+            assert not gone_first.done(), gone_first
+            await asyncio.sleep(0.01)
+        waiting = turn(3)
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and sorted(asked) == [0, 1, 2], asked
+        late_in.set()
+        await asyncio.wait([burst[0]])  # the late answer in
+        await asyncio.sleep(0.3)
+        sent_while_out = sorted(asked)
+        first_out.set()  # its 429: one of the waiting turn's tries, as its own would have been
+        answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert sent_while_out == [0, 1, 2], sent_while_out
+    assert sorted(asked) == [0, 1, 2], asked
+    assert isinstance(answers[3], EngineError), answers[3]
+
+
+@pytest.mark.parametrize(
     "reset",
     [
         {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m0s"},

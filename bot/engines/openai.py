@@ -263,6 +263,16 @@ class Gate:
         self.spent = False
         self.outage.answered(self.what, self.outage.seconds(), self.why)
 
+    def answered_about_itself(self, sent: float) -> None:
+        """An answer about what the request sent at `sent` alone holds (a model_error, a request
+        too large for the limit on its own): the service is there. But a 5xx or a 429 of a request
+        out before the one out alone after a 429's pause, come while that one is out, is the
+        burst's: it tells nothing of the limit now, and the turns waiting for that one's answer go
+        on waiting, as they do after any other 5xx or 429 of the burst."""
+        if self.probe is not None and self.holding and sent < self.probe_sent:
+            return
+        self.answered()
+
     def _let_go(self) -> None:
         # Another request's answer (one sent before the request out alone) decided what that one
         # was out to learn: the turns waiting for it decide again now, not once it is done, which
@@ -764,7 +774,7 @@ class OpenAIEngine:
                 if _too_large(exc):
                     # This request alone is over the limit, which may have room for every other:
                     # sent again it would be refused again, and a pause would hold them back.
-                    gate.answered()
+                    gate.answered_about_itself(sent)
                     raise
                 pause = gate.rate_limited(_pause_asked(exc.response.headers), sent)
                 if (
@@ -784,7 +794,7 @@ class OpenAIEngine:
                 if status is not None and _model_error(exc):
                     # The service answered, about what this request holds: its tries are no
                     # failures in a row that would pause every player's notes.
-                    gate.answered()
+                    gate.answered_about_itself(sent)
                     backoff = _backoff(tries)
                     if tries < retries and not unsent_only and backoff < deadline - time.monotonic():
                         tries += 1
