@@ -307,6 +307,22 @@ class NoteLedger:
         self._unrecorded.pop(message_id, None)
         return True
 
+    async def suspect(self, message_id: int) -> bool:
+        """Whether a process died in the note's turn before (counted, or a 'started' claim whose
+        process is gone): it may be what killed it. The front end answers such notes one at a
+        time, none claimed while another is in hand, so that the next death is counted against
+        the note that causes it and not against every note a crash cut, answered again beside it."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT state, owner, crashes FROM notes WHERE message_id = ?", (message_id,)
+        )
+        row = first(rows)
+        if row is None or row["state"] not in ("pending", "started"):
+            return False
+        if row["crashes"]:
+            return True
+        owner = row["owner"] or ""
+        return row["state"] == "started" and owner != self.owner and not self._alive(owner)
+
     def crashed_out(self, message_id: int) -> int | None:
         """Whether this process's claim of the note refused it (see `claim`): how many processes
         died in its turn, once, so its player is told once; None if not."""

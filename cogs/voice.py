@@ -245,6 +245,7 @@ class VoiceNotes(commands.Cog):
         # holds as many attachments in memory as there are turns, not one per raider.
         turns = bot.app.settings.agent.max_concurrent_turns if bot.app is not None else 1
         self._notes_in_hand = asyncio.Semaphore(turns)
+        self._suspects = asyncio.Lock()  # held by the one note a dead process had in hand (`answer`)
         self._unrecorded: dict[int, None] = {}  # notes answered though the ledger refused them
         # Notes whose answer is sent, its transcript maybe not yet: the ticket keys it names.
         self._answer_out: dict[int, list[str]] = {}
@@ -545,6 +546,23 @@ class VoiceNotes(commands.Cog):
     async def answer(self, message: discord.Message, note: discord.Attachment, several: bool = False) -> None:
         """`several`: the message holds more notes than this one, which the player is told of."""
         arrived = time.monotonic()
+        try:
+            suspect = await self.bot.core.notes.suspect(message.id)
+        except Exception:  # a failing disk: the claim says what becomes of the note
+            suspect = False
+        if not suspect:
+            await self._claim_and_answer(message, note, several, arrived)
+            return
+        # A note a process died answering, taken up again with the others that crash cut: claimed
+        # only once no other such note is in hand, so that the death it may cause again counts
+        # against it alone (NoteLedger.claim refuses a note at its MAX_CRASHES-th), not against
+        # every note answered beside it.
+        async with self._suspects:
+            await self._claim_and_answer(message, note, several, arrived)
+
+    async def _claim_and_answer(
+        self, message: discord.Message, note: discord.Attachment, several: bool, arrived: float
+    ) -> None:
         author = message.author
         ledger = self.bot.core.notes
         if not self.bot.accepting:  # found by a catch-up still running when the shutdown began

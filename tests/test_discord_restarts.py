@@ -2138,6 +2138,48 @@ async def test_a_killed_turns_reply_behind_a_busy_channels_chatter_is_not_answer
     assert answers(fake, note) == 0
 
 
+@pytest.mark.timeout(600)  # four real processes start (imports, speech workers), one after another
+async def test_a_note_in_hand_at_both_deaths_of_another_note_is_still_answered(
+    settings, fake, tmp_path
+) -> None:
+    """The notes a crash cut are taken up again after the restart, the note that crashes native
+    code among them: answered beside it, another note would be in hand at its second death too,
+    and refused as it is, though it caused neither. They are answered one at a time."""
+    log_path = tmp_path / "bot.log"
+    crashing = voice_note(2.0)  # not voice_note()'s bytes, which the other note's are
+    env = {"TEST_CRASHING_NOTE_SHA256": hashlib.sha256(crashing).hexdigest()}
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path, env, module="tests.crashing_bot") as process:
+        await logged_in(fake, process, log_path)
+        # In its turn (its download held) when the crashing note comes.
+        good = await fake.send_note(blaze, voice_note(), channel_id=ALLOWED_CHANNEL, guild=True, stall=900)
+        began = fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 90)
+        await while_it_runs(began, process, log_path, "began the other note's turn", 100)
+        bad = await fake.send_note(nova, crashing, channel_id=ALLOWED_CHANNEL, guild=True)
+        code = await asyncio.to_thread(process.wait, 120)
+        assert code == -signal.SIGSEGV, log_path.read_text()[-4000:]
+    fake.cdn_stalls.clear()
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path, env, module="tests.crashing_bot") as process:
+        await logged_in(fake, process, log_path)  # the restart's catch-up takes both up again
+        code = await asyncio.to_thread(process.wait, 120)
+        assert code == -signal.SIGSEGV, log_path.read_text()[-4000:]
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path, env, module="tests.crashing_bot") as process:
+        await logged_in(fake, process, log_path)
+
+        def told(_: object) -> bool:
+            return any(r.content == NOTE_CRASHED for r in fake.replies_to(bad["id"]))
+
+        await while_it_runs(fake.wait_for(told, 90), process, log_path, "told the player", 100)
+        answered = fake.wait_for(lambda _: answers(fake, good) >= 1, 60)
+        await while_it_runs(answered, process, log_path, "answered the other note", 70)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()[-4000:]
+    assert (answers(fake, bad), answers(fake, good)) == (0, 1), log_path.read_text()[-4000:]
+    assert not any(r.content == NOTE_CRASHED for r in fake.replies_to(good["id"]))
+
+
 async def test_a_killed_turns_reply_is_looked_for_again_when_discord_fails_the_search(
     settings, fake, caplog
 ) -> None:

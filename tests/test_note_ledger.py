@@ -114,6 +114,27 @@ async def test_a_note_two_processes_died_answering_is_refused_at_the_next_claim(
         await two.aclose()
 
 
+async def test_a_note_a_dead_process_had_in_hand_is_a_suspect_until_it_is_settled(tmp_path) -> None:
+    """The front end answers these one at a time (cogs/voice.py), so that a note that crashes the
+    process again is not answered beside the others the first crash cut, each then refused too."""
+    one, two = await open_two(tmp_path)
+    try:
+        assert not await two.suspect(7)  # never claimed
+        assert await one.claim(7, 10, "u") and await one.claim(8, 10, "u")
+        assert not await one.suspect(7) and not await two.suspect(7)  # its process answers it
+        await died_in_its_turn(one, 7)
+        assert await two.suspect(7) and not await two.suspect(8)
+        assert await two.claim(7, 10, "u")
+        await two.release(7)  # a stop: given back, still one death counted
+        assert await one.suspect(7)
+        assert await one.claim(7, 10, "u")
+        await one.answered(7)
+        assert not await one.suspect(7) and not await two.suspect(7)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_a_stop_or_a_lapsed_lease_is_no_crash_of_the_notes_turn(tmp_path) -> None:
     one, two = await open_two(tmp_path)
     try:
