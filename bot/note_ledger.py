@@ -249,10 +249,11 @@ class NoteLedger:
         if self._holds is not None:
             self._holds.mark(DISCORD_MARKS)
 
-    def discord_elsewhere(self) -> bool:
+    def discord_elsewhere(self, unknown: bool = True) -> bool:
         """Whether another process on this storage answers Discord (a deploy overlapping this
-        one), True where that cannot be told."""
-        return self._holds is None or self._holds.any_marked(DISCORD_MARKS, 2**40) is not False
+        one); `unknown` where that cannot be told (not Linux, a file system that takes no locks)."""
+        found = None if self._holds is None else self._holds.any_marked(DISCORD_MARKS, 2**40)
+        return unknown if found is None else found
 
     def close_holds(self) -> None:
         if self._holds is not None:

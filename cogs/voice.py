@@ -1051,8 +1051,9 @@ class VoiceNotes(commands.Cog):
         """A note that arrived while shutting down: kept, marked, and answered after the restart;
         where the bot may not read history, its player is asked to send it again instead, unless
         another bot on this storage answers Discord (a deploy overlapping this one): it gets the
-        note too, and answers it kept, which a note turned away here it may not."""
-        if not may_read_history(message.channel) and not self.bot.core.notes.discord_elsewhere():
+        note too, and answers it kept, which a note turned away here it may not. Where that cannot
+        be told, the player is asked: a note kept for no bot would be given up unfetched, untold."""
+        if not may_read_history(message.channel) and not self.bot.core.notes.discord_elsewhere(unknown=False):
             # Neither a ⏳ may go on it nor may a later process fetch it back to answer it.
             try:
                 first = await self.bot.core.notes.turned_away(

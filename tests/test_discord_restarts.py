@@ -1443,6 +1443,42 @@ async def test_a_note_sent_during_the_drain_where_the_bot_may_not_read_history_i
     assert [answers(fake, n) for n in arriving] == [0, 0]
 
 
+async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
+    settings, fake, monkeypatch
+) -> None:
+    # On a file system that takes no locks the ledger cannot tell whether another bot answers
+    # Discord beside this one. Kept for a bot that may not be there, the note would be given up
+    # unfetched at the next start (no Read Message History), its player never told.
+    import errno
+
+    from bot import note_ledger
+
+    real = note_ledger.fcntl.fcntl
+
+    def unsupported(fd: int, command: int, arg: object = 0) -> object:
+        if command in (note_ledger.fcntl.F_OFD_SETLK, note_ledger.fcntl.F_OFD_GETLK):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, command, arg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(note_ledger.fcntl, "fcntl", unsupported)
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the turn in flight lasts until the arriving note is told
+    async with running_bot(settings, fake, engine=engine) as h:
+        await fake.send_note(nova, voice_note())  # in a DM
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        arriving = await fake.send_note(blaze, voice_note(), guild=True)
+        judged = await note_state(h.bot.core.notes, arriving)
+        engine.hold.set()  # the drain waits for the line on its way
+        await asyncio.wait_for(h.task, 30)
+    assert judged == "refused", judged
+    said = [r.body["content"] for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [f"<@{blaze.id}> {RESTARTING_SEND_AGAIN}"], said
+
+
 async def test_a_gone_notes_take_back_deletes_its_restarting_line_not_an_earlier_reply(
     settings, fake
 ) -> None:
