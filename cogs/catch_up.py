@@ -329,6 +329,10 @@ class CatchUp(commands.Cog):
             for index, left in enumerate(leftovers):
                 if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                     continue
+                if voice.scheduled(left.message_id):
+                    # Taken up already and not yet claimed: one a dead process had in hand waits
+                    # for the one before it (VoiceNotes.answer). Fetched again, it is queued again.
+                    continue
                 # A process stopped in a raid leaves hundreds: fetched back to back, they would take
                 # Discord's global rate limit from the answers.
                 await self._paced()

@@ -434,6 +434,10 @@ class VoiceNotes(commands.Cog):
         task = self.bot.track(self.answer(message, note, several))
         task.add_done_callback(lambda _: self._over(user, message.id))
 
+    def scheduled(self, message_id: int) -> bool:
+        """Whether an answer of the note is scheduled and not over (see `schedule`)."""
+        return message_id in self._scheduled
+
     def _over(self, user: int, message_id: int) -> None:
         self._backlog[user] -= 1
         if not self._backlog[user]:

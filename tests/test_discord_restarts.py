@@ -2216,6 +2216,36 @@ async def test_a_note_in_hand_at_both_deaths_of_another_note_is_still_answered(
     assert not any(r.content == NOTE_CRASHED for r in fake.replies_to(good["id"]))
 
 
+async def test_a_note_a_crash_cut_waiting_behind_another_is_fetched_by_no_recheck(settings, fake) -> None:
+    # The notes a dead process had in hand are answered one at a time; one waiting its turn is
+    # still claimable in the ledger, and each recheck fetched it again and queued it once more.
+    from tests.test_note_ledger import a_dead_pid
+
+    notes = [await fake.send_note(p, voice_note(), guild=True, dispatch=False) for p in (nova, blaze)]
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:  # as a process that died answering both leaves them
+        for note, who in zip(notes, (nova, blaze), strict=True):
+            assert await ledger.claim(int(note["id"]), ALLOWED_CHANNEL, str(who.id))
+        await ledger._conn.execute("UPDATE notes SET owner = ?", (f"{a_dead_pid()}:1:gone",))
+    finally:
+        await ledger.aclose()
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the first note's turn lasts while the rechecks run
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 3)
+        fetched = {
+            n["id"]: sum(
+                1 for r in fake.received if r.kind == "get_message" and r.path.endswith(f"/{n['id']}")
+            )
+            for n in notes
+        }
+        engine.hold.set()
+        await all_answered(fake, notes)
+        await settle(fake)
+    assert max(fetched.values()) <= 1, fetched  # the start's catch-up may fetch each once
+    assert [answers(fake, n) for n in notes] == [1, 1]
+
+
 async def test_a_killed_turns_reply_is_looked_for_again_when_discord_fails_the_search(
     settings, fake, caplog
 ) -> None:
