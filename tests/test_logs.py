@@ -181,12 +181,13 @@ def test_settings_mask_every_secret_keyword_of_the_odbc_connection_string(root_l
     assert root_log.getvalue() == f"WARNING aioodbc {' '.join([MASK] * 4)}\n"
 
 
-def test_settings_mask_jiras_basic_auth_header_a_jiraerror_prints(root_log, tmp_path) -> None:
+def test_settings_mask_jiras_basic_auth_header_a_jiraerror_prints(root_log, tmp_path, monkeypatch) -> None:
     # str(JIRAError) prints the request's headers: the Authorization header's basic auth is the
     # email and API token in base64, which masking the token as written left readable.
     import requests
     from jira import JIRAError
 
+    at_default_level(logging.getLogger("jira"), monkeypatch)
     make_settings(tmp_path, JIRA_EMAIL="bot@studio.example", JIRA_API_TOKEN="ATATT-jira-token-0123")
     sent = requests.Request(
         "GET",
