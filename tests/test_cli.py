@@ -169,6 +169,7 @@ def test_index_manuals_of_a_folder_without_manuals_is_a_wrong_argument(tmp_path:
     assert (done.returncode, done.stdout, done.stderr) == (2, "", said + "\n")
 
 
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     # aiosqlite's worker thread is no daemon: a connection left open by a failed open once kept
     # `ask`, `check`, `web` and `run` from ever exiting.
@@ -253,6 +254,7 @@ NEWER_SCHEMAS = {
 
 
 @pytest.mark.parametrize("name", NEWER_SCHEMAS)
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_says_it(settings, name) -> None:
     # A downgrade, or a newer install's backup restored into this one.
     talk = settings.storage_dir / name
@@ -350,6 +352,7 @@ def test_a_newer_database_opened_last_stops_ask_and_run_before_they_write_any(se
 
 
 @pytest.mark.parametrize("players_db", ["empty file", "no players table"])
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_a_players_database_without_players_is_one_line_for_check_ask_and_run(settings, players_db) -> None:
     # A failed first `init` leaves an empty file; a studio's copy cut short, a database without
     # the table. Run went on and told every player "stats unavailable"; check said "no such table".
@@ -433,6 +436,7 @@ def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_e
     assert "UNIQUE constraint failed" in done.stderr
 
 
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_files_and_ports_that_cannot_be_used_are_one_line(settings, tmp_path: Path) -> None:
     folder = voxdesk("ask", str(tmp_path), storage=settings.storage_dir)
     assert folder.returncode == 4 and folder.stderr.strip() == (
@@ -723,6 +727,7 @@ async def test_check_points_at_driver_when_the_odbc_driver_library_is_missing(se
     assert "Can't open lib '/nonexistent/libvoxdesk-odbc.so'" in detail and "hunter2" not in detail
 
 
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_run_and_check_refuse_an_aioodbc_unlike_0_5_in_one_line(tmp_path: Path) -> None:
     # The CLI runs in its own process, where no monkeypatch reaches: a sitecustomize on its
     # PYTHONPATH renames the pool method the login breaker gates, as an aioodbc release might.
@@ -818,6 +823,7 @@ def open_folder() -> typing.Iterator[Path]:
     shutil.rmtree(folder)
 
 
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_check_warns_of_a_dotenv_file_other_users_can_read(settings, open_folder: Path) -> None:
     # .env holds every key and token; voxdesk reads it from the working directory, where a
     # checkout's or an editor's umask leaves it 0644 for every login on the machine.
@@ -1092,6 +1098,7 @@ async def test_checks_storage_line_counts_one_database_in_the_singular(tmp_path:
     assert check_storage(settings) == "3 databases, none written by a newer voxdesk"
 
 
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_check_warns_of_what_needs_a_person_and_still_exits_0(settings) -> None:
     # A deploy script or an ExecStartPre stops on exit 1: the bot runs fine with these, so they
     # must stand out without failing it.
@@ -1212,6 +1219,7 @@ def test_check_warns_of_a_grievance_store_of_no_bytes_before_the_bot_makes_it_ne
 
 
 @pytest.mark.parametrize("broken", ["not a database", "torn", "newer schema"])
+@pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 async def test_check_warns_of_a_recent_claims_file_the_bot_runs_without(settings, broken: str) -> None:
     # The store keeps /grievance file's claims in memory then: the bot runs on, and a deploy script
     # stopping on check's exit 1 would keep it down for a file that only tells a repeat its ticket.
