@@ -359,7 +359,7 @@ def test_scripts_dev_sets_up_in_the_venv_it_made_when_no_python_can_make_one(tmp
         shutil.copy(REPO / "scripts" / name, repo / "scripts" / name)
     stubs = tmp_path / "stubs"
     env = _stub_pythons(stubs)
-    for tool in ("bash", "dirname"):
+    for tool in ("bash", "dirname", "rm"):
         (stubs / tool).symlink_to(shutil.which(tool))
     (stubs / "dpkg").symlink_to(shutil.which("true"))  # every system package is there
     (stubs / "python3").write_text('#!/bin/sh\ncase "$*" in *ensurepip*) exit 1 ;; esac\necho 3.12\n')
@@ -437,7 +437,7 @@ def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: P
         shutil.copy(REPO / name, repo / name)
     stubs = tmp_path / "stubs"
     env = _stub_pythons(stubs, python3="3.12")
-    for tool in ("bash", "dirname", "sha256sum"):
+    for tool in ("bash", "dirname", "sha256sum", "rm"):
         (stubs / tool).symlink_to(shutil.which(tool))
     (stubs / "dpkg").symlink_to(shutil.which("true"))  # every system package is there
     venv = repo / ".venv" / "bin"
@@ -468,6 +468,48 @@ def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: P
     assert installs("test") == []
     (repo / ".venv" / "voxdesk-installed").unlink()  # as the script's comment says, to install again
     assert "-m pip install -q --upgrade pip" in installs("demo")
+
+
+def test_scripts_dev_installs_again_after_an_install_that_did_not_finish(tmp_path: Path) -> None:
+    # A `test` install cut short (pip failed or was killed) left the `demo` install's stamp in
+    # place: the next `demo` installed nothing over a half-upgraded .venv.
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("scripts/dev", "scripts/pick-python", "pyproject.toml"):
+        shutil.copy(REPO / name, repo / name)
+    stubs = tmp_path / "stubs"
+    env = _stub_pythons(stubs, python3="3.12")
+    for tool in ("bash", "dirname", "sha256sum", "rm"):
+        (stubs / tool).symlink_to(shutil.which(tool))
+    (stubs / "dpkg").symlink_to(shutil.which("true"))
+    venv = repo / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    calls = tmp_path / "calls"
+    cut = tmp_path / "cut"
+    (venv / "python").write_text(
+        f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n'
+        f'case "$*" in *".[dev]"*) [ ! -e {cut} ] ;; esac\n'
+    )
+    (venv / "python").chmod(0o755)
+
+    def dev(what: str) -> tuple[int, list[str]]:
+        calls.write_text("")
+        done = subprocess.run(
+            ["/bin/bash", str(repo / "scripts" / "dev"), what], env=env, capture_output=True, text=True
+        )
+        return done.returncode, [
+            line for line in calls.read_text().splitlines() if line.startswith("-m pip install")
+        ]
+
+    assert dev("setup")[0] == 0
+    cut.touch()
+    assert dev("test")[0] != 0
+    cut.unlink()
+    code, installs = dev("setup")
+    assert code == 0 and "-m pip install -q --prefer-binary -e ." in installs
 
 
 def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
