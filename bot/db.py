@@ -466,12 +466,15 @@ def kept(file: Path) -> bool:
     return file.exists() or bool(only_in_log(file))
 
 
-def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int, remedy: str = UPGRADE) -> None:
-    """Raise `newer_schema`'s error (or the read's, naming `path`) for the database open on `conn`."""
+def refuse_newer(
+    conn: sqlite3.Connection, path: Path | str, known: int, remedy: str = UPGRADE, remade: bool = False
+) -> None:
+    """Raise `newer_schema`'s error (or the read's, naming `path` as `naming` does, `remade` too)
+    for the database open on `conn`."""
     try:
         (found,) = conn.execute("PRAGMA user_version").fetchone()
     except sqlite3.Error as exc:
-        raise naming(path, exc) from exc
+        raise naming(path, exc, remade=remade) from exc
     refused = newer_schema(path, found, known, remedy)
     if refused is not None:
         raise refused
@@ -598,7 +601,7 @@ async def roll_back(conn: aiosqlite.Connection) -> None:
         await asyncio.shield(conn.rollback())
 
 
-def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.Error:
+def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True, remade: bool = False) -> sqlite3.Error:
     """`exc` saying which file it is about: SQLite's own words ("file is not a database",
     "database is locked") do not, and the storage folder holds nine databases. On a file system
     mounted read-only it says so: SQLite's "unable to open database file" (no -shm can be made
@@ -606,12 +609,13 @@ def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.
     Elsewhere a file SQLite may not open or write is said with its owner, when another user's
     (`other_owner`, unless `owner` is False): "attempt to write a readonly database" says nothing
     of the usual cause, an `init` run as root before `run` as the service's user. A damaged file,
-    or a folder in the file's place, is said with the way back: a backup's copy of the file."""
+    or a folder in the file's place, is said with the way back: a backup's copy of the file, or,
+    for a file voxdesk makes anew and no backup holds (`remade`), moving it aside."""
     name = getattr(exc, "sqlite_errorname", "")
     if _a_folder(path):
-        why = A_FOLDER
+        why = A_FOLDER_REMADE if remade else A_FOLDER
     elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-        why = DAMAGED
+        why = DAMAGED_REMADE if remade else DAMAGED
     elif mounted_read_only(path):
         why = READ_ONLY_MOUNT
     elif owner and name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
@@ -627,6 +631,13 @@ READ_ONLY_MOUNT = " (its file system is mounted read-only)"
 DAMAGED = " (damaged: stop voxdesk, keep this file aside and restore it from a `voxdesk backup`)"
 A_FOLDER = (
     " (a folder, where the database file belongs: move it aside, or restore the file from a `voxdesk backup`)"
+)
+# grievances-recent.db: no backup holds a copy (bot/backup.py), and its claims serve minutes only.
+DAMAGED_REMADE = (
+    " (damaged: stop voxdesk and move this file aside: no backup holds it, and voxdesk makes it anew)"
+)
+A_FOLDER_REMADE = (
+    " (a folder, where the database file belongs: move it aside, and voxdesk makes the file anew)"
 )
 
 

@@ -1240,6 +1240,26 @@ async def test_check_warns_of_a_recent_claims_file_the_bot_runs_without(settings
     assert recent.read_bytes() == kept
 
 
+async def test_a_damaged_recent_claims_file_is_not_said_to_be_restored_from_a_backup(settings) -> None:
+    # No backup holds grievances-recent.db (`backup` says "not copied"), yet a damaged one was
+    # said, by `check` and in the bot's log, with "restore it from a `voxdesk backup`": advice
+    # nobody could follow, where moving the file aside is all it takes.
+    import aiosqlite
+
+    from bot.app import storage_paths
+
+    recent = storage_paths(settings).recent_claims
+    await (await grievance_store.LocalGrievanceStore.open(settings.storage_dir / "grievances.db")).aclose()
+    _break_recent_claims(recent, "not a database")
+    said = grievance_store.recent_unusable(recent)
+    assert said is not None and said.startswith(f"{recent}: file is not a database"), said
+    assert "voxdesk backup" not in said and "makes it anew" in said, said
+    async with aiosqlite.connect(":memory:") as conn:
+        with pytest.raises(sqlite3.Error) as opening:
+            await grievance_store._attach_recent(conn, recent)
+    assert "voxdesk backup" not in str(opening.value) and "makes it anew" in str(opening.value)
+
+
 def test_checks_lines_name_the_other_user_who_owns_a_folder_they_cannot_open(settings) -> None:
     # `init` as root, `check` as the service's user: each line said "[Errno 13] Permission
     # denied: 'var/players.db'", Python's words, naming neither the owner nor who voxdesk runs as.

@@ -345,7 +345,7 @@ async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
         await conn.execute(f"ATTACH DATABASE ? AS {RECENT}", (str(recent),))
         (found,) = first(await conn.execute_fetchall(f"PRAGMA {RECENT}.user_version")) or (0,)
     except sqlite3.Error as exc:
-        raise bot_db.naming(recent, exc) from exc
+        raise bot_db.naming(recent, exc, remade=True) from exc
     if (refused := bot_db.newer_schema(recent, found, RECENT_SCHEMA_VERSION, RECENT_REMEDY)) is not None:
         raise refused
     try:
@@ -356,7 +356,7 @@ async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
             await conn.execute(f"PRAGMA {RECENT}.user_version = {RECENT_SCHEMA_VERSION}")
         await conn.commit()
     except sqlite3.Error as exc:
-        raise bot_db.naming(recent, exc) from exc
+        raise bot_db.naming(recent, exc, remade=True) from exc
 
 
 def _renew(recent: Path, attached: tuple[int, int], claims: list[tuple[str, str]], until: float) -> None:
@@ -423,7 +423,7 @@ def recent_unusable(recent: Path) -> str | None:
             readable(recent) as read,
             contextlib.closing(sqlite3.connect(read_only_uri(read), uri=True)) as conn,
         ):
-            refuse_newer(conn, recent, RECENT_SCHEMA_VERSION, RECENT_REMEDY)
+            refuse_newer(conn, recent, RECENT_SCHEMA_VERSION, RECENT_REMEDY, remade=True)
             # The header alone answers user_version: a torn file shows in its pages.
             (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
             if verdict != "ok":
