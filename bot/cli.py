@@ -928,8 +928,16 @@ def _file_in_the_way(path: str, args: argparse.Namespace) -> tuple[str, int] | N
     if blocking is None:
         return None
     with contextlib.suppress(ConfigError):
-        if blocking.resolve() == _settings(args).storage_dir.resolve():  # a setting, not a file's fault
+        storage = _settings(args).storage_dir
+        # A setting, not a file's fault: storage.dir names the file, or a folder inside it.
+        if blocking.resolve() == storage.resolve():
             return f"storage.dir {blocking} is a file: set storage.dir to a folder (made if missing)", 2
+        if blocking.resolve() in storage.resolve().parents:
+            return (
+                f"storage.dir {storage} is under {blocking}, a file: set storage.dir to a folder"
+                " (made if missing)",
+                2,
+            )
     return f"{blocking} is a file, where {path} needs a folder: move it away, or give another path", 4
 
 

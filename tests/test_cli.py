@@ -1941,6 +1941,19 @@ def test_a_storage_dir_that_is_a_file_is_said_to_be_a_setting(tmp_path: Path, ar
     assert done.stderr == f"storage.dir {storage} is a file: set storage.dir to a folder (made if missing)\n"
 
 
+def test_a_storage_dir_under_a_file_is_said_to_be_a_setting(tmp_path: Path) -> None:
+    # storage.dir naming a folder inside a file was "move it away, or give another path", status
+    # 4: as for storage.dir naming the file itself, the setting is what to mend.
+    (tmp_path / "afile").write_text("")
+    storage = tmp_path / "afile" / "var"
+    done = voxdesk("init", storage=storage)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"storage.dir {storage} is under {tmp_path / 'afile'}, a file: set storage.dir to a folder"
+        " (made if missing)\n"
+    )
+
+
 def test_backup_under_a_file_names_the_file_in_the_way(settings, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     done = voxdesk("backup", str(tmp_path / "afile" / "b"), storage=settings.storage_dir)
