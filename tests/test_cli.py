@@ -1580,6 +1580,11 @@ def test_backup_refuses_a_folder_inside_the_storage_folder(settings, inside) -> 
 INTERRUPTED_WHILE_IMPORTING = """
 import importlib.abc, runpy, signal, sys, threading, tomllib
 
+# As a terminal's command has it: the test process's SIGINT may be ignored or blocked when this
+# starts (both are inherited), and Ctrl-C would then never reach the import.
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class CtrlC(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "bot.app":
