@@ -129,6 +129,9 @@ async def test_the_request_gone_alone_counts_its_own_failure_sent_on_the_clocks_
 
 
 RAID = 16  # players at once, a turn slot each
+# How long a raid's first 429s take to come: every note's first request is out before one is
+# refused, on a busy machine too (a request's megabytes of audio take a while to be read).
+BURST_HANG = 2.0
 
 
 def raid_settings(storage, fake, **env: str):
@@ -145,7 +148,7 @@ async def test_a_persistent_rate_limit_is_asked_again_by_one_request_at_a_time(s
     """OpenAI counts a refused request against the limit that refused it: a raid's notes each sent
     again the moment a short pause ended would prolong the limit they wait out. One goes first;
     the others wait for its answer, and its 429 is one of their tries too."""
-    fake.failures = [Failure(status=429, retry_after=1, hang=0.5)] * RAID + [
+    fake.failures = [Failure(status=429, retry_after=1, hang=BURST_HANG)] * RAID + [
         Failure(status=429, retry_after=1)
     ] * (3 * RAID)
     async with running_app(raid_settings(storage, fake)) as app:
@@ -157,7 +160,7 @@ async def test_a_persistent_rate_limit_is_asked_again_by_one_request_at_a_time(s
 
 
 async def test_a_rate_limit_gone_after_one_pause_answers_every_note_of_a_raid(storage, fake) -> None:
-    fake.failures = [Failure(status=429, retry_after=1, hang=0.5)] * RAID  # all out before one is refused
+    fake.failures = [Failure(status=429, retry_after=1, hang=BURST_HANG)] * RAID
     async with running_app(raid_settings(storage, fake)) as app:
         replies = await raid(app)
         paused = app.agent.engine.chat_gate.wait()

@@ -245,6 +245,13 @@ class FakeOpenAI(Strict):
     created_as: Callable[[int], Any] | None = None
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
+    # Chat requests take their scripted failure or answer in the order they came, whichever's
+    # checks end first (see _chat): the next ticket to give, the first not yet served, and those
+    # served out of turn.
+    _tickets: int = 0
+    _turn: int = 0
+    _served: set[int] = field(default_factory=set)
+    _turn_moved: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -535,6 +542,23 @@ class FakeOpenAI(Strict):
                 {"error": {"message": message, "type": "invalid_request_error"}}, status=400
             )
         self.received.append(Received(request.path, body, dict(request.headers), dict(request.query)))
+        # Checked off the loop, a request that came later could end its checks first and take the
+        # failure scripted for an earlier one (on a busy machine, by seconds): each takes its turn.
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        try:
+            return await self._checked_chat(request, body, ticket)
+        finally:
+            self._served_ticket(ticket)
+
+    def _served_ticket(self, ticket: int) -> None:
+        self._served.add(ticket)
+        while self._turn in self._served:
+            self._served.discard(self._turn)
+            self._turn += 1
+        moved, self._turn_moved = self._turn_moved, asyncio.Event()
+        moved.set()
+
+    async def _checked_chat(self, request: web.Request, body: dict[str, Any], ticket: int) -> web.Response:
         unknown = self._azure_unknown(request, body)
         if unknown is not None:
             return unknown
@@ -574,12 +598,16 @@ class FakeOpenAI(Strict):
         too_large = self._too_large(body)
         if too_large is not None:
             return too_large
-        failed = await self._fail_if_told(request)
-        if failed is not None:
-            return failed
+        while self._turn < ticket:  # an earlier request still in its checks
+            await self._turn_moved.wait()
+        failure = self.failures.pop(0) if self.failures else None
+        responder = None if failure is not None else self.script.pop(0) if self.script else None
+        self._served_ticket(ticket)
+        if failure is not None:
+            return await self._fail(request, failure)
         if self.chat_seconds:
             await self._take(self.chat_seconds)
-        responder = self.script.pop(0) if self.script else answer("Here is your answer.")
+        responder = responder or answer("Here is your answer.")
         if isinstance(responder, Failure):
             return await self._fail(request, responder)
         deployment = request.match_info.get("deployment")
