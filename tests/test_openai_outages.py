@@ -462,22 +462,14 @@ async def test_a_late_5xx_of_the_burst_is_tried_again_once_the_request_gone_firs
     assert sorted(asked) == [0, 1, 1, 2], asked
 
 
-async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request_gone_first_go(
-    storage, fake
-) -> None:
-    """An answer that is no 429 or 5xx, of a request out before the pause and come while the
-    request gone first after it is out, says the service takes requests again: the turns waiting
-    for that request's answer go then, as a turn that comes after it does, not once that request
-    (a long generation) is done."""
+@contextlib.asynccontextmanager
+async def _a_turn_waiting_for_the_request_gone_first(storage, fake) -> Any:
+    """Turns 0 and 1 out together (0 first, so that the fake's first failure is its, the second a
+    429 that pauses requests), the pause over, turn 2's request gone first after it and out, and
+    turn 3 waiting for that request's answer: (asked, [turn 0, turn 1], turn 2, turn 3). The
+    fake's failures say what each request is answered, and when."""
     from bot.engines.openai import create_openai_engine
 
-    late, first_out = asyncio.Event(), asyncio.Event()
-    fake.failures = [
-        # The burst's request out first, answered late: refused for what it holds, not the limit.
-        Failure(status=400, error_type="invalid_request_error", held=late),
-        Failure(status=429, retry_after=0.3),  # the burst's other
-        Failure(status=500, held=first_out),  # the request gone first after the pause
-    ]
     settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
     gate = engine.chat_gate
@@ -503,6 +495,26 @@ async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request
         waiting = turn(3)
         await asyncio.sleep(0.05)
         assert not waiting.done() and sorted(asked) == [0, 1, 2], asked
+        yield asked, burst, gone_first, waiting
+    finally:
+        await engine.client.close()
+
+
+async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request_gone_first_go(
+    storage, fake
+) -> None:
+    """An answer that is no 429 or 5xx, of a request out before the pause and come while the
+    request gone first after it is out, says the service takes requests again: the turns waiting
+    for that request's answer go then, as a turn that comes after it does, not once that request
+    (a long generation) is done."""
+    late, first_out = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        # The burst's request out first, answered late: refused for what it holds, not the limit.
+        Failure(status=400, error_type="invalid_request_error", held=late),
+        Failure(status=429, retry_after=0.3),  # the burst's other
+        Failure(status=500, held=first_out),  # the request gone first after the pause
+    ]
+    async with _a_turn_waiting_for_the_request_gone_first(storage, fake) as (_, burst, gone_first, waiting):
         late.set()
         await asyncio.wait([burst[0]])  # the late 400 in
         # Answered while the request gone first is still held (the fake has no more failures).
@@ -510,8 +522,6 @@ async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request
         answered_while_out = waiting.done() and not waiting.exception()
         first_out.set()
         answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
-    finally:
-        await engine.client.close()
     assert answered_while_out, answers[3]
     assert [type(a).__name__ for a in answers[:3]] == [
         "BadRequestError",
@@ -547,7 +557,6 @@ async def test_a_late_5xx_or_429_of_the_burst_about_itself_leaves_the_turns_wait
     request alone holds (a model_error, a request too large on its own): the turns waiting for the
     answer of the request gone first still wait for it, rather than go together into the limit."""
     from bot.engines.base import EngineError
-    from bot.engines.openai import create_openai_engine
 
     late_in, first_out = asyncio.Event(), asyncio.Event()
     fake.failures = [
@@ -555,39 +564,18 @@ async def test_a_late_5xx_or_429_of_the_burst_about_itself_leaves_the_turns_wait
         Failure(status=429, retry_after=0.3),  # the burst's other
         Failure(status=429, retry_after=0.3, held=first_out),  # the request gone first: limited
     ]
-    settings = openai_settings(storage, fake)
-    engine = await create_openai_engine(settings, verify=False)
-    gate = engine.chat_gate
-    asked, request = _turns_asking(engine)
-
-    def turn(i: int) -> asyncio.Task:
-        return asyncio.create_task(
-            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
-        )
-
-    try:
-        burst = [turn(0)]
-        while not fake.chats:  # out first, so that the 429 is the other's
-            assert not burst[0].done(), burst[0]
-            await asyncio.sleep(0.01)
-        burst.append(turn(1))
-        await asyncio.wait([burst[1]])  # the 429 in
-        await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
-        gone_first = turn(2)
-        while len(fake.chats) < 3:  # it is out, held
-            assert not gone_first.done(), gone_first
-            await asyncio.sleep(0.01)
-        waiting = turn(3)
-        await asyncio.sleep(0.05)
-        assert not waiting.done() and sorted(asked) == [0, 1, 2], asked
+    async with _a_turn_waiting_for_the_request_gone_first(storage, fake) as (
+        asked,
+        burst,
+        gone_first,
+        waiting,
+    ):
         late_in.set()
         await asyncio.wait([burst[0]])  # the late answer in
         await asyncio.sleep(0.3)
         sent_while_out = sorted(asked)
         first_out.set()  # its 429: one of the waiting turn's tries, as its own would have been
         answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
-    finally:
-        await engine.client.close()
     assert sent_while_out == [0, 1, 2], sent_while_out
     assert sorted(asked) == [0, 1, 2], asked
     assert isinstance(answers[3], EngineError), answers[3]
