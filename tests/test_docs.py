@@ -425,11 +425,14 @@ def test_scripts_dev_does_not_set_up_in_a_venv_of_a_python_it_would_not_pick(tmp
         assert [line for line in calls.read_text().splitlines() if "pip install" in line] == [], made
 
 
-def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: Path) -> None:
-    # It upgraded pip and installed everything on every run: a second `bash scripts/dev test`
-    # needed the network as the first did.
+def _scripts_dev_with_a_venv_of_stubs(
+    tmp_path: Path, python_also: str = ""
+) -> tuple[Path, dict[str, str], Path]:
+    """A repository of scripts/dev, pick-python and pyproject.toml on a machine of stubs (every
+    system package there, a Python 3.12), whose .venv's python writes each of its calls to a
+    file and says 3.12 when asked its version, then runs the shell lines `python_also`: the
+    repository, its environment, and that file."""
     import shutil
-    import subprocess
 
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
@@ -444,10 +447,20 @@ def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: P
     venv.mkdir(parents=True)
     calls = tmp_path / "calls"
     (venv / "python").write_text(
-        f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n'
+        f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n' + python_also
     )
     (venv / "python").chmod(0o755)
-    (venv / "ruff").symlink_to(shutil.which("true"))  # `test` lints: here, nothing
+    return repo, env, calls
+
+
+def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: Path) -> None:
+    # It upgraded pip and installed everything on every run: a second `bash scripts/dev test`
+    # needed the network as the first did.
+    import shutil
+    import subprocess
+
+    repo, env, calls = _scripts_dev_with_a_venv_of_stubs(tmp_path)
+    (repo / ".venv" / "bin" / "ruff").symlink_to(shutil.which("true"))  # `test` lints: here, nothing
 
     def installs(what: str) -> list[str]:
         calls.write_text("")
@@ -473,27 +486,12 @@ def test_scripts_dev_installs_again_only_once_pyproject_toml_changed(tmp_path: P
 def test_scripts_dev_installs_again_after_an_install_that_did_not_finish(tmp_path: Path) -> None:
     # A `test` install cut short (pip failed or was killed) left the `demo` install's stamp in
     # place: the next `demo` installed nothing over a half-upgraded .venv.
-    import shutil
     import subprocess
 
-    repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    for name in ("scripts/dev", "scripts/pick-python", "pyproject.toml"):
-        shutil.copy(REPO / name, repo / name)
-    stubs = tmp_path / "stubs"
-    env = _stub_pythons(stubs, python3="3.12")
-    for tool in ("bash", "dirname", "sha256sum", "rm"):
-        (stubs / tool).symlink_to(shutil.which(tool))
-    (stubs / "dpkg").symlink_to(shutil.which("true"))
-    venv = repo / ".venv" / "bin"
-    venv.mkdir(parents=True)
-    calls = tmp_path / "calls"
     cut = tmp_path / "cut"
-    (venv / "python").write_text(
-        f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n'
-        f'case "$*" in *".[dev]"*) [ ! -e {cut} ] ;; esac\n'
+    repo, env, calls = _scripts_dev_with_a_venv_of_stubs(
+        tmp_path, f'case "$*" in *".[dev]"*) [ ! -e {cut} ] ;; esac\n'
     )
-    (venv / "python").chmod(0o755)
 
     def dev(what: str) -> tuple[int, list[str]]:
         calls.write_text("")
