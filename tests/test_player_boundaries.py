@@ -149,3 +149,33 @@ async def test_no_players_words_or_answers_reach_the_log_at_info(
     said = "\n".join(r.getMessage() for r in caplog.records)
     assert "filed grievance" in said  # the log was heard
     assert hers(said, "Ada Quist") == []
+
+
+async def test_a_players_dm_and_a_guild_channel_are_two_conversations(
+    settings, discord_fake, openai_fake
+) -> None:
+    # What she said and heard in her DM (her real name, her ticket's words) is read by her alone:
+    # her next note in a guild channel, whose answer everyone there reads, must not carry it.
+    secret = "my real name is Ada Quist"
+    async with bot_on_openai(settings.storage_dir, discord_fake, openai_fake) as bot:
+        await bot.core.grievances.register(NOVA, "wallet", COMPLAINT)
+        openai_fake.transcript = secret
+        openai_fake.script = [
+            tool_calls(("get_grievance_status", {}), ("get_player_stats", {})),
+            answer("{tool:get_grievance_status} {tool:get_player_stats}"),
+        ]
+        in_dm = await answered(discord_fake, await discord_fake.send_note(nova, voice_note()))
+        openai_fake.transcript = "what did i tell you just now"
+        openai_fake.script = [answer("Here is what I found.")]
+        chats = len(openai_fake.chats)
+        in_guild = await answered(discord_fake, await discord_fake.send_note(nova, voice_note(), guild=True))
+        (guilds,) = openai_fake.chats[chats:]
+        openai_fake.script = [answer("Again.")]
+        chats = len(openai_fake.chats)
+        await answered(discord_fake, await discord_fake.send_note(nova, voice_note()))
+        (dms,) = openai_fake.chats[chats:]
+    assert hers(in_dm, "Vex")  # the DM's answer held her ticket's words: there was something to keep
+    assert hers(words_sent(guilds.body), "Ada Quist") == []
+    assert hers(in_guild, "Ada Quist") == []
+    assert hers(words_sent(dms.body), "Ada Quist") != []  # her DM's conversation goes on there
+    assert openai_fake.violations == [] and discord_fake.violations == []
