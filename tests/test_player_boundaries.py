@@ -179,3 +179,26 @@ async def test_a_players_dm_and_a_guild_channel_are_two_conversations(
     assert hers(in_guild, "Ada Quist") == []
     assert hers(words_sent(dms.body), "Ada Quist") != []  # her DM's conversation goes on there
     assert openai_fake.violations == [] and discord_fake.violations == []
+
+
+async def test_two_players_notes_answered_side_by_side_each_hear_their_own(
+    settings, discord_fake, openai_fake
+) -> None:
+    # Both turns are at the model at once, each step of one between the other's: each answer
+    # replies to its own note and quotes its own player's stats alone.
+    def stats_then_quote(body: dict) -> dict:
+        told = any(m.get("role") == "tool" for m in body["messages"])
+        return (answer("{tool:get_player_stats}") if told else tool_calls(("get_player_stats", {})))(body)
+
+    async with bot_on_openai(settings.storage_dir, discord_fake, openai_fake) as _:
+        openai_fake.chat_seconds = 0.5  # each step waits: the other player's comes meanwhile
+        openai_fake.script = [stats_then_quote] * 4
+        notes = [
+            (name, await discord_fake.send_note(player, voice_note(), guild=True))
+            for name, player in (("Nova", nova), ("Blaze", blaze))
+        ]
+        posted = {name: await answered(discord_fake, note) for name, note in notes}
+    assert len(openai_fake.chats) == 4
+    for name, other in (("Nova", "Blaze"), ("Blaze", "Nova")):
+        assert name in posted[name] and other not in posted[name], posted
+    assert openai_fake.violations == [] and discord_fake.violations == []
