@@ -70,16 +70,25 @@ def mask_secrets(values: Iterable[str]) -> None:
 
 def spellings(value: str) -> set[str]:
     """`value` as written, and as a repr or JSON spells it inside a longer string: a password may
-    hold a backslash or a quote, and a driver's error (a tuple of its words, printed as their
-    repr) or a service's JSON body quoting it escapes them."""
+    hold a backslash, a quote or a control character, and a driver's error (a tuple of its words,
+    printed as their repr) or a service's JSON body quoting it escapes them. Each also as the
+    masking handlers print it (one_line spells a control character out before masking), and
+    JSON's as a body written with ensure_ascii=False leaves what is past ASCII."""
     doubled = value.replace("\\", "\\\\")
-    return {
+    # A repr escapes each character as its own repr does, and its delimiting quote: an
+    # apostrophe, when the string holds both quotes. A double quote it never escapes.
+    in_repr = "".join(c if c in "'\"" else repr(c)[1:-1] for c in value)
+    written = {
         value,
         doubled,
         doubled.replace("'", "\\'"),
         doubled.replace('"', '\\"'),
+        in_repr,
+        in_repr.replace("'", "\\'"),
         json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
     }
+    return written | {one_line(each) for each in written}
 
 
 def masked_values() -> tuple[str, ...]:

@@ -98,6 +98,26 @@ def test_a_secret_past_ascii_is_masked_as_json_escapes_it(root_log) -> None:
     assert text.count(MASK) == 1, text
 
 
+def test_a_secret_holding_a_control_character_is_masked_however_it_is_spelled(root_log) -> None:
+    # A control character in a password is spelled "\\x01" by a repr, "\\u0001" by JSON, and
+    # "\\x01" by the handlers themselves where it is logged as it is (one_line), a C1 one
+    # ("\\x85") likewise, and JSON written with ensure_ascii=False keeps what is past ASCII.
+    for password in ("pass\x01word-4321", "p\u00e4ss\x01\x85word-4321", "pass\x1b'\"\\word-4321"):
+        logs.mask_secrets([password])
+        try:
+            raise pyodbc.Error("28000", f"[28000] Login failed (PWD={password})")
+        except pyodbc.Error:
+            logging.getLogger("aioodbc").exception("login failed for %r", {"pwd": password})
+        logging.getLogger("httpx").warning("answered %s", json.dumps({"error": f"bad {password}"}))
+        said = json.dumps({"error": f"bad {password}"}, ensure_ascii=False)
+        logging.getLogger("httpx").warning("answered %s", said)
+        logging.getLogger("bot").warning("as it is: %s", password)
+    text = root_log.getvalue()
+    assert "word-4321" not in text, text
+    assert text.count(MASK) == 15, text
+    assert logs.masked("pass\x01word-4321") == MASK
+
+
 def test_an_interactions_token_in_a_discord_address_is_masked(root_log, monkeypatch) -> None:
     # discord.py answers a slash command at /interactions/<id>/<token>/callback and follows it up
     # at /webhooks/<application>/<token>: its webhook adapter logs each address at DEBUG, which an
