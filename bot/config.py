@@ -609,6 +609,7 @@ def load_settings(
     _check_required_secrets(settings)
     _check_azure_audio(settings)
     _warn_of_quoted_secrets(settings.secrets)
+    _warn_of_short_secrets(settings, environ)
     _warn_of_another_services_key(settings, environ)
     return settings
 
@@ -623,6 +624,37 @@ def _warn_of_quoted_secrets(secrets: Secrets) -> None:
                 " remove them unless they belong to it",
                 var,
             )
+
+
+def _warn_of_short_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:
+    """Name each secret too short for the log's mask (logs.MIN_SECRET_CHARS), which that mask
+    then leaves as it is: a SQL or proxy password may be that short, a service's key never is.
+    Not refused, as the service took it; the query's credentials and the custom headers' values
+    are left unsaid, being a short flag or "Bearer" as often as a secret."""
+    # Not the Discord token, nor the web desk's secrets: their shapes are checked on their own.
+    keys = ("openai_api_key", "azure_openai_api_key", "azure_search_api_key", "jira_api_token")
+    named = [(Secrets.ENV[name], getattr(settings.secrets, name)) for name in (*keys, "web_metrics_token")]
+    named += [
+        (f"a password in {Secrets.ENV['sql_connection_string']}", password)
+        for password in odbc_passwords(settings.secrets.sql_connection_string)
+    ]
+    named += [(var, environ.get(var, "")) for var in CLIENT_SECRET_ENV]
+    addresses = [(var, environ.get(var, "")) for var in ("OPENAI_BASE_URL", *PROXY_ENV)]
+    for section in SECTIONS:
+        values = getattr(settings, section)
+        addresses += [(f"{section}.{f.name}", getattr(values, f.name)) for f in dataclasses.fields(values)]
+    for where, address in addresses:
+        if isinstance(address, str) and "@" in address and "://" in address:
+            with contextlib.suppress(ValueError):
+                password = urllib.parse.unquote(urllib.parse.urlsplit(address).password or "")
+                named.append((f"the password in {where}", password))
+    for where in dict.fromkeys(where for where, value in named if 0 < len(value) < logs.MIN_SECRET_CHARS):
+        log.warning(
+            "%s is shorter than %d characters: the log does not mask it (it would mask those"
+            " letters in every line), and it is easily guessed; give it its full length",
+            where,
+            logs.MIN_SECRET_CHARS,
+        )
 
 
 def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:

@@ -142,6 +142,34 @@ def test_a_secret_in_quotes_is_a_warning_naming_it_not_its_value(caplog: pytest.
     assert said.startswith("OPENAI_API_KEY is in quotes") and "secret-5678" not in said
 
 
+def test_a_secret_too_short_to_mask_in_the_log_is_a_warning_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The log's mask leaves a value under 8 characters as it is (it would mask those letters in
+    # every line): a SQL or proxy password that short would be printed wherever a driver's error
+    # quoted it, and the operator would not know.
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    env = {
+        "VOXDESK_SQL_CONNECTION_STRING": "Driver={ODBC Driver 18};Server=db;UID=bot;PWD=hunter2;",
+        "HTTPS_PROXY": "http://bot:p%40ss@proxy.example:3128",
+        "JIRA_API_TOKEN": "tok",
+        "AZURE_SEARCH_API_KEY": "k" * 32,
+        "OPENAI_BASE_URL": "https://bot:long-enough-password@gw.example/v1",
+    }
+    load_settings(REPO / "config.toml", environ=env)
+    said = [r.getMessage() for r in caplog.records]
+    tail = (
+        " is shorter than 8 characters: the log does not mask it (it would mask those letters in"
+        " every line), and it is easily guessed; give it its full length"
+    )
+    assert said == [
+        "JIRA_API_TOKEN" + tail,
+        "a password in VOXDESK_SQL_CONNECTION_STRING" + tail,
+        "the password in HTTPS_PROXY" + tail,
+    ]
+    assert not re.search(r"hunter2|p@ss|p%40ss|tok\b", caplog.text)
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[agent]\nmax_tool_rounds = 7\n")
     assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
