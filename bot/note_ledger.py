@@ -324,6 +324,15 @@ class NoteLedger:
         owner = row["owner"] or ""
         return row["state"] == "started" and owner != self.owner and not self._alive(owner)
 
+    async def refusal_untold(self, message_id: int) -> None:
+        """Give back a note `claim` refused whose player Discord's trouble kept from being told:
+        pending again with its deaths still counted, so the next claim of it (a recheck's, a
+        restart's, another process's) refuses it again, without a turn, and tells them then."""
+        await self._write(
+            "UPDATE notes SET state = 'pending', updated_at = ? WHERE message_id = ? AND state = 'refused'",
+            (time.time(), message_id),
+        )
+
     def crashed_out(self, message_id: int) -> int | None:
         """Whether this process's claim of the note refused it (see `claim`): how many processes
         died in its turn, once, so its player is told once; None if not."""

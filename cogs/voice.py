@@ -282,6 +282,9 @@ class VoiceNotes(commands.Cog):
         # Messages of several notes told "one at a time": a note given back (Discord failing, the
         # bot's timeout) is answered again by the recheck, and the player heard it the first time.
         self._told_several: dict[int, None] = {}
+        # Notes refused as crashing whose player Discord's trouble kept from being told: given
+        # back for the recheck to tell, their refusal logged and counted once.
+        self._refusals_untold: dict[int, None] = {}
         self._asked_again: dict[tuple[str, int, int], None] = {}  # see _ask_again
         # (line, place) → the notes whose players a line on its way there is to name: see _ask_again
         self._asking: dict[tuple[str, int], list[discord.Message]] = {}
@@ -688,14 +691,26 @@ class VoiceNotes(commands.Cog):
         """A note refused at its claim, as the process died in each of its last turns (see
         NoteLedger.claim): most likely it crashes native code (decoding, hearing), and answered
         again it would take the bot down anew. Its player is asked for another recording."""
-        log.error(
-            "note %s from %s not answered: the bot died %d times while answering it",
-            message.id,
-            message.author.id,
-            crashes,
-        )
-        metrics.note("discord", "refused", "crashes")
-        await self._tell(message, say.NOTE_CRASHED, about_the_note=True)
+        if message.id not in self._refusals_untold:  # said once, however often Discord fails the line
+            log.error(
+                "note %s from %s not answered: the bot died %d times while answering it",
+                message.id,
+                message.author.id,
+                crashes,
+            )
+            metrics.note("discord", "refused", "crashes")
+        if await self._tell(message, say.NOTE_CRASHED, about_the_note=True) is not Reached.LATER:
+            self._refusals_untold.pop(message.id, None)
+            return
+        # Refused for good, the note would leave its player waiting for an answer that never
+        # comes: given back, its refusal is told by the recheck, as an answer Discord failed is.
+        remember(self._refusals_untold, message.id, None, MAX_LATER)
+        try:
+            await self.bot.core.notes.refusal_untold(message.id)
+        except Exception as exc:
+            log.error("could not keep note %s for its refusal to be told again: %s", message.id, exc)
+            return
+        log.warning("note %s from %s: its refusal is told again later", message.id, message.author.id)
 
     def _withdrawn(self, message: discord.Message) -> bool:
         """Whether the player deleted the note (Discord said so): nothing more is posted for it."""

@@ -2216,6 +2216,37 @@ async def test_a_note_in_hand_at_both_deaths_of_another_note_is_still_answered(
     assert not any(r.content == NOTE_CRASHED for r in fake.replies_to(good["id"]))
 
 
+async def test_a_crashing_notes_refusal_that_discord_fails_is_told_by_a_recheck(
+    settings, fake, caplog
+) -> None:
+    # The note's claim refuses it (a process died in its turn twice) and tells its player once:
+    # Discord failing that one line (503) left the note refused for good, its player never told.
+    from tests.test_note_ledger import a_dead_pid
+
+    note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:  # as the second process to die in its turn leaves it
+        assert await ledger.claim(int(note["id"]), ALLOWED_CHANNEL, str(nova.id))
+        await ledger._conn.execute(
+            "UPDATE notes SET owner = ?, crashes = ?", (f"{a_dead_pid()}:1:gone", MAX_CRASHES - 1)
+        )
+    finally:
+        await ledger.aclose()
+    fake.posts_unavailable = 1  # the refusal's line
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await eventually(lambda: "could not reply in channel" in caplog.text)
+
+        def told(_: object) -> bool:
+            return any(r.content == NOTE_CRASHED for r in fake.replies_to(note["id"]))
+
+        await fake.wait_for(told, 30)
+        await rechecks(h.bot, 3)
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "refused"
+    assert [r.content for r in fake.replies_to(note["id"])] == [NOTE_CRASHED]
+    assert answers(fake, note) == 0 and h.engine.turns == []
+
+
 async def test_a_note_a_crash_cut_waiting_behind_another_is_fetched_by_no_recheck(settings, fake) -> None:
     # The notes a dead process had in hand are answered one at a time; one waiting its turn is
     # still claimable in the ledger, and each recheck fetched it again and queued it once more.

@@ -114,6 +114,33 @@ async def test_a_note_two_processes_died_answering_is_refused_at_the_next_claim(
         await two.aclose()
 
 
+async def test_a_crashing_note_whose_refusal_went_untold_is_refused_again_at_its_next_claim(
+    tmp_path,
+) -> None:
+    """Discord failing the line that tells its player: given back, no turn of it begins again,
+    and the next claim (a recheck's, another process's) refuses it to tell them."""
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(7, 10, "u")
+        await one._conn.execute("UPDATE notes SET crashes = ?", (note_ledger.MAX_CRASHES - 1,))
+        await died_in_its_turn(one, 7)
+        assert not await two.claim(7, 10, "u") and two.crashed_out(7) == note_ledger.MAX_CRASHES
+        await two.refusal_untold(7)
+        assert [u.message_id for u in await one.unanswered()] == [7]
+        assert await one.suspect(7)
+        assert not await one.claim(7, 10, "u"), "a note two processes died in is answered a third time"
+        assert one.crashed_out(7) == note_ledger.MAX_CRASHES
+        assert await two.unanswered() == []
+        assert await one.claim(8, 10, "u")
+        await one.answered(8)
+        await one.refusal_untold(8)  # only a refused note is given back
+        rows = await one._conn.execute_fetchall("SELECT message_id, state FROM notes ORDER BY message_id")
+        assert [tuple(r) for r in rows] == [(7, "refused"), (8, "answered")]
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_a_note_a_dead_process_had_in_hand_is_a_suspect_until_it_is_settled(tmp_path) -> None:
     """The front end answers these one at a time (cogs/voice.py), so that a note that crashes the
     process again is not answered beside the others the first crash cut, each then refused too."""
