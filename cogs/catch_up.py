@@ -353,11 +353,17 @@ class CatchUp(commands.Cog):
                     if channel is not None and not may_read_history(channel):
                         # Discord would refuse the fetch (403 50001), as it does a refusal's: a
                         # request sure to be refused spends the rate limit and, with enough
-                        # others, earns Cloudflare's ban of the address.
-                        log.warning("could not %s %s: %s; giving it up", what, left.message_id, NO_HISTORY)
-                        await give_up(left.message_id)
-                        continue
-                    message = await channel.fetch_message(left.message_id) if channel else None
+                        # others, earns Cloudflare's ban of the address. This process's own
+                        # note given back there is answered from its copy.
+                        message = voice.given_back(left.message_id)
+                        if message is None:
+                            log.warning(
+                                "could not %s %s: %s; giving it up", what, left.message_id, NO_HISTORY
+                            )
+                            await give_up(left.message_id)
+                            continue
+                    else:
+                        message = await channel.fetch_message(left.message_id) if channel else None
                     notes = voice.voice_notes(message) if message else []
                     if message is None or not notes:
                         await give_up(left.message_id)

@@ -285,6 +285,9 @@ class VoiceNotes(commands.Cog):
         # Notes refused as crashing whose player Discord's trouble kept from being told: given
         # back for the recheck to tell, their refusal logged and counted once.
         self._refusals_untold: dict[int, None] = {}
+        # Notes given back where the bot may not read history: Discord refuses their fetch (403),
+        # so the recheck answers them from here (see `given_back`).
+        self._given_back: dict[int, discord.Message] = {}
         self._asked_again: dict[tuple[str, int, int], None] = {}  # see _ask_again
         # (line, place) → the notes whose players a line on its way there is to name: see _ask_again
         self._asking: dict[tuple[str, int], list[discord.Message]] = {}
@@ -925,6 +928,8 @@ class VoiceNotes(commands.Cog):
         or only part of its answer, which is kept in the ledger first for whichever recheck
         answers the note (this process's after a restart, another's on this storage)."""
         ledger = self.bot.core.notes
+        if not may_read_history(message.channel):
+            remember(self._given_back, message.id, message, MAX_UNSENT)
         if (unsent := self._unsent.get(message.id)) is not None:
             try:
                 await ledger.keep_answer(message.id, unsent)
@@ -943,6 +948,7 @@ class VoiceNotes(commands.Cog):
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         """Mark the note settled, its answer kept for the recheck (if any) let go."""
         self._unsent.pop(message.id, None)
+        self._given_back.pop(message.id, None)
         await self._mark(mark, message)
 
     def forget_unsent(
@@ -954,9 +960,17 @@ class VoiceNotes(commands.Cog):
         newer ones pushed it out."""
         for message_id in message_ids:
             self._unsent.pop(message_id, None)
+            self._given_back.pop(message_id, None)
         if sent_before is not None:
             for message_id in [m for m in self._unsent if discord.utils.snowflake_time(m) < sent_before]:
                 del self._unsent[message_id]
+            for message_id in [m for m in self._given_back if discord.utils.snowflake_time(m) < sent_before]:
+                del self._given_back[message_id]
+
+    def given_back(self, message_id: int) -> discord.Message | None:
+        """The note, if this process gave it back where it may not read history (Discord failing
+        its answer, a timeout in its guild): only this process can answer it, from this copy."""
+        return self._given_back.pop(message_id, None)
 
     async def _kept(self, message: discord.Message) -> KeptAnswer | None:
         """The answer the ledger keeps for the note (made before a restart, by another process on

@@ -1443,6 +1443,28 @@ async def test_a_note_sent_during_the_drain_where_the_bot_may_not_read_history_i
     assert [answers(fake, n) for n in arriving] == [0, 0]
 
 
+async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_answered_by_the_recheck(
+    settings, fake, caplog
+) -> None:
+    # Given back for the recheck, which fetches each note it answers: Discord refuses the fetch
+    # there (no Read Message History), and the note was given up, its player neither answered
+    # nor told, after the log promised it an answer later.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+        await rechecks(h.bot, 2)
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "answered"
+    voiced = [r for r in fake.sent("message", ALLOWED_CHANNEL) if r.is_voice_message]
+    assert len(voiced) == 1, caplog.text
+    assert len(h.engine.turns) == 1  # the answer made is sent again, not heard again
+    assert "giving it up" not in caplog.text
+    assert not any(r.kind == "get_message" for r in fake.received)
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
