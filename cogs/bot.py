@@ -537,7 +537,17 @@ class VoxdeskBot(commands.Bot):
                 await asyncio.wait({*self._inflight, hurried}, timeout=left, return_when=first)
         finally:
             hurried.cancel()
-        return await self._cut_short(f"still running after {grace_seconds:.0f} s")
+        cut = await self._cut_short(f"still running after {grace_seconds:.0f} s")
+        # Once no turn can give another note back: those given back where no later process may
+        # fetch them are asked for again now, while Discord can still be told.
+        voice = self.get_cog("VoiceNotes")
+        if voice is not None:
+            try:
+                async with asyncio.timeout(FOLLOW_UP_SECONDS):
+                    await voice.ask_given_back_again()  # type: ignore[attr-defined]
+            except TimeoutError:
+                log.warning("closing before every note given back unfetchable was asked for again")
+        return cut
 
     async def _cut_short(self, why: str) -> int:
         """Cancel the work in flight and wait while what was cut short tells its players; the

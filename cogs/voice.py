@@ -967,6 +967,29 @@ class VoiceNotes(commands.Cog):
             for message_id in [m for m in self._given_back if discord.utils.snowflake_time(m) < sent_before]:
                 del self._given_back[message_id]
 
+    async def ask_given_back_again(self) -> None:
+        """At a stop: the notes given back where the bot may not read history that no recheck has
+        answered yet. No later process can fetch them (403), so their players are asked to send
+        them again, as a stop asks for the notes it cuts there, and the notes are settled."""
+        ledger = self.bot.core.notes
+        for message in list(self._given_back.values()):
+            if self._given_back.pop(message.id, None) is None:
+                continue  # a recheck took it up meanwhile
+            try:
+                mine = await ledger.claim(message.id, message.channel.id, str(message.author.id))
+            except Exception as exc:  # a full disk: the next start gives it up, with a warning
+                log.error("could not settle note %s as asked for again: %s", message.id, exc)
+                continue
+            if not mine:  # answered or given up on elsewhere meanwhile
+                continue
+            log.info(
+                "note %s from %s asked for again after the restart: no Read Message History there",
+                message.id,
+                message.author.id,
+            )
+            await self._ask_again(message, say.RESTARTING_SEND_AGAIN)
+            await self._settle(ledger.unanswerable, message)
+
     def given_back(self, message_id: int) -> discord.Message | None:
         """The note, if this process gave it back where it may not read history (Discord failing
         its answer, a timeout in its guild): only this process can answer it, from this copy."""

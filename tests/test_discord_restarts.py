@@ -1465,6 +1465,26 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_answe
     assert not any(r.kind == "get_message" for r in fake.received)
 
 
+async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_asked_for_at_a_stop(
+    settings, fake, caplog
+) -> None:
+    # Given back for a recheck that has not come when the bot stops: no later process can fetch
+    # it, and the next start gave it up with a warning, its player never told.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600) as h:
+        await settle(fake)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
+    async with running_bot(settings, fake) as h:
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "expired"
+    assert [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)] == said
+    assert "giving it up" not in caplog.text
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
