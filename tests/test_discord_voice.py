@@ -1194,3 +1194,81 @@ async def test_a_notes_download_is_let_go_once_decoded_while_the_model_thinks(
         assert freed, "the note's bytes are still held while the model thinks"
         engine.hold.set()
         assert len(await answered(h.fake, note)) == 2
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["../../etc/passwd.ogg", "voice\\message.ogg", "ボイス メッセージ 🎤.ogg", ".ogg", "a" * 300 + ".ogg"],
+)
+async def test_a_voice_message_under_any_filename_is_answered(harness: Harness, filename: str):
+    # The name is the uploader's: only its extension may count, and only where the type is unsaid.
+    note = await harness.fake.send_note(nova, voice_note(), filename=filename)
+    voice, transcript = await answered(harness.fake, note)
+    assert_voice_message(voice, harness.settings)
+    assert transcript.content.startswith("Nova, you have")
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "", "image/png", "text/plain; charset=utf-8", "audio/ogg; codecs=opus"]
+)
+async def test_a_voice_message_answers_whatever_type_it_claims(harness: Harness, content_type: str | None):
+    note = await harness.fake.send_note(nova, voice_note(), content_type=content_type)
+    voice, _ = await answered(harness.fake, note)
+    assert_voice_message(voice, harness.settings)
+
+
+async def test_a_voice_message_without_its_duration_is_answered(harness: Harness):
+    fake = harness.fake
+    note = await fake.send_note(nova, voice_note(), dispatch=False)
+    del note["attachments"][0]["duration_secs"]
+    await fake.dispatch("MESSAGE_CREATE", note)
+    await answered(fake, note)
+
+
+@pytest.mark.parametrize("status", [403, 404, 500, 503, 429])
+async def test_a_download_the_cdn_refuses_is_said_to_be_the_downloads_fault(
+    harness: Harness, status: int, caplog
+):
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    fake = harness.fake
+    note = await fake.send_note(nova, voice_note(), dispatch=False)
+    attachment = int(note["attachments"][0]["id"])
+    fake.cdn_status[attachment] = status
+    await fake.dispatch("MESSAGE_CREATE", note)
+    (reply,) = await answered(fake, note, count=1)
+    assert "couldn't download" in reply.content
+    assert f"could not download attachment {attachment} of note {note['id']}: HTTP {status}" in caplog.text
+
+
+async def test_a_download_the_cdn_redirects_is_followed(harness: Harness):
+    fake = harness.fake
+    data = voice_note()
+    moved = await fake.send_note(nova, data, dispatch=False)
+    note = await fake.send_note(nova, data, dispatch=False)
+    fake.cdn_redirects[int(note["attachments"][0]["id"])] = moved["attachments"][0]["url"]
+    await fake.dispatch("MESSAGE_CREATE", note)
+    await answered(fake, note)
+
+
+async def test_a_download_redirected_in_a_loop_is_said_to_be_the_downloads_fault(harness: Harness, caplog):
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    fake = harness.fake
+    note = await fake.send_note(nova, voice_note(), dispatch=False)
+    attachment = note["attachments"][0]
+    fake.cdn_redirects[int(attachment["id"])] = attachment["url"]
+    await fake.dispatch("MESSAGE_CREATE", note)
+    (reply,) = await answered(fake, note, count=1)
+    assert "couldn't download" in reply.content
+    assert f"could not download attachment {attachment['id']} of note {note['id']}" in caplog.text
+
+
+async def test_a_download_trickling_in_is_given_up_at_its_deadline(settings, fake: FakeDiscord, caplog):
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    async with running_bot(settings, fake, download_seconds=0.5):
+        note = await fake.send_note(nova, voice_note(), dispatch=False)
+        attachment = int(note["attachments"][0]["id"])
+        fake.cdn_trickles[attachment] = 0.05
+        await fake.dispatch("MESSAGE_CREATE", note)
+        (reply,) = await answered(fake, note, count=1)
+        assert "couldn't download" in reply.content
+        assert f"could not download attachment {attachment} of note {note['id']}: TimeoutError" in caplog.text

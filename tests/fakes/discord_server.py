@@ -63,6 +63,7 @@ import itertools
 import json
 import re
 import time
+import urllib.parse
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -424,6 +425,11 @@ class FakeDiscord(Strict):
         # a body the CDN got written before the client let go (its socket buffers included).
         self.cdn_surplus: dict[int, tuple[int, bool]] = {}
         self.cdn_written: dict[int, int] = {}
+        # Attachment id → where the CDN redirects its download (302) instead of sending it.
+        self.cdn_redirects: dict[int, str] = {}
+        # Attachment id → seconds between the bytes of a download sent one at a time: a trickle
+        # that never stalls long enough for a read timeout, yet would take hours to finish.
+        self.cdn_trickles: dict[int, float] = {}
         self._stopping = asyncio.Event()  # set on stop: stalled downloads end at once
         self._gateway_up = asyncio.Event()  # cleared by gateway_outage(): connections hang
         self._gateway_up.set()
@@ -788,7 +794,8 @@ class FakeDiscord(Strict):
             self.cdn_stalls[attachment_id] = stall
         channel = channel_id or (ALLOWED_CHANNEL if guild else dm_channel_id(author.id))
         self.attachments[attachment_id] = audio
-        url = f"{self.url}/attachments/{channel}/{attachment_id}/{filename}"
+        # Discord's CDN serves a file under its name percent-encoded: a "/" in it is no new segment.
+        url = f"{self.url}/attachments/{channel}/{attachment_id}/{urllib.parse.quote(filename, safe='')}"
         attachment: dict[str, Any] = {
             "id": str(attachment_id),
             "filename": filename,
@@ -2746,6 +2753,20 @@ class FakeDiscord(Strict):
                 await asyncio.wait_for(self._stopping.wait(), stall)
         if attachment_id in self.cdn_status:
             return web.Response(status=self.cdn_status[attachment_id], text="Bad Gateway")
+        if attachment_id in self.cdn_redirects:
+            raise web.HTTPFound(self.cdn_redirects[attachment_id])
+        if attachment_id in self.cdn_trickles:
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.content_length = len(data)
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError):
+                for i in range(len(data)):
+                    await response.write(data[i : i + 1])
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self.cdn_trickles[attachment_id])
+                    if self._stopping.is_set():
+                        break
+            return response
         if attachment_id in self.cdn_cuts:
             sent, declared = self.cdn_cuts[attachment_id]
             response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
