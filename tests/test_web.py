@@ -2164,6 +2164,31 @@ async def test_header_bytes_that_are_not_text_are_refused_not_a_server_error(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n",
+        b"GET /desk/charts HTTP/1.1\r\nHost: localhost\r\nReferer: " + b"y" * 9000 + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n",
+    ],
+    ids=["long-query", "long-header", "bad-length"],
+)
+async def test_a_request_too_odd_to_parse_is_one_warning_not_an_error_traceback(
+    wsettings, caplog, request_head
+) -> None:
+    # aiohttp answers it a 400 before the app sees it, then logs that as an unhandled error with
+    # its traceback: every scanner's long URL paged whoever watches the log for errors, and the
+    # line held the request's bytes (a query string's tokens with them).
+    async with web_client(wsettings) as (client, _):
+        with caplog.at_level(logging.INFO):
+            answered, _ = await raw_request(client, request_head)
+    assert answered == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"]
+    assert line.startswith("web: a request that could not be parsed was refused (400): ")
+    assert "xxxx" not in line and "yyyy" not in line
+
+
 async def raw_answer(client: TestClient, head: bytes) -> tuple[int, str, str]:
     """Status, head and body of the answer to a request sent as these bytes, with the Host it
     names: aiohttp's client sends the one it connected to."""

@@ -129,7 +129,7 @@ async def build_web(
 
     settings = core.settings
     w = settings.web
-    security.quiet_broken_bodies()
+    security.quiet_client_faults()
     security.name_no_software()
     loopback = await security.loopback_only(w.host)
     app = web.Application(

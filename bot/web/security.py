@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp_jinja2
 import aiosqlite
 from aiohttp import web, web_response
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_request import FileField
 from aiohttp_session import get_session
@@ -556,10 +556,31 @@ class BrokenBodyAfterAnswer(logging.Filter):
         return True
 
 
-def quiet_broken_bodies() -> None:
+class UnparsableRequest(logging.Filter):
+    """aiohttp.server's traceback for a request it answered 400 before the app was reached (a URL
+    or header over its 8190 bytes, a malformed line): the client's fault, in one warning line that
+    names the kind of fault alone. aiohttp's words quote the request's bytes, a query string's
+    tokens with them, and at ERROR every scanner's long URL would page whoever watches for errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        bad = record.exc_info[1] if record.exc_info else None
+        if isinstance(bad, BadHttpMessage):
+            # Never louder: aiohttp keeps a first request that is not HTTP at all at debug.
+            level = min(record.levelno, logging.WARNING)
+            record.levelno, record.levelname = level, logging.getLevelName(level)
+            record.msg, record.args = (
+                "web: a request that could not be parsed was refused (400): %s",
+                (type(bad).__name__,),
+            )
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_client_faults() -> None:
     server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, BrokenBodyAfterAnswer) for f in server_log.filters):
-        server_log.addFilter(BrokenBodyAfterAnswer())
+    for kind in (BrokenBodyAfterAnswer, UnparsableRequest):
+        if not any(isinstance(f, kind) for f in server_log.filters):
+            server_log.addFilter(kind())
 
 
 # What every answer says it is served by: no software's name or version, a scanner's list of flaws.
