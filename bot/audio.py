@@ -138,6 +138,10 @@ def _decode_track(data: bytes, limits: AudioSettings, rate: int, track: int) -> 
     pcm = _decode_pcm(data, rate, limits.max_seconds, track=track)
     samples = np.frombuffer(pcm, dtype=np.int16)
     original = len(samples) / rate
+    # Shorter than the least speech it must hold, however loud: whether that shows as a window or
+    # two of sound or none depends on its rate, and the player's fault is the same.
+    if original * 1000 < limits.min_speech_ms:
+        raise AudioError(say.TOO_SHORT)
     trimmed = trim_silence(samples, rate, limits.silence_threshold_db, limits.min_speech_ms)
     segment = AudioSegment(data=trimmed.tobytes(), sample_width=2, frame_rate=rate, channels=1)
     return DecodedAudio(segment=segment, original_seconds=original)
@@ -458,7 +462,8 @@ def _decode_pcm(
     except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
         raise unreadable from exc
     if not chunks:
-        raise AudioError(say.SILENT)
+        # Samples the resampler kept back (a few at 48 kHz) are a note too short, not a silent one.
+        raise AudioError(say.TOO_SHORT if decoded_seconds else say.SILENT)
     if channel is None and (louder := stereo.cancelled()) is not None:
         # Rare enough (one phone's recordings) to decode twice rather than keep every note's
         # channels apart, which cost a third more on each stereo note.

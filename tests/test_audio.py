@@ -558,6 +558,19 @@ def test_a_note_with_no_frames_or_too_short_to_judge_is_told_which() -> None:
         audio.decode(audio.pcm_to_wav(blip.tobytes(), 24_000), LIMITS)
 
 
+@pytest.mark.parametrize("rate", [8_000, 16_000, 24_000, 44_100, 48_000])
+@pytest.mark.parametrize("samples", [1, 10, 100, 1_000])
+def test_a_note_shorter_than_the_least_speech_is_too_short_at_any_rate(rate: int, samples: int) -> None:
+    # A tap on the record button: at 48 kHz its few samples were all kept back by the resampler
+    # and the player heard their note "has no sound in it"; at 8 kHz, resampled past one window,
+    # "I couldn't hear anything". Whatever its rate, a note shorter than audio.min_speech_ms
+    # cannot hold what the bot would hear.
+    tone = (np.sin(np.arange(samples) / 3) * 20_000).astype(np.int16)
+    assert samples / rate * 1000 < LIMITS.min_speech_ms
+    with pytest.raises(audio.AudioError, match="too short"):
+        audio.decode(audio.pcm_to_wav(tone.tobytes(), rate), LIMITS)
+
+
 def _picture_only(container_format: str, codec: str) -> bytes:
     out = io.BytesIO()
     with av.open(out, mode="w", format=container_format) as container:
