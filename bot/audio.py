@@ -114,6 +114,7 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
     for magic, what in _NOT_AUDIO_MAGIC.items():
         if data.startswith(magic):
             raise AudioError(say.NOT_AUDIO.format(what=what))
+    data = _wav_audio_alone(data)
     try:
         return _decode_track(data, limits, rate, 0)
     except AudioError as exc:
@@ -132,6 +133,31 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
         log.info("audio track 1 of the file holds nothing to hear: heard track %d", track + 1)
         return decoded
     raise first
+
+
+# Chunks a WAV may have before its audio: fmt, fact, LIST, bext, iXML, JUNK... a recorder writes a
+# handful. FFmpeg walks a seekable WAV's chunks from its header to its end, the ones after the audio
+# too, and megabytes of zeros are a chunk every 8 bytes: ~0.75 s of CPU an open, for every open.
+MAX_WAV_CHUNKS = 64
+
+
+def _wav_audio_alone(data: bytes) -> bytes:
+    """A RIFF WAVE file up to the end of its data chunk, what follows it (metadata, or junk) left
+    unread; any other file as it is. Raises AudioError for a WAV whose data chunk is not among its
+    first MAX_WAV_CHUNKS."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return data
+    at = 12
+    for _ in range(MAX_WAV_CHUNKS):
+        if at + 8 > len(data):
+            return data  # cut before its audio: FFmpeg says what it makes of that
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        if data[at : at + 4] == b"data":
+            end = at + 8 + size
+            # 0 and 0xFFFFFFFF: a WAV written as a stream, its length unsaid, the rest its audio.
+            return data[:end] if 0 < size < 0xFFFFFFFF and end < len(data) else data
+        at += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
+    raise AudioError(say.UNREADABLE) from ValueError(f"no data chunk among its first {MAX_WAV_CHUNKS}")
 
 
 def _decode_track(data: bytes, limits: AudioSettings, rate: int, track: int) -> DecodedAudio:

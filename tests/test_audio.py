@@ -901,3 +901,48 @@ def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> Non
     # Opus's shortest frames, for as long as a note may last, are still a note.
     finest = encode(speechlike(3.8), 48_000, "ogg", options={"frame_duration": "2.5"})
     assert audio.decode(finest, limits).original_seconds == pytest.approx(4.8, abs=0.05)
+
+
+def _wav_with(before_data: bytes, pcm: bytes, after_data: bytes) -> bytes:
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48_000, 96_000, 2, 16)
+    body = b"WAVE" + fmt + before_data + b"data" + struct.pack("<I", len(pcm)) + pcm + after_data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _opened_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each file FFmpeg is handed to open while the test runs."""
+    sizes: list[int] = []
+    real_open = av.open
+
+    def spied(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(len(file.getbuffer()))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio.av, "open", spied)
+    return sizes
+
+
+def test_what_follows_a_wavs_audio_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # FFmpeg walks a seekable WAV's chunks to its end after the audio: megabytes of zeros there
+    # are a chunk every 8 bytes, ~0.75 s of CPU an open for a 2 s note. Only the audio is opened.
+    pcm = speechlike(2.0).tobytes()
+    bare = _wav_with(b"", pcm, b"")
+    sizes = _opened_sizes(monkeypatch)
+    decoded = audio.decode(_wav_with(b"", pcm, bytes(7_000_000)), LIMITS)
+    assert decoded.seconds == pytest.approx(audio.decode(bare, LIMITS).seconds)
+    assert sizes and max(sizes) <= len(bare)
+
+
+def test_a_wav_whose_audio_is_behind_a_run_of_empty_chunks_is_refused_unopened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Megabytes of zeros before the data chunk cost FFmpeg the same walk; no recorder writes more
+    # than a handful of chunks before it.
+    sizes = _opened_sizes(monkeypatch)
+    with pytest.raises(audio.AudioError, match="couldn't read") as refused:
+        audio.decode(_wav_with(bytes(7_000_000), speechlike(2.0).tobytes(), b""), LIMITS)
+    assert "no data chunk among its first" in str(refused.value.__cause__)
+    assert sizes == []
+    # A few chunks of metadata before the audio, as recorders write them, are heard.
+    listed = b"LIST" + struct.pack("<I", 26) + b"INFOISFT" + struct.pack("<I", 14) + b"voxdesk test\0\0"
+    assert audio.decode(_wav_with(listed * 10, speechlike(2.0).tobytes(), listed), LIMITS).seconds > 1.5
