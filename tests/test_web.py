@@ -3557,6 +3557,60 @@ async def test_a_note_sent_before_its_player_is_refused(wsettings) -> None:
         assert answer.status == 400 and await answer.json() == {"error": say.BAD_UPLOAD}
 
 
+def _part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    named = f'; filename="{filename}"' if filename else ""
+    return f'--B\r\nContent-Disposition: form-data; name="{name}"{named}\r\n\r\n'.encode() + value + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("parts", "status", "error"),
+    [
+        ([("player", NOVA.encode(), None)], 422, say.EMPTY_NOTE),
+        (
+            [("player", NOVA.encode(), None), ("audio", NOTE, "a.ogg"), ("audio", NOTE, "b.ogg")],
+            400,
+            say.BAD_UPLOAD,
+        ),
+        ([("who", NOVA.encode(), None), ("audio", NOTE, "a.ogg")], 400, say.BAD_UPLOAD),
+        ([("player", NOVA.encode(), None), ("file", NOTE, "a.ogg")], 400, say.BAD_UPLOAD),
+        (
+            [("player", b"\xff\xfe", None), ("audio", NOTE, "a.ogg")],
+            400,
+            "Choose one of the playground's players.",
+        ),
+        ([], 400, "Choose one of the playground's players."),
+    ],
+    ids=["no-file", "two-files", "player-misnamed", "audio-misnamed", "player-not-utf8", "no-parts"],
+)
+async def test_a_playground_form_that_is_not_one_player_then_one_note_is_told_what_is_wrong(
+    wsettings, parts, status: int, error: str
+) -> None:
+    body = b"".join(_part(*p) for p in parts) + b"--B--\r\n"
+    async with web_client(wsettings) as (client, _):
+        headers = {"X-CSRF-Token": await csrf_of(client), "Content-Type": "multipart/form-data; boundary=B"}
+        answer = await client.post("/playground/ask", data=body, headers=headers)
+        assert answer.status == status and await answer.json() == {"error": error}
+
+
+async def test_a_playground_note_of_no_stated_length_is_refused_once_past_the_limit(settings) -> None:
+    # Sent chunked, no Content-Length to refuse it by: read no further than the limit.
+    s = web_settings(settings.storage_dir, VOXDESK_AUDIO_MAX_BYTES="200000")
+    sent = [0]
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield _part("player", NOVA.encode()) + b'--B\r\nContent-Disposition: form-data; name="audio"\r\n\r\n'
+        for _ in range(400):  # 26 MB, were it all read
+            sent[0] += 1
+            yield bytes(64 * 1024)
+        yield b"\r\n--B--\r\n"
+
+    async with web_client(s) as (client, _):
+        headers = {"X-CSRF-Token": await csrf_of(client), "Content-Type": "multipart/form-data; boundary=B"}
+        answer = await client.post("/playground/ask", data=body(), headers=headers)
+        assert answer.status == 413 and "too big for me" in (await answer.json())["error"]
+    assert sent[0] < 400
+
+
 async def test_two_sessions_speaking_as_one_player_are_answered_side_by_side(wsettings) -> None:
     """The demo players are shared: one visitor's notes as Nova do not wait for another's."""
     from tests.frontend_engine import FrontendEngine
