@@ -4636,3 +4636,33 @@ async def test_the_playground_looks_its_players_up_together_not_one_after_anothe
     players = await asyncio.wait_for(allowed_players(core), 30)  # type: ignore[arg-type]  # a guard
     assert players == {BLAZE: f"name of {BLAZE}", NOVA: f"player {NOVA}", QUILL: f"name of {QUILL}"}
     assert list(players) == ids
+
+
+STATIC_FILE = "style.css"
+
+
+async def test_every_route_answers_head_options_and_a_long_query_without_a_server_error(
+    wsettings, caplog
+) -> None:
+    # Walked from the router, so a route added later is asked too; signed in and out, since the
+    # desk's pages answer the two apart. A query far longer than any form sends is read as any.
+    async with web_client(wsettings) as (client, _):
+        paths = set()
+        for resource in client.app.router.resources():
+            info = resource.get_info()
+            if "prefix" in info:  # the static files' folder
+                paths.add(info["prefix"] + "/" + STATIC_FILE)
+            paths.add(info.get("path") or info.get("formatter", "").replace("{key}", "GRV-10"))
+        paths = {p.replace("{token}", "unknown") for p in paths if p}
+        assert "/static/style.css" in paths and "/desk/ticket/GRV-10/note" in paths
+        query = "?" + "&".join(f"q{i}={'x' * 50}" for i in range(100))
+        caplog.set_level(logging.WARNING)
+        for signed_in in (False, True):
+            if signed_in:
+                assert await log_in(client) == 303
+            for path in sorted(paths):
+                for method, url in (("HEAD", path), ("OPTIONS", path), ("GET", path + query)):
+                    answer = await client.request(method, url, allow_redirects=False)
+                    assert answer.status < 500, (method, url, answer.status)
+                    assert answer.status != 405 or answer.headers.get("Allow"), (method, url)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
