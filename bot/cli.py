@@ -238,6 +238,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bot.health import check_all
 
     settings = _settings(args)
+    if said := _storage_in_a_file(settings.storage_dir):
+        # As every other command refuses it: each line's own "players.db: Not a directory" named
+        # neither the setting nor what to mend.
+        _complain(said)
+        return 2
     print(settings.whereabouts())
     results = asyncio.run(check_all(settings, for_run=args.run))
     for result in results:
@@ -928,17 +933,22 @@ def _file_in_the_way(path: str, args: argparse.Namespace) -> tuple[str, int] | N
     if blocking is None:
         return None
     with contextlib.suppress(ConfigError):
-        storage = _settings(args).storage_dir
         # A setting, not a file's fault: storage.dir names the file, or a folder inside it.
-        if blocking.resolve() == storage.resolve():
-            return f"storage.dir {blocking} is a file: set storage.dir to a folder (made if missing)", 2
-        if blocking.resolve() in storage.resolve().parents:
-            return (
-                f"storage.dir {storage} is under {blocking}, a file: set storage.dir to a folder"
-                " (made if missing)",
-                2,
-            )
+        storage = _settings(args).storage_dir
+        if blocking.resolve() in (storage.resolve(), *storage.resolve().parents):
+            return _storage_in_a_file(storage), 2
     return f"{blocking} is a file, where {path} needs a folder: move it away, or give another path", 4
+
+
+def _storage_in_a_file(storage: Path) -> str:
+    """Why storage.dir can hold no databases, where it names a file or a folder inside one, or
+    "": said alike by every command, a setting to mend (status 2)."""
+    blocking = next((p for p in (storage, *storage.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is None:
+        return ""
+    if blocking.resolve() == storage.resolve():
+        return f"storage.dir {storage} is a file: set storage.dir to a folder (made if missing)"
+    return f"storage.dir {storage} is under {blocking}, a file: set storage.dir to a folder (made if missing)"
 
 
 def _handled(args: argparse.Namespace) -> int:

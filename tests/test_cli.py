@@ -686,17 +686,6 @@ def test_check_before_init_says_so_on_the_storage_line(tmp_path: Path) -> None:
     assert not missing.exists()  # check looks, and makes nothing
 
 
-def test_check_names_a_storage_folder_it_cannot_use_first(tmp_path: Path) -> None:
-    """storage.dir set to a file: every local database and the speech models fail for it, and the
-    engine's line says to run init, which would fail there too; the cause is the first line."""
-    not_a_folder = tmp_path / "var"
-    not_a_folder.write_text("")
-    done = voxdesk("check", storage=not_a_folder, DISCORD_TOKEN="")
-    assert done.returncode == 1
-    first = done.stdout.splitlines()[1]
-    assert first.startswith("FAIL  storage") and "Not a directory" in first, done.stdout
-
-
 def test_check_elsewhere_says_it_runs_on_built_in_settings(tmp_path: Path) -> None:
     # A service started from / would run on built-in settings with its data in /var: say so.
     done = voxdesk("check", storage=tmp_path / "data", cwd=tmp_path, PYTHONPATH=str(REPO))
@@ -1933,7 +1922,7 @@ def test_web_on_a_port_in_use_says_what_to_do(settings, monkeypatch, capsys) -> 
 
 
 @pytest.mark.parametrize(
-    "args", [["init"], ["backup", "{tmp}/b"], ["player", "forget", NOVA], ["refile", "{tmp}/log"]]
+    "args", [["init"], ["check"], ["backup", "{tmp}/b"], ["player", "forget", NOVA], ["refile", "{tmp}/log"]]
 )
 def test_a_storage_dir_that_is_a_file_is_said_to_be_a_setting(tmp_path: Path, args) -> None:
     # Each said "<storage.dir>/players.db: Not a directory", status 4: neither that storage.dir
@@ -1946,12 +1935,14 @@ def test_a_storage_dir_that_is_a_file_is_said_to_be_a_setting(tmp_path: Path, ar
     assert done.stderr == f"storage.dir {storage} is a file: set storage.dir to a folder (made if missing)\n"
 
 
-def test_a_storage_dir_under_a_file_is_said_to_be_a_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["init", "check"])
+def test_a_storage_dir_under_a_file_is_said_to_be_a_setting(tmp_path: Path, command) -> None:
     # storage.dir naming a folder inside a file was "move it away, or give another path", status
-    # 4: as for storage.dir naming the file itself, the setting is what to mend.
+    # 4: as for storage.dir naming the file itself, the setting is what to mend. `check` said
+    # "<storage.dir>/players.db: Not a directory" on each line, status 1.
     (tmp_path / "afile").write_text("")
     storage = tmp_path / "afile" / "var"
-    done = voxdesk("init", storage=storage)
+    done = voxdesk(command, storage=storage)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
         f"storage.dir {storage} is under {tmp_path / 'afile'}, a file: set storage.dir to a folder"
