@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, check_discord_token_shape
-from bot.db import LOCK_HELD, kept, mounted_read_only, naming, other_owner
+from bot.db import LOCK_HELD, kept, mounted_read_only, naming, no_database, other_owner
 from bot.logs import masked
 
 if TYPE_CHECKING:
@@ -225,22 +225,27 @@ def check_storage(settings: Settings) -> str:
             " bot on this folder may be filed twice"
         )
     # SQLite takes such a file for a new database, and so does the bot (saying so in its log): a
-    # grievances.db truncated by a failed copy or restore would go on as if it never held one.
-    # The local store's own line says so where it is the grievance store; here, where it is Jira's
-    # outbox.
-    emptied = settings.tools.grievances != "local" and empty_store_file(paths.grievances)
-    if emptied:
-        said += (
-            f"; {paths.grievances} is an empty file, which the bot takes for a new grievance store:"
-            " if it held grievances, restore it from a `voxdesk backup` before starting the bot"
+    # grievances.db truncated by a failed copy or restore would go on as if it never held one; one
+    # missing the bot makes anew. The local store's own line says so where it is
+    # the grievance store; here, where it is Jira's outbox, whose line a Jira down would fail.
+    outbox = settings.tools.grievances != "local"
+    lost = ""
+    if outbox and empty_store_file(paths.grievances):
+        lost = f"{paths.grievances} is an empty file, which the bot takes for a new grievance store:"
+    elif outbox and no_database(paths.grievances):
+        lost = (
+            f"{paths.grievances}, the outbox of grievances on their way to Jira, does not exist: the"
+            " bot makes it anew, empty;"
         )
+    if lost:
+        said += f"; {lost} if it held grievances, restore it from a `voxdesk backup` before starting the bot"
     free = shutil.disk_usage(paths.root).free
     if low := free < LOW_DISK_BYTES:
         said += (
             f"; only {free // 2**20} MB free on the disk of {paths.root}: once it is full, new"
             " grievances are held in memory alone and lost at a stop; free some space"
         )
-    return NeedsHuman(said) if set_aside or shown or locked_out or unusable or emptied or low else said
+    return NeedsHuman(said) if set_aside or shown or locked_out or unusable or lost or low else said
 
 
 DOTENV = Path(".env")  # where bot.config reads it from: the working directory

@@ -1207,6 +1207,30 @@ def test_check_warns_of_a_grievance_store_of_no_bytes_before_the_bot_makes_it_ne
     assert grievances.read_bytes() == b""
 
 
+def test_check_warns_of_a_missing_jira_outbox_on_the_storage_line(settings) -> None:
+    # Jira's own line says "no outbox" only where Jira answers: the storage line says what to do
+    # before a start, as it does for an outbox of no bytes, with Jira down too.
+    grievances = settings.storage_dir / "grievances.db"
+    for file in (grievances, Path(f"{grievances}-wal"), Path(f"{grievances}-shm")):
+        file.unlink(missing_ok=True)
+    assert "grievances.db" not in str(health.check_storage(settings))  # the local store's line says it
+    jira = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_GRIEVANCES="jira",
+        VOXDESK_JIRA_URL="https://studio.atlassian.net",
+        JIRA_EMAIL="bot@studio.example",
+        JIRA_API_TOKEN="jira-token-value",
+    )
+    said = health.check_storage(jira)
+    assert isinstance(said, health.NeedsHuman), said
+    assert (
+        f"; {grievances}, the outbox of grievances on their way to Jira, does not exist: the bot"
+        " makes it anew, empty; if it held grievances, restore it from a `voxdesk backup` before"
+        " starting the bot"
+    ) in said, said
+    assert not grievances.exists()
+
+
 @pytest.mark.parametrize("broken", ["not a database", "torn", "newer schema"])
 @pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 async def test_check_warns_of_a_recent_claims_file_the_bot_runs_without(settings, broken: str) -> None:

@@ -1684,6 +1684,12 @@ class LocalGrievanceStore:
             )
         return await self.with_unfiled(f"local grievance store: {await self.count()} grievances")
 
+    @property
+    def absent(self) -> str:
+        """Why a read-only open found no database here ("<path> does not exist", "... is a file of
+        no bytes"), counted as an empty one; "" where it found one."""
+        return self._absent
+
     async def with_unfiled(self, said: str) -> str:
         """A `check` line `said`, with the grievances the database refused that wait unfiled (their
         one copy, which no count of the database holds) or a spool that cannot be read: then a

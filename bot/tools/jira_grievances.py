@@ -226,12 +226,17 @@ class JiraGrievances:
         lacking, unfillable = await self._in_thread(self._tracker.create_screen_gaps)
         if lacking or unfillable:
             raise TrackerError(create_screen_reason(project, issue_type, lacking, unfillable))
-        pending = await self._store.count_pending()
+        # Not "0 pending" where the outbox is missing: a storage.dir set wrong, or the database
+        # lost with what waited in it. The storage line says what to do, Jira down or not.
+        if absent := self._store.absent:
+            waiting = f"no outbox: {absent}"
+        else:
+            waiting = f"{await self._store.count_pending()} pending"
         # Not the account's address: JIRA_EMAIL is masked wherever a secret is (a person's
         # address, kept out of logs), and Jira answers for no other account than that one.
         return await self._store.with_unfiled(
             f"Jira {self._tracker.shown_url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project {project},"
-            f" {pending} pending"
+            f" {waiting}"
         )
 
     async def aclose(self) -> None:

@@ -1299,9 +1299,27 @@ async def test_check_with_jira_counts_the_grievances_waiting_in_the_spool(fake, 
     finally:
         await backend.aclose()
     assert line == (
-        f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, 0 pending;"
-        f" grievance(s) the database refused wait unfiled: 1 in {spool.path}"
+        f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, no outbox: {db} does"
+        f" not exist; grievance(s) the database refused wait unfiled: 1 in {spool.path}"
     )
+
+
+@pytest.mark.parametrize("found", ["no file", "a file of no bytes"])
+async def test_check_with_jira_says_a_missing_outbox_is_missing_not_empty(fake, db, found) -> None:
+    # "0 pending" read as an outbox that had pushed everything: with storage.dir set wrong, or the
+    # database lost, what waited there for Jira is gone, and the bot starts a new one.
+    if found == "a file of no bytes":
+        db.touch()
+    backend = await JiraGrievances.open(jira_settings(fake), fake.email, fake.token, db, read_only=True)
+    try:
+        line = await backend.check()
+    finally:
+        await backend.aclose()
+    why = "is a file of no bytes" if found == "a file of no bytes" else "does not exist"
+    assert (
+        line == f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, no outbox: {db} {why}"
+    )
+    assert db.exists() == (found == "a file of no bytes")
 
 
 async def test_check_with_jira_only_reads_the_outbox(fake, tmp_path: Path) -> None:
