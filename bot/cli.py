@@ -53,24 +53,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cannot_take_reply(folder: Path) -> str:
-    """Why `folder` cannot take the reply's file, or "". Asked before the turn: found after it, a
-    complaint was perhaps filed, and the note asked again files it twice. A missing folder is not
-    made here but where it would be made is tried: a turn that fails leaves no folder behind."""
+def _cannot_take_reply(folder: Path) -> tuple[str, int]:
+    """Why `folder` cannot take the reply's file, and the status, or ("", 0). Asked before the
+    turn: found after it, a complaint was perhaps filed, and the note asked again files it twice.
+    A missing folder is not made here but where it would be made is tried: a turn that fails
+    leaves no folder behind."""
     there = folder
     while not there.exists() and not there.is_symlink() and there.parent != there:
         there = there.parent
     if not there.is_dir():
         if there != folder:  # a file where one of its parents would be
-            return f"{folder}: Not a directory"
+            return f"{folder}: Not a directory", 4
         what = "a file" if there.is_file() else "no folder"
-        return f"{folder} is {what}: --out names the folder the reply goes in"
+        # The caller's mistake, as a folder given for NOTE is: a wrong argument.
+        return f"{folder} is {what}: --out names the folder the reply goes in", 2
     try:
         with tempfile.TemporaryFile(dir=there):  # a file made there and gone: a read-only mount too
             pass
     except OSError as exc:  # named after the folder, not the temporary file's name
-        return _why(exc, str(there))
-    return ""
+        return _why(exc, str(there)), 4
+    return "", 0
 
 
 def _why(exc: OSError, filename: str) -> str:
@@ -108,11 +110,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         _complain(
             f"ask: {args.file} is a folder: NOTE names one audio file (demo --samples DIR answers a folder's)"
         )
-        return 4
+        return 2  # a wrong argument, as demo's --samples naming a file is
     data = Path(args.file).read_bytes()
-    if args.out and (problem := _cannot_take_reply(Path(args.out))):
+    problem, status = _cannot_take_reply(Path(args.out)) if args.out else ("", 0)
+    if problem:
         _complain(f"ask: {problem}; the note was not asked")
-        return 4
+        return status
 
     async def ask() -> dict[str, object]:
         # Private: the answer is printed for whoever runs this, who reads the databases anyway.
@@ -268,7 +271,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 2
     if into.exists() and not into.is_dir():  # OSError's own words, "File exists", say nothing of it
         _complain(f"backup: {args.into} is a file: DIR names the folder the backups go in")
-        return 4
+        return 2  # a wrong argument, as demo's --samples naming a file is
     found = storage_paths(settings)
     spool = GrievanceSpool.beside(found.grievances)
     # The spool too: grievances the database refused, kept where that database was lost.
@@ -363,7 +366,9 @@ def cmd_player(args: argparse.Namespace) -> int:
             and (refused := _export_refused(Path(args.out), args.user_id))
         ):
             _complain(f"player export: {refused}")
-            return 4
+            # A folder given for the file is a wrong argument; a file there already, or a folder
+            # that cannot take it, one that cannot be used.
+            return 2 if Path(args.out).is_dir() else 4
         if args.action == "export":
             text = json.dumps(player_data.export(storage, args.user_id), indent=2, default=str)
             if args.out:
@@ -423,7 +428,7 @@ def cmd_refile(args: argparse.Namespace) -> int:
     if folders := [name for name in args.logs if name != "-" and Path(name).is_dir()]:
         # Said before any log is read: the OS's "Is a directory" came after the logs before it.
         _complain(f"refile: {folders[0]} is a folder: LOG names a log file, or - for stdin")
-        return 4
+        return 2  # a wrong argument, as demo's --samples naming a file is
     path = storage.grievances
     if not kept(path):
         # The bot made it when it started: without it this is not its storage folder, and a

@@ -197,7 +197,7 @@ def test_backup_into_a_file_says_dir_is_a_folder(settings, tmp_path: Path) -> No
     into = tmp_path / "backups"
     into.write_text("")
     done = voxdesk("backup", str(into), storage=settings.storage_dir)
-    assert done.returncode == 4, done.stderr
+    assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr == f"backup: {into} is a file: DIR names the folder the backups go in\n"
     assert into.read_text() == ""

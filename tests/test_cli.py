@@ -438,10 +438,6 @@ def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_e
 
 @pytest.mark.timeout(180)  # real processes start one after another (imports, speech workers)
 def test_files_and_ports_that_cannot_be_used_are_one_line(settings, tmp_path: Path) -> None:
-    folder = voxdesk("ask", str(tmp_path), storage=settings.storage_dir)
-    assert folder.returncode == 4 and folder.stderr.strip() == (
-        f"ask: {tmp_path} is a folder: NOTE names one audio file (demo --samples DIR answers a folder's)"
-    )
     bad_toml = tmp_path / "config.toml"
     bad_toml.write_bytes(b"[agent]\nengine = '\xff'\n")
     config = voxdesk("--config", str(bad_toml), "check", storage=settings.storage_dir)
@@ -1678,7 +1674,8 @@ def test_ask_refuses_an_out_it_cannot_write_the_reply_into_before_the_turn(setti
     before = _grievances(settings.storage_dir)
     done = voxdesk("ask", str(note), "--out", str(folder), storage=settings.storage_dir, timeout=120)
     assert _grievances(settings.storage_dir) == before, done.stderr
-    assert (done.returncode, done.stdout) == (4, ""), done.stderr
+    # A file given as --out is a wrong argument; a file where its parent would be, in the way.
+    assert (done.returncode, done.stdout) == ({"a file": 2, "inside a file": 4}[out], ""), done.stderr
     said = {
         "a file": f"{taken} is a file: --out names the folder the reply goes in",
         "inside a file": f"{folder}: Not a directory",
@@ -1899,14 +1896,32 @@ def test_every_argument_an_error_names_is_named_so_in_the_usage_above_it(capsys)
             "ask: {folder} is a folder: NOTE names one audio file (demo --samples DIR answers a folder's)",
         ),
         (["refile", "-", "{folder}"], "refile: {folder} is a folder: LOG names a log file, or - for stdin"),
+        (
+            ["player", "export", NOVA, "--out", "{folder}"],
+            "player export: {folder} is a folder: --out names the new file the export is written to,"
+            " such as {folder}/" + NOVA + ".json",
+        ),
+        (
+            ["ask", str(paths.SAMPLES / "2-how-many-points.ogg"), "--out", "{file}"],
+            "ask: {file} is a file: --out names the folder the reply goes in; the note was not asked",
+        ),
+        (["backup", "{file}"], "backup: {file} is a file: DIR names the folder the backups go in"),
     ],
 )
-def test_a_folder_given_for_a_file_says_what_to_give(settings, tmp_path: Path, args, said) -> None:
-    # The OS's "/tmp: Is a directory" said what was wrong, not what to give instead.
-    folder = tmp_path / "notes"
+def test_a_path_of_the_wrong_kind_is_a_wrong_argument(settings, tmp_path: Path, args, said) -> None:
+    # The OS's "/tmp: Is a directory" said what was wrong, not what to give instead. A folder given
+    # for a file, or a file for a folder, is the caller's to mend, as a `demo --samples` that is
+    # no folder is: status 2, not 4, which says a file or database cannot be used.
+    folder, file = tmp_path / "notes", tmp_path / "a-file"
     folder.mkdir()
-    done = voxdesk(*(a.format(folder=folder) for a in args), storage=settings.storage_dir)
-    assert (done.returncode, done.stdout, done.stderr) == (4, "", said.format(folder=folder) + "\n")
+    file.write_text("kept")
+    done = voxdesk(*(a.format(folder=folder, file=file) for a in args), storage=settings.storage_dir)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        said.format(folder=folder, file=file) + "\n",
+    )
+    assert list(folder.iterdir()) == [] and file.read_text() == "kept"
 
 
 @pytest.mark.parametrize("args", [[], ["-v"], ["--config", "config.toml"]])
