@@ -56,6 +56,7 @@ from bot.tools.grievance_store import (
 )
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
+SNOWFLAKE_DIGITS = (17, 20)  # a real Discord id's length, from 2015's on
 
 # (database, table): the rows keyed by the player's id.
 BY_USER = {
@@ -234,6 +235,21 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                 if isinstance(row, dict):
                     _for_json(row, table)
     return held
+
+
+def nothing_kept(exported: dict[str, Any]) -> bool:
+    """Whether an `export` found no row at all: an id no player of this bot has (a mistyped one
+    passes as digits, as tests and fakes use short ones)."""
+    return not any(rows for name in [*BY_USER, "players"] for rows in exported[name].values())
+
+
+def unknown(user_id: str, storage: StoragePaths) -> str:
+    """The warning for an id of which `storage` keeps nothing; a hint where it is no snowflake's
+    length."""
+    said = f"no such player here: voxdesk keeps nothing about {user_id} in {storage.root}"
+    if not SNOWFLAKE_DIGITS[0] <= len(user_id) <= SNOWFLAKE_DIGITS[1]:
+        said += f" (a Discord user id has {SNOWFLAKE_DIGITS[0]} to {SNOWFLAKE_DIGITS[1]} digits)"
+    return said
 
 
 def _for_json(row: dict[str, Any], table: str) -> None:

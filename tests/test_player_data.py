@@ -306,6 +306,25 @@ def test_an_id_that_is_no_discord_id_is_refused_in_one_line(settings) -> None:
     assert "is not a Discord user id" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("action", ["export", "forget"])
+@pytest.mark.parametrize("user_id", ["42", "123456789012345678"])
+def test_an_id_of_whom_nothing_is_kept_is_said_to_be_no_player_here(settings, action, user_id) -> None:
+    # Any digits pass as an id (tests and fakes use short ones), so a mistyped one was answered as
+    # a player of whom nothing is kept: an export of empty lists, "0 erased" in every database,
+    # status 0 and not a word. Still done (an empty export is the true answer), but said.
+    done = voxdesk("player", action, user_id, storage=settings.storage_dir, timeout=60)
+    assert done.returncode == 0, done.stderr
+    if action == "export":
+        assert json.loads(done.stdout)["user_id"] == user_id
+    hint = " (a Discord user id has 17 to 20 digits)" if len(user_id) < 17 else ""
+    assert done.stderr == (
+        f"player {action}: no such player here: voxdesk keeps nothing about {user_id} in"
+        f" {settings.storage_dir}{hint}\n"
+    )
+    known = voxdesk("player", action, NOVA, storage=settings.storage_dir, timeout=60)
+    assert (known.returncode, known.stderr) == (0, "")
+
+
 def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
     there = tmp_path / "there.json"
     there.write_text("{}")
