@@ -201,7 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bot.lab.evaluation import DEFAULT_SPLITS, POCKETSPHINX, WHISPER, run_eval
 
     if args.as_text and (args.recognizer or args.human or args.misses):
-        _complain("--as-text routes the questions' words: no recogniser, human clips or misses")
+        _complain("eval: --as-text routes the questions' words: no recogniser, human clips or misses")
         return 2
     splits = tuple(args.split) if args.split else DEFAULT_SPLITS
     recognizers = {"both": (POCKETSPHINX, WHISPER), None: ()}.get(args.recognizer, (args.recognizer,))
@@ -297,7 +297,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         folder, lines = backup(settings, Path(args.into))
     except sqlite3.Error as exc:  # the source or the copy: the message names which file
-        _complain(f"backup failed, nothing kept: {exc}")
+        _complain(f"backup: failed, nothing kept: {exc}")
         return 4
     for line in lines:
         print(line)
@@ -589,7 +589,7 @@ def cmd_web_password(args: argparse.Namespace) -> int:
         return 2
     password = typed.rstrip("\r\n")
     if len(password) < MIN_PASSWORD_CHARS:
-        _complain(f"use a staff password of {MIN_PASSWORD_CHARS} characters or more")
+        _complain(f"web-password: use a staff password of {MIN_PASSWORD_CHARS} characters or more")
         return 2
     print(hash_password(password))
     return 0
@@ -599,7 +599,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from cogs.runner import sync
 
     if args.clear and args.guild is None:
-        _complain("sync --clear removes one guild's copy of the commands: give it --guild ID")
+        _complain("sync: --clear removes one guild's copy of the commands: give it --guild ID")
         return 2
     return sync(_settings(args), args.guild, args.clear)
 

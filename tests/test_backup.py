@@ -414,7 +414,7 @@ def test_a_damaged_database_fails_the_backup_in_one_line_naming_it(settings, tmp
     damaged.write_bytes(os.urandom(4096))
     done = voxdesk("backup", str(tmp_path / "b"), storage=settings.storage_dir)
     assert done.returncode == 4
-    assert done.stderr.strip() == f"backup failed, nothing kept: {damaged}: file is not a database{DAMAGED}"
+    assert done.stderr.strip() == f"backup: failed, nothing kept: {damaged}: file is not a database{DAMAGED}"
     assert list((tmp_path / "b").iterdir()) == []
 
 
@@ -721,7 +721,7 @@ def test_a_backup_of_a_stopped_bot_s_folder_this_user_cannot_write_says_why(sett
         storage.chmod(0o700)
     assert done.returncode == 4, done.stdout
     assert done.stderr == (
-        f"backup failed, nothing kept: {storage / 'manuals.db'}: attempt to write a readonly database:"
+        f"backup: failed, nothing kept: {storage / 'manuals.db'}: attempt to write a readonly database:"
         f" {SHM}; this user cannot write {storage}: run backup as the bot's user\n"
     )
 
@@ -750,7 +750,7 @@ def test_a_backup_of_a_database_this_user_cannot_read_says_why(
     owner = f" ({manuals} is owned by {pwd.getpwuid(65534).pw_name}, and voxdesk runs as root)"
     assert done.returncode == 4, done.stdout
     assert done.stderr == (
-        f"backup failed, nothing kept: {manuals}: unable to open database file:"
+        f"backup: failed, nothing kept: {manuals}: unable to open database file:"
         f" this user cannot read it{owner if another_user else ''}: run backup as the bot's user\n"
     )
 
@@ -762,7 +762,7 @@ def test_a_backup_from_a_read_only_mount_says_why_it_cannot_read_there(settings,
     )
     assert done.returncode == 4, done.stdout
     assert done.stderr == (
-        f"backup failed, nothing kept: {mount / 'manuals.db'}: unable to open database file (its file"
+        f"backup: failed, nothing kept: {mount / 'manuals.db'}: unable to open database file (its file"
         f" system is mounted read-only): {SHM}; back up where that file system is mounted read-write\n"
     )
 

@@ -1940,6 +1940,44 @@ def test_no_command_names_the_commands_to_give(capsys, args) -> None:
     assert "init, ask, demo, eval, check, backup, player, refile" in error
 
 
+# Each command's own refusals of what it was given, and the start of the one line each says.
+REFUSALS = {
+    "ask": (["ask", "{folder}"], ""),
+    "demo": (["demo", "--samples", "{folder}"], ""),
+    "eval": (["eval", "--as-text", "--misses"], ""),
+    "backup": (["backup", "{storage}/backups"], ""),
+    "player export": (["player", "export", "not-an-id"], ""),
+    "player forget": (["player", "forget", NOVA, "--out", "{folder}/nova.json"], ""),
+    "refile": (["refile", "{folder}"], ""),
+    "index-manuals": (["index-manuals", "--manuals", "{folder}"], ""),
+    "web-password": (["web-password"], "short\n"),
+    "sync": (["sync", "--clear"], ""),
+}
+
+
+@pytest.mark.parametrize("refused", REFUSALS)
+def test_each_commands_refusal_is_one_line_after_its_name(
+    settings, tmp_path, monkeypatch, capsys, refused
+) -> None:
+    # They began "backup: ", "config error: " or with nothing ("--as-text routes...", "use a staff
+    # password of..."): a cron job's mail or a script's log did not say which command refused.
+    import io
+
+    from bot.cli import main
+
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    args, typed = REFUSALS[refused]
+    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
+    monkeypatch.setenv("VOXDESK_SEARCH_ENDPOINT", "https://studio.search.windows.net")
+    monkeypatch.setenv("AZURE_SEARCH_API_KEY", "k" * 32)
+    status = main([a.format(folder=folder, storage=settings.storage_dir) for a in args])
+    said = capsys.readouterr()
+    assert (status, said.out) == (2, "")
+    assert said.err.startswith(f"{refused}: ") and said.err.count("\n") == 1, said.err
+
+
 def test_web_on_a_port_in_use_says_what_to_do(settings, monkeypatch, capsys) -> None:
     # asyncio's "error while attempting to bind on address ('127.0.0.1', 8080): address already
     # in use" named the cause, not the --port that mends it.
