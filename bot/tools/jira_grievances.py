@@ -39,6 +39,7 @@ from bot.tools.grievance_store import (
     StaffRow,
 )
 from bot.tools.jira_tracker import (
+    LOCAL_KEY,
     PER_ISSUE_LIMIT,
     STATUS_CATEGORIES,
     USER_ID,
@@ -623,6 +624,16 @@ class JiraGrievances:
                 found.append(dataclasses.replace(row, from_local_record=True))
         if unreachable and not found:
             raise ToolError(say.TICKETS_UNREACHABLE)
+        if not found and LOCAL_KEY.match(key):
+            # A key heard at filing that no row of theirs holds: a restore from a backup lost the
+            # row (and may give the key to another's grievance), while its issue, pushed before,
+            # still carries the key's label.
+            try:
+                issues = await self._in_thread(self._tracker.pushes_for_player, key, user_id)
+            except TrackerError as exc:
+                self._lookup_failed("status lookup", exc)
+                raise ToolError(say.TICKETS_UNREACHABLE) from None
+            found = [await self._merged(issue, None) for issue in issues]
         return _once_each(found)
 
     async def _list(self, user_id: str, limit: int) -> list[Grievance]:

@@ -728,6 +728,12 @@ class JiraTracker:
             )
         return ours
 
+    def pushes_for_player(self, local_key: str, user_id: str) -> list[RemoteIssue]:
+        """Every issue of the project pushed for `local_key` that is `user_id`'s alone: after a
+        restore from a backup, a key can label issues of several grievances."""
+        issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
+        return [i for i in issues if self.user_of(i) == user_id]
+
     def issue_of_local_key(self, local_key: str) -> RemoteIssue | None:
         """The issue of our project pushed for `local_key` (by its key label), whatever its key
         is now: an issue moved or renumbered keeps its labels."""

@@ -628,6 +628,41 @@ async def test_after_a_restore_from_a_backup_a_reused_key_is_not_taken_for_the_l
     assert (theirs.key, theirs.description) == ("GRV-101", "gems never arrived")
 
 
+async def test_after_a_restore_a_lost_grievance_is_still_found_by_the_key_its_player_heard(
+    fake, db, tmp_path
+) -> None:
+    # Nova heard GRV-1 for a grievance filed after the backup; its issue reached Jira, and the
+    # restore lost its row. Asked by GRV-1, Jira's issue of her key label answers, not "no such
+    # ticket", and never Blaze's new GRV-1 of the restored database.
+    backend = await open_backend(fake, db)
+    await backend.aclose()
+    saved = tmp_path / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
+        src.backup(dst)
+    backend = await open_backend(fake, db)
+    try:
+        lost = await backend.register(NOVA, "wallet", "gems never arrived")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    fake.set_status("GRV-101", "In Progress")
+    for leftover in tmp_path.glob("grievances.db*"):
+        leftover.unlink()
+    saved.rename(db)
+    backend = await open_backend(fake, db)
+    try:
+        reused = await backend.register(BLAZE, "other", "voice chat cuts out")
+        assert reused.key == lost.key and await backend.push_pending() == 1
+        hers = await backend.status(NOVA, lost.key)
+        his = await backend.status(BLAZE, lost.key)
+    finally:
+        await backend.aclose()
+    assert [(t.key, t.local_key, t.status, t.description) for t in hers] == [
+        ("GRV-101", "GRV-1", "in progress", "gems never arrived")
+    ]
+    assert [(t.key, t.description) for t in his] == [("GRV-102", "voice chat cuts out")]
+
+
 @pytest.mark.parametrize(
     "jira_ahead_minutes",
     [
