@@ -1102,6 +1102,60 @@ async def test_status_while_jira_is_down_comes_from_the_local_record_with_a_note
         assert "unreachable" in unknown["error"]  # not "no such ticket": we cannot know
 
 
+async def test_grievances_filed_before_jira_was_on_or_after_it_was_off_stay_answerable(fake, db) -> None:
+    # A studio on the local store adds Jira, later drops it, then adds it back: what was filed
+    # locally stays local (worked on the desk), what Jira has is answered by either key from the
+    # record, and what still waited for Jira when it went is pushed when it returns.
+    async def asked(backend: object, key: str | None = None) -> list[tuple[str, str]]:
+        tools = Toolbox(build_tools(None, None, backend))  # type: ignore[arg-type]
+        args = {} if key is None else {"ticket_key": key}
+        got = await tools.run(
+            ToolContext(user_id=NOVA), ToolCall(id="1", name="get_grievance_status", arguments=args)
+        )
+        return sorted((t["ticket_key"], t["status"]) for t in got.result["tickets"])
+
+    store = await LocalGrievanceStore.open(db)  # tools.grievances = "local"
+    try:
+        before = await store.register(NOVA, "wallet", "filed before Jira")
+        await store.set_status_by_staff(before.key, "in progress")
+    finally:
+        await store.aclose()
+    backend = await open_backend(fake, db)  # Jira on
+    try:
+        pushed = await backend.register(NOVA, "other", "filed with Jira on")
+        assert await backend.push_pending() == 1 and pushed_keys(fake) == [pushed.key]
+        assert await asked(backend, before.key) == [(before.key, "in progress")]
+        assert await asked(backend) == [(before.key, "in progress"), ("GRV-101", "open")]
+        fake.fail("500")
+        waiting = await backend.register(NOVA, "other", "filed while Jira failed")
+        with pytest.raises(TrackerError):
+            await backend.push_pending()
+    finally:
+        await backend.aclose()
+    fake.recover()
+    fake.set_status("GRV-101", "In Progress")
+    store = await LocalGrievanceStore.open(db)  # Jira dropped: its last known status answers
+    try:
+        assert await asked(store, pushed.key) == await asked(store, "GRV-101") == [("GRV-101", "open")]
+        assert await asked(store) == [(before.key, "in progress"), ("GRV-101", "open"), (waiting.key, "open")]
+    finally:
+        await store.aclose()
+    await expire_claims(db)
+    backend = await open_backend(fake, db)  # Jira back
+    try:
+        assert await backend.push_pending() == 1
+        listed = await asked(backend)
+    finally:
+        await backend.aclose()
+    assert listed == [(before.key, "in progress"), ("GRV-101", "in progress"), ("GRV-102", "open")]
+    assert await local_rows(db) == {
+        before.key: ("local_only", None),
+        pushed.key: ("pushed", "GRV-101"),
+        waiting.key: ("pushed", "GRV-102"),
+    }
+    assert pushed_keys(fake) == [pushed.key, waiting.key]
+
+
 async def test_jira_lists_the_speakers_tickets_with_pending_ones_merged_in(fake, db) -> None:
     staff_filed = fake.add_issue([f"discord-{NOVA}", "wallet"], summary="Refund follow-up")  # GRV-101
     fake.add_issue([f"discord-{BLAZE}", "other"])  # someone else's
