@@ -10,6 +10,7 @@ import datetime as dt
 import email.utils
 import logging
 import re
+import shutil
 import sqlite3
 import time
 import unicodedata
@@ -22,6 +23,7 @@ import requests
 from jira import JIRA, JIRAError
 
 from bot.app import build_grievance_backend, running_app
+from bot.backup import backup
 from bot.config import ConfigError, JiraSettings
 from bot.tools import CATEGORIES, Toolbox, build_tools
 from bot.tools.base import ToolCall, ToolContext, ToolError
@@ -661,6 +663,54 @@ async def test_after_a_restore_a_lost_grievance_is_still_found_by_the_key_its_pl
         ("GRV-101", "GRV-1", "in progress", "gems never arrived")
     ]
     assert [(t.key, t.description) for t in his] == [("GRV-102", "voice chat cuts out")]
+
+
+async def test_a_storage_folder_restored_from_voxdesk_backup_pushes_nothing_twice(fake, tmp_path) -> None:
+    # Two grievances waited for Jira at the backup (one tried, one not) and reached it since, and
+    # a third was filed and pushed after it. Restored, the two are found in Jira by their labels,
+    # the third's key goes to a new grievance that gets an issue of its own, and the third's
+    # player still finds theirs by the key they heard.
+    storage = tmp_path / "var"
+    storage.mkdir()
+    db = storage / "grievances.db"
+    fake.fail("500")
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "wallet", "tried while Jira failed")
+        with pytest.raises(TrackerError):
+            await backend.push_pending()
+        await backend.register(BLAZE, "other", "never tried")
+        folder, _ = backup(make_settings(storage), tmp_path / "backups")
+    finally:
+        await backend.aclose()
+    fake.recover()
+    await expire_claims(db)
+    backend = await open_backend(fake, db)
+    try:
+        assert await backend.push_pending() == 2
+        lost = await backend.register(NOVA, "other", "filed after the backup")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    for leftover in storage.glob("grievances.db*"):
+        leftover.unlink()
+    shutil.copy(folder / "grievances.db", db)
+    await expire_claims(db)
+    backend = await open_backend(fake, db)
+    try:
+        assert await backend.push_pending() == 2  # found, not made again
+        reused = await backend.register(QUILL, "wallet", "filed after the restore")
+        assert await backend.push_pending() == 1
+        hers = await backend.status(NOVA, lost.key)
+    finally:
+        await backend.aclose()
+    assert reused.key == lost.key == "GRV-3" and creates(fake) == 4
+    assert await local_rows(db) == {
+        "GRV-1": ("pushed", "GRV-101"),
+        "GRV-2": ("pushed", "GRV-102"),
+        "GRV-3": ("pushed", "GRV-104"),
+    }
+    assert [(t.key, t.description) for t in hers] == [("GRV-103", "filed after the backup")]
 
 
 @pytest.mark.parametrize(
