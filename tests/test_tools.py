@@ -1539,6 +1539,28 @@ async def test_a_grievance_held_in_memory_is_filed_by_the_refiler_and_let_go(tmp
         await store.aclose()
 
 
+async def test_check_with_jira_removed_says_how_many_grievances_still_wait_for_it(tmp_path) -> None:
+    # Jira dropped (tools.grievances = "local") while grievances waited in its outbox: they are
+    # kept and go once Jira is on again, and the operator who removed it is told so.
+    db = tmp_path / "grievances.db"
+    outbox = await LocalGrievanceStore.open(db, initial_state="pending")  # as Jira's backend opens it
+    try:
+        await outbox.register(NOVA, "wallet", "charged twice")
+        await outbox.register(BLAZE, "other", "lag every evening")
+    finally:
+        await outbox.aclose()
+    store = await LocalGrievanceStore.open(db)
+    try:
+        await store.register(NOVA, "other", "filed with Jira off")
+        said = await store.check()
+    finally:
+        await store.aclose()
+    assert said == (
+        "local grievance store: 3 grievances; 2 wait for Jira, which is off: they go to Jira"
+        " once tools.grievances is jira again"
+    )
+
+
 async def test_a_complaint_kept_both_chosen_and_unchosen_is_filed_once(tmp_path) -> None:
     # A turn's complaint kept under the id it chose, and kept again by a run of the turn that
     # could not choose: the chosen line is filed first, and the unchosen one, matched against

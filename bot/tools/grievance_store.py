@@ -1682,7 +1682,15 @@ class LocalGrievanceStore:
                     " from a backup first if grievances were kept there"
                 )
             )
-        return await self.with_unfiled(f"local grievance store: {await self.count()} grievances")
+        said = f"local grievance store: {await self.count()} grievances"
+        if self._initial_state == "local_only" and (waiting := await self.count_pending()):
+            # Filed while Jira was on and kept for it: nothing pushes them on this backend, and
+            # an operator who removed Jira would otherwise not know they are still to go.
+            said += (
+                f"; {waiting} wait for Jira, which is off: they go to Jira once tools.grievances"
+                " is jira again"
+            )
+        return await self.with_unfiled(said)
 
     @property
     def absent(self) -> str:
