@@ -68,6 +68,7 @@ async def running_bot(
     if started not in done:
         raise TimeoutError("the bot did not log in")
     bot = started.result()
+    bot.before_identify_hook = _identify_at_once  # type: ignore[method-assign]
     await asyncio.wait_for(bot.wait_until_ready(), 30)
     running = _RUNNING.setdefault(id(fake), [])
     running.append(bot)
@@ -77,6 +78,12 @@ async def running_bot(
         running.remove(bot)
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+async def _identify_at_once(shard_id: int | None, *, initial: bool = False) -> None:
+    """discord.py's default waits 5 s before each IDENTIFY but the first, to pace the sessions of
+    one token against Discord's limit; the fake sets none. The gap a test sends into is the fake's
+    gateway_outage(), held until the test ends it, and no test asserts the wait itself."""
 
 
 # The bots running_bot started, by the fake they talk to: those `settle` waits for.
