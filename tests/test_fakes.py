@@ -942,6 +942,10 @@ async def test_a_session_refused_identifying_or_resuming_wakes_a_waiter() -> Non
                 if payloads is fake.identify_payloads:
                     content = discord_server.MESSAGE_CONTENT_INTENT
                     await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": content, "properties": {}}})
+                    # Answered as discord.py answers it: unread, the fake's close waits out
+                    # aiohttp's 10 s for the close frame before it wakes anyone.
+                    closing = await ws.receive()
+                    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 4014)
                 else:
                     await ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": "none", "seq": 0}})
                     assert (await ws.receive_json())["op"] == 9
