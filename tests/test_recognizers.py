@@ -516,6 +516,39 @@ async def test_a_speech_worker_hearing_with_whisper_logs_no_line_per_note(
     assert "Processing audio" not in capfd.readouterr().err
 
 
+def _meaning_loaded() -> tuple[int, int]:
+    """Run in a speech worker: the meaning models and word taggers it has loaded."""
+    from bot.intent import meaning, word_tagger
+
+    return meaning.meaning_model.cache_info().currsize, word_tagger._load.cache_info().currsize
+
+
+@pytest.mark.timeout(180)
+async def test_whisper_workers_load_no_meaning_model_and_hear_as_this_process_would(settings) -> None:
+    """Whisper's one transcript a note is judged by the bot's process, which loads the meaning
+    model to route it anyway: a worker of its own would hold another copy (up to 438 MB each)."""
+    import asyncio
+
+    from bot.audio import decode
+    from bot.engines.offline.hearing import LocalHearing, WorkerHearing
+
+    notes = [decode(f.read_bytes(), settings.audio).segment for f in sorted(paths.SAMPLES.glob("*.ogg"))]
+    pcms = [(n.raw_data, n.frame_rate) for n in notes] + [(bytes(32_000), 16_000)]
+    spec = whisper.WhisperSpec(str(whisper.resolve_model("tiny.en")))
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1, whisper=spec)
+    try:
+        await hearing.start()
+        loaded = await asyncio.wrap_future(hearing._pool.submit(_meaning_loaded))
+        heard = [await hearing.hear(pcm, rate) for pcm, rate in pcms]
+    finally:
+        await hearing.aclose()
+    assert loaded == (0, 0)
+    local = LocalHearing(load_recognizer(settings.storage_dir / "speech", spec))
+    assert heard == [await local.hear(pcm, rate) for pcm, rate in pcms]
+    # A question acted on, small talk, and silence (nothing routes: not acted on).
+    assert [t.act_on for t in heard] == [True] * 6 + [False]
+
+
 def test_the_cli_log_has_no_line_per_note_from_whisper(settings, info_log, caplog) -> None:
     from bot.cli import configure_logging
 

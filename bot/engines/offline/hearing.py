@@ -6,7 +6,10 @@ few tenths of a second per note, seconds for a long one), so decoding in a threa
 event loop and runs no faster on two cores than on one. The bot therefore decodes in worker
 processes (`WorkerHearing`), each with its own recogniser; `LocalHearing` decodes in this
 process, for the evaluation, the confusion-model builder (which bring their own processes) and
-tests that script what was heard.
+tests that script what was heard. A pocketsphinx worker votes on its transcripts itself (the vote
+says whether to decode again with the general model); a Whisper worker sends its one hypothesis
+back, and the bot's process, which routes the note through the meaning model in any case, judges
+it: the worker loads no meaning model.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from bot.intent.word_tagger import word_tagger
 from bot.speech import encoder_files
 from bot.speech.math_threads import one_blas_thread
 from bot.speech.recognition import SpeechRecognizer
-from bot.speech.recognizer import Recognizer, require_models, to_16k
+from bot.speech.recognizer import Hypothesis, Recognizer, require_models, to_16k
 from bot.speech.sentence_encoder import MINILM
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec
 
@@ -59,6 +62,13 @@ def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
     pcm16 = to_16k(pcm, rate)
     heard = recognizer.recognize(pcm16)
     assert heard is not None, "the first hearing always answers"
+    return judge(heard, lambda: recognizer.recognize(pcm16, general=True))
+
+
+def judge(heard: Hypothesis, wider: Callable[[], Hypothesis | None] = lambda: None) -> Transcript:
+    """What `hear` makes of the recogniser's first hearing: its runners-up voting, and `wider`,
+    the recogniser's general hearing of the same note, asked only when none of them makes sense
+    (the default: a recogniser with none, such as Whisper)."""
     if not heard.sure:
         # The words at DEBUG only: INFO is what `run` logs, and a log outlives /forget.
         log.info("asking again: the recogniser doubts what it heard")
@@ -67,15 +77,15 @@ def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
     settled = router.settle(heard.alternatives)
     if settled is not None:
         return Heard(settled.text, settled.act_on, heard.alternatives)
-    wider = recognizer.recognize(pcm16, general=True)
-    if wider is not None:
+    general = wider()
+    if general is not None:
         # Only for reading or looking things up: one loose transcript is not enough to file a
         # ticket, alone or as one of the note's requests.
-        asked = {intent.name for intent in router.route_all(wider.text)}
+        asked = {intent.name for intent in router.route_all(general.text)}
         if not asked & {router.UNSURE, router.REGISTER}:
             log.info("general model understood what the domain model did not")
-            log.debug("general model heard %r", wider.text)
-            return Transcript(wider.text)
+            log.debug("general model heard %r", general.text)
+            return Transcript(general.text)
     # Nothing made sense alone; in the conversation's light it still may (the engine re-votes).
     return Heard(heard.text, False, heard.alternatives)
 
@@ -100,8 +110,8 @@ class LocalHearing:
 
 
 def default_workers() -> int:
-    # Each worker holds its recogniser's models (65 MB for pocketsphinx, more once it has needed
-    # the general one) and the meaning model's weights (438 MB for all-mpnet-base-v2, 90 MB for
+    # Each worker holds its recogniser's models (Whisper's; or pocketsphinx's 65 MB, more once it
+    # has needed the general one, and the meaning model it votes through, 90 MB for
     # all-MiniLM-L6-v2); past four, a raid is better served by a second bot process than by more
     # decoders in this one.
     return max(1, min(4, os.cpu_count() or 1))
@@ -110,6 +120,8 @@ def default_workers() -> int:
 # ---- in the worker processes ------------------------------------------------------------------
 
 _recognizer: SpeechRecognizer | None = None
+# Whether this worker judges what it hears (see _start_worker), or sends the hypothesis back.
+_judges = True
 
 
 def load_recognizer(model_dir: Path, whisper: WhisperSpec | None = None) -> SpeechRecognizer:
@@ -202,6 +214,14 @@ def _start_worker(
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     one_blas_thread()
     _recognizer = load_recognizer(Path(model_dir), whisper)
+    global _judges
+    _judges = whisper is None
+    if not _judges:
+        # Whisper hears one transcript a note and has no general model to ask after it: the
+        # vote needs nothing more of the worker, so the bot's process judges it (WorkerHearing.hear)
+        # with the meaning model it routes the note with anyway, and the worker loads none (90-438
+        # MB of weights each, hashed and read at every start).
+        return
     # The bot's own process names the meaning model it loaded, the same one each worker loads:
     # a line per worker more would say it again. A worker that cannot load it still warns.
     logging.getLogger(meaning.__name__).setLevel(max(log_level, logging.WARNING))
@@ -250,7 +270,7 @@ def _worker_pid() -> int:
     return os.getpid()
 
 
-def _within(seconds: float, job: Callable[[bytes, int], Transcript], pcm: bytes, rate: int) -> Transcript:
+def _within(seconds: float, job: Callable[[bytes, int], T], pcm: bytes, rate: int) -> T:
     """`job` on a note, the worker killed by the kernel if it is not done in `seconds`. SIGALRM
     left to its default action, not a Python handler: a decoder stuck in native code holding the
     GIL would never run one. The broken pool is then the pool's usual recovery (WorkerHearing)."""
@@ -264,9 +284,21 @@ def _within(seconds: float, job: Callable[[bytes, int], Transcript], pcm: bytes,
         signal.alarm(0)
 
 
-def _hear_in_worker(pcm: bytes, rate: int) -> Transcript:
+def _hear_in_worker(pcm: bytes, rate: int) -> Transcript | Hypothesis:
     assert _recognizer is not None, "the pool's initializer loads the recogniser"
-    return hear(_recognizer, pcm, rate)
+    if _judges:
+        return hear(_recognizer, pcm, rate)
+    heard = _recognizer.recognize(to_16k(pcm, rate))
+    assert heard is not None, "the first hearing always answers"
+    return heard
+
+
+async def _judged(heard: Transcript | Hypothesis) -> Transcript:
+    """A worker's answer as `hear` would give it: a hypothesis, from a worker that does not judge
+    what it hears, is judged here, off the event loop (the meaning model reads it)."""
+    if isinstance(heard, Hypothesis):
+        return await asyncio.to_thread(judge, heard)
+    return heard
 
 
 def _bots_formatter() -> bytes | None:
@@ -371,7 +403,7 @@ class WorkerHearing:
     """
 
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
-    job: Callable[[bytes, int], Transcript] = staticmethod(_hear_in_worker)
+    job: Callable[[bytes, int], Transcript | Hypothesis] = staticmethod(_hear_in_worker)
 
     def __init__(
         self,
@@ -590,7 +622,7 @@ class WorkerHearing:
                 waiting = self._submit(pool, _within, seconds, self.job, pcm, rate)
             heard = await waiting
             self.ready = True
-            return heard
+            return await _judged(heard)
         except BrokenProcessPool as exc:
             if self._closed:
                 raise
@@ -626,7 +658,7 @@ class WorkerHearing:
                     self.ready = False
                     raise EngineError("the speech workers cannot start") from exc
                 self.ready = True
-                return await self._submit(alone, _within, seconds, self.job, pcm, rate)
+                heard = await self._submit(alone, _within, seconds, self.job, pcm, rate)
             except BrokenProcessPool as exc:
                 log.error(
                     "a speech worker died again on the same note (%.1f s of audio), or was killed "
@@ -644,6 +676,7 @@ class WorkerHearing:
             finally:
                 self._alone.discard(alone)
                 alone.shutdown(wait=False, cancel_futures=True)
+        return await _judged(heard)
 
     async def aclose(self) -> None:
         """Notes in flight are given CLOSE_SECONDS to finish; then their workers are killed. The
