@@ -1151,6 +1151,37 @@ async def test_whisper_workers_stuck_loading_fall_back_to_pocketsphinx(
 
 
 @pytest.mark.timeout(120)
+async def test_the_bots_own_models_load_while_its_speech_workers_load_theirs(settings, monkeypatch) -> None:
+    """Loaded only once the workers had answered, the meaning model and the reply voice added
+    their time to every start of the engine, and to every `voxdesk check`."""
+    import asyncio
+    import threading
+
+    from bot.engines.offline import engine as engine_module
+    from bot.engines.offline.hearing import WorkerHearing
+
+    tagger_asked = threading.Event()
+    real_tagger, real_start = engine_module.word_tagger, WorkerHearing.start
+
+    def word_tagger():  # type: ignore[no-untyped-def]
+        tagger_asked.set()
+        return real_tagger()
+
+    seen: list[bool] = []
+
+    async def start(self: WorkerHearing) -> set[int]:
+        # The workers are done loading only once the bot's process has begun on its own models.
+        seen.append(await asyncio.to_thread(tagger_asked.wait, 20))
+        return await real_start(self)
+
+    monkeypatch.setattr(engine_module, "word_tagger", word_tagger)
+    monkeypatch.setattr(WorkerHearing, "start", start)
+    made = await engine_module.create_offline_engine(settings.replace(offline={"recognizer": "pocketsphinx"}))
+    await made.aclose()
+    assert seen == [True], "the meaning model was not loading while the speech workers started"
+
+
+@pytest.mark.timeout(120)
 async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
     settings, tmp_path, monkeypatch, caplog
 ) -> None:

@@ -624,44 +624,61 @@ async def create_offline_engine(
     understanding = vote_meaning(settings.offline.meaning_model, pocketsphinx=whisper is None)
     meaning.use(understanding)
     hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, whisper, understanding)
+    # This process's own models load while the workers load theirs, rather than after them. The
+    # word tagger loads the meaning model too, and says if it cannot.
+    loading = [
+        asyncio.ensure_future(asyncio.to_thread(load_reply_voices, settings)),
+        asyncio.ensure_future(asyncio.to_thread(word_tagger)),
+    ]
     try:
         try:
             await hearing.start()
-        except WorkersStuck as exc:
+        except (WorkersStuck, BrokenProcessPool):
             await hearing.aclose()
-            if whisper is None:
-                raise SpeechModelsUnavailable(
-                    f"the speech workers had not loaded pocketsphinx's models after {exc.seconds:g} s,"
-                    " and were stopped"
-                ) from None
-            # A hang may be Whisper's alone (its model on a stalled mount): pocketsphinx is tried.
-            why_not = f"the model in {whisper.model_dir} had not loaded after {exc.seconds:g} s"
-            log.warning(
-                "hearing with %s: the Whisper model in %s had not loaded after %g s (workers stopped)",
-                POCKETSPHINX,
-                whisper.model_dir,
-                exc.seconds,
-            )
-            return await create_offline_engine(settings, None, why_not)
-        except BrokenProcessPool:
-            # A worker died loading its models; its traceback is in the log above.
-            await hearing.aclose()
-            if whisper is None:
-                raise SpeechModelsUnavailable(
-                    "the speech workers could not load pocketsphinx's models (the log says why); "
-                    "run `python -m bot init` to build them again"
-                ) from None
-            log.warning(
-                "hearing with %s: the Whisper model in %s did not load (the log says why)",
-                POCKETSPHINX,
-                whisper.model_dir,
-            )
-            why_not = f"the model in {whisper.model_dir} did not load"
-            return await create_offline_engine(settings, None, why_not)
-        voices = await asyncio.to_thread(load_reply_voices, settings)
-        log.info("offline engine %s", voices.in_effect())
-        await asyncio.to_thread(word_tagger)  # loads the meaning model too; says if it cannot
+            # Done before pocketsphinx is tried: its meaning model may be another, which a load
+            # still under way would be remembered as.
+            await asyncio.gather(*loading, return_exceptions=True)
+            raise
+    except WorkersStuck as exc:
+        if whisper is None:
+            raise SpeechModelsUnavailable(
+                f"the speech workers had not loaded pocketsphinx's models after {exc.seconds:g} s,"
+                " and were stopped"
+            ) from None
+        # A hang may be Whisper's alone (its model on a stalled mount): pocketsphinx is tried.
+        why_not = f"the model in {whisper.model_dir} had not loaded after {exc.seconds:g} s"
+        log.warning(
+            "hearing with %s: the Whisper model in %s had not loaded after %g s (workers stopped)",
+            POCKETSPHINX,
+            whisper.model_dir,
+            exc.seconds,
+        )
+        return await create_offline_engine(settings, None, why_not)
+    except BrokenProcessPool:
+        # A worker died loading its models; its traceback is in the log above.
+        if whisper is None:
+            raise SpeechModelsUnavailable(
+                "the speech workers could not load pocketsphinx's models (the log says why); "
+                "run `python -m bot init` to build them again"
+            ) from None
+        log.warning(
+            "hearing with %s: the Whisper model in %s did not load (the log says why)",
+            POCKETSPHINX,
+            whisper.model_dir,
+        )
+        why_not = f"the model in {whisper.model_dir} did not load"
+        return await create_offline_engine(settings, None, why_not)
     except BaseException:
+        for load in loading:
+            load.cancel()
+        await hearing.aclose()
+        raise
+    try:
+        voices = await loading[0]
+        log.info("offline engine %s", voices.in_effect())
+        await loading[1]
+    except BaseException:
+        loading[1].cancel()
         await hearing.aclose()
         raise
     speaker = reply_speaker(settings, voices)
