@@ -243,6 +243,16 @@ CATEGORY_WORDS = {
     "other": "general",
 }
 GAME_WORDS = {"battle_royale": "battle royale"}
+# A ticket's status as its player hears it, where its stored word is not plain enough: one staff
+# closed without a fix (bot/tools/grievance_store.py's DECLINED and DUPLICATE) is never
+# "resolved", nor said in a word that hides that nothing changed.
+STATUS_WORDS = {"declined": "closed without a fix", "duplicate": "closed as a duplicate"}
+
+
+def status_said(status: str) -> str:
+    """A ticket's status in the words its player hears (STATUS_WORDS; any other as it is)."""
+    return STATUS_WORDS.get(status, status)
+
 
 # ---- ticket news, sent by direct message -----------------------------------------------------
 

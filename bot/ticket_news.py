@@ -307,14 +307,16 @@ def filed_text(key: str, created_at: str, description: str, status: str) -> str:
         when=when(created_at),
         description=plain(description, SNIPPET_CHARS),
         key=key,
-        status=plain(status, STATUS_CHARS),
+        status=plain(say.status_said(status), STATUS_CHARS),
     )
 
 
 def reached_text(local_key: str, remote_key: str, status: str) -> str:
     """A ticket the player heard by its local key, in Jira at last (its key there may be the same)."""
     sentence = say.NEWS_REACHED_SAME_KEY if local_key == remote_key else say.NEWS_REACHED
-    return sentence.format(old_key=local_key, new_key=remote_key, status=plain(status, STATUS_CHARS))
+    return sentence.format(
+        old_key=local_key, new_key=remote_key, status=plain(say.status_said(status), STATUS_CHARS)
+    )
 
 
 def moved_text(old_key: str, new_key: str, status: str) -> str:
@@ -324,12 +326,14 @@ def moved_text(old_key: str, new_key: str, status: str) -> str:
     new_project, _, new_number = new_key.rpartition("-")
     renamed = old_number == new_number and old_project != new_project
     sentence = say.NEWS_RENAMED if renamed else say.NEWS_MOVED
-    return sentence.format(old_key=old_key, new_key=new_key, status=plain(status, STATUS_CHARS))
+    return sentence.format(
+        old_key=old_key, new_key=new_key, status=plain(say.status_said(status), STATUS_CHARS)
+    )
 
 
 def status_text(key: str, about: str, status: str) -> str:
     about = say.NEWS_ABOUT.format(about=plain(about, SNIPPET_CHARS)) if about.strip() else ""
-    return say.NEWS_STATUS.format(key=key, about=about, status=plain(status, STATUS_CHARS))
+    return say.NEWS_STATUS.format(key=key, about=about, status=plain(say.status_said(status), STATUS_CHARS))
 
 
 def message_for(items: list[NewsItem]) -> tuple[str, str]:

@@ -82,7 +82,7 @@ def describe_tickets(result: dict[str, Any]) -> str:
         line = say.TICKET_ROW.format(
             ticket_key=t["ticket_key"],
             category=literal(t["category"].replace("_", " ")),
-            status=literal(t["status"]),
+            status=literal(say.status_said(t["status"])),
             updated=shown_time(str(t.get("last_update", ""))),
         )
         if t.get("summary"):
@@ -352,7 +352,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             await self.bot.core.news.heard_in_answer(user_id, "discord", str(interaction.id), filed)
             told_at[0] = time.monotonic()
             return say.SLASH_FILED.format(
-                ticket_key=result["ticket_key"], category=category.name, status=result["status"]
+                ticket_key=result["ticket_key"],
+                category=category.name,
+                status=say.status_said(result["status"]),
             )
 
         user_id = str(interaction.user.id)

@@ -27,6 +27,7 @@ from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
 from bot.sentences import DMS_CLOSED_NOTICE
 from bot.ticket_news import MAX_QUIET_SECONDS, Delivery, NewsStore, Outcome, TicketNews, plain
+from bot.tools import ticket_rows
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
@@ -2197,6 +2198,95 @@ async def test_jira_s_own_refusal_status_is_known_in_german_by_its_untranslated_
         pushed = await p.local.staff_get(key)
     assert fake.transitioned == [("GRV-101", "Fertig")]
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
+
+
+def resolved_as(fake: FakeJira, key: str, status: str, resolution: str | None) -> None:
+    """Staff close an issue in Jira: into done `status`, with `resolution` (None: none set)."""
+    fake.set_status(key, status, "done")
+    fake.issues[key].resolution = resolution and {
+        "self": f"{fake.url}/rest/api/2/resolution/1",
+        "id": "1",
+        "name": resolution,
+        "description": "",
+    }
+
+
+CLOSED_PLAYERS = ("930000000000000001", "930000000000000002", "930000000000000003", "930000000000000004")
+
+
+async def test_a_ticket_staff_closed_without_a_fix_is_never_told_resolved(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Every done status read "resolved": a player whose complaint staff turned down (Won't Do,
+    # Declined) or closed as a duplicate heard it was resolved, and waited for a fix.
+    front = Recorder()
+    closes = [("Done", "Won't Do"), ("Done", "Duplicate"), ("Won't Do", None), ("Done", "Done")]
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        for player in CLOSED_PLAYERS:
+            await p.grievances.register(player, "wallet", f"charged twice, says {player}")
+        assert await p.grievances.push_pending() == 4
+        for n, (status, resolution) in enumerate(closes):
+            resolved_as(fake, f"GRV-{101 + n}", status, resolution)
+        assert await p.news.run_once(front) == 4
+        # The local copy follows: the desk, and the player when Jira is down, read it alike.
+        assert [(await p.local.status(player))[0].status for player in CLOSED_PLAYERS] == [
+            "declined",
+            "duplicate",
+            "declined",
+            "resolved",
+        ]
+        fake.fail("500")
+        (declined,) = await p.grievances.status(CLOSED_PLAYERS[0])
+        (duplicate,) = await p.grievances.status(CLOSED_PLAYERS[1])
+    assert [text.split(" is now ")[1] for text in sorted(front.texts())] == [
+        "closed without a fix.",
+        "closed as a duplicate.",
+        "closed without a fix.",
+        "resolved.",
+    ]
+    assert declined.from_local_record and duplicate.from_local_record
+    rows = ticket_rows([declined, duplicate], private=True)
+    assert [(r["status"], r["resolution"].split(":")[0]) for r in rows] == [
+        ("declined", "declined"),
+        ("duplicate", "a duplicate"),
+    ]
+
+
+async def test_a_german_site_s_refusal_is_told_closed_without_a_fix_by_its_untranslated_name(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Wird nicht erledigt" is Jira's own Won't Do, known by the untranslated name the project's
+    # statuses list; "Duplikat", a resolution with no untranslated name, by jira.refusals.
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    monkeypatch.setattr(
+        jira_server,
+        "UNTRANSLATED",
+        {
+            "Zu erledigen": "To Do",
+            "In Arbeit": "In Progress",
+            "Wird nicht erledigt": "Won't Do",
+            "Fertig": "Done",
+        },
+    )
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, refusals=["Duplikat"])) as p:
+        for player in CLOSED_PLAYERS[:3]:
+            await p.grievances.register(player, "wallet", f"charged twice, says {player}")
+        assert await p.grievances.push_pending() == 3
+        resolved_as(fake, "GRV-101", "Wird nicht erledigt", "Fertig")
+        resolved_as(fake, "GRV-102", "Fertig", "Duplikat")
+        resolved_as(fake, "GRV-103", "Fertig", "Fertig")
+        assert await p.news.run_once(front) == 3
+        # A player's own look reads it so too (an issue a key names, from Jira itself).
+        resolved_as(fake, "GRV-103", "Wird nicht erledigt", None)
+        assert [g.status for g in await p.grievances.status(CLOSED_PLAYERS[2], "GRV-103")] == ["declined"]
+    assert [text.split(" is now ")[1] for text in sorted(front.texts())] == [
+        "closed without a fix.",
+        "closed without a fix.",
+        "resolved.",
+    ]
 
 
 @pytest.mark.parametrize("refused", [400, 403, 404])

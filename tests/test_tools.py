@@ -590,6 +590,32 @@ async def test_grievance_keys_count_up_and_status_is_scoped(settings, scripted_a
         assert {t["ticket_key"] for t in nova["tickets"]} == {"GRV-10", "GRV-12"}
 
 
+async def test_a_ticket_closed_without_a_fix_is_told_so_by_every_answer(
+    settings, scripted_app_engine
+) -> None:
+    # The local copy of an issue staff closed in Jira as Won't Do, or as a duplicate: the model
+    # read only "status", and the offline engine and /grievance said the stored word as it was.
+    from bot.engines.offline.engine import render
+    from bot.intent import router
+    from cogs.grievance import describe_tickets
+
+    async with running_app(settings, scripted_app_engine) as app:
+        declined = await run(app, BLAZE, "register_grievance", category="wallet", description="charged twice")
+        duplicate = await run(app, BLAZE, "register_grievance", category="other", description="lag spikes")
+        with contextlib.closing(sqlite3.connect(storage_paths(settings).grievances)) as conn, conn:
+            for key, status in ((declined["ticket_key"], "declined"), (duplicate["ticket_key"], "duplicate")):
+                conn.execute("UPDATE grievances SET status = ? WHERE local_key = ?", (status, key))
+        one = await run(app, BLAZE, "get_grievance_status", ticket_key=declined["ticket_key"])
+        both = await run(app, BLAZE, "get_grievance_status", private=True)
+    (ticket,) = one["tickets"]
+    assert ticket["status"] == "declined"
+    assert ticket["resolution"].startswith("declined: staff closed it without a fix")
+    assert "is closed without a fix, last updated" in render(router.STATUS, one, "")
+    rows = describe_tickets(both)
+    assert "**closed without a fix**" in rows and "**closed as a duplicate**" in rows
+    assert "resolved" not in rows
+
+
 async def test_ticket_words_are_told_only_where_the_speaker_alone_hears_them(
     settings, scripted_app_engine
 ) -> None:
@@ -604,7 +630,8 @@ async def test_ticket_words_are_told_only_where_the_speaker_alone_hears_them(
         assert result["tickets"][0]["ticket_key"] == filed["ticket_key"]
         assert result["words"] == say.TICKET_WORDS_KEPT
         for ticket in result["tickets"]:
-            assert set(ticket) == {"ticket_key", "category", "status", "last_update"}
+            # A finished one says how it ended too: no words of the player's either.
+            assert set(ticket) - {"resolution"} == {"ticket_key", "category", "status", "last_update"}
         assert "Vex" not in str(result) and "Topped up" not in str(result)  # nor a demo ticket's
     assert {t["ticket_key"]: t["summary"] for t in private["tickets"]}[filed["ticket_key"]] == secret
     assert "words" not in private

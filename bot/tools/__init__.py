@@ -14,6 +14,8 @@ import jsonschema
 
 from bot import sentences as say
 from bot.tools.base import (
+    DECLINED,
+    DUPLICATE,
     JSON,
     MAX_LISTED,
     MAX_NESTING,
@@ -179,6 +181,16 @@ async def readable_grievances(
     return own + await grievances.status(ctx.user_id, key, limit)
 
 
+# How a finished ticket ended, as get_grievance_status tells the model: one closed without a fix
+# must not be told as resolved, and its status word alone may not say why.
+RESOLUTIONS = {
+    "resolved": "fixed: staff dealt with it",
+    "closed": "closed by staff; the record does not say whether anything was changed",
+    DECLINED: "declined: staff closed it without a fix, deciding not to act on it",
+    DUPLICATE: "a duplicate: staff closed it without a fix, as another ticket covers the same problem",
+}
+
+
 def ticket_rows(tickets: Iterable[Grievance], *, private: bool) -> list[JSON]:
     """Tickets as get_grievance_status answers them (and the slash commands show them); what
     each says only in an answer the speaker alone reads (`private`, see ToolContext.private)."""
@@ -187,6 +199,7 @@ def ticket_rows(tickets: Iterable[Grievance], *, private: bool) -> list[JSON]:
             "ticket_key": t.key,
             "category": t.category,
             "status": t.status,
+            **({"resolution": RESOLUTIONS[t.status]} if t.status in RESOLUTIONS else {}),
             "last_update": t.updated_at,
             **({"summary": clipped(t.description, SUMMARY_SHOWN)} if private else {}),
             **({"note": _record_note(t)} if t.untracked or t.from_local_record else {}),

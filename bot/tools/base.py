@@ -229,12 +229,20 @@ class Passage:
     excerpt: str = ""  # the part that matched (a semantic caption or highlights), when the backend has it
 
 
+# A Jira issue done without a fix, as a grievance's status keeps it (jira_tracker.status_words):
+# its status or resolution one that turns the grievance down (Won't Do, Declined, Cannot
+# Reproduce), or a duplicate. Jira's done category reads "resolved" only for the rest.
+# bot/sentences.py's STATUS_WORDS says them to players.
+DECLINED = "declined"
+DUPLICATE = "duplicate"
+
+
 @dataclass
 class Grievance:
     key: str  # what the player is told: GRV-12 locally, the Jira key once pushed
     category: str
     description: str
-    status: str  # plain words: "open", "in progress", "resolved"
+    status: str  # plain words: "open", "in progress", "resolved", "closed", DECLINED, DUPLICATE
     created_at: str  # ISO 8601, UTC
     updated_at: str
     local_key: str = ""

@@ -48,7 +48,7 @@ from bot.db import (
 from bot.instants import instant
 from bot.logs import STORE_LINE, Outage
 from bot.tools import complaint_key, filed_in, filing_turn, same_complaint, typed_key
-from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
+from bot.tools.base import DECLINED, DUPLICATE, MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,8 @@ DESK_WORKS = "(push_state = 'local_only' OR gone_at IS NOT NULL)"
 
 # Statuses staff can set on the local backend; the seed and older rows use the same words.
 STAFF_STATUSES = ("open", "in progress", "waiting on player", "resolved", "closed")
-# Those a player has nothing more to wait for; Jira's done category reads "resolved" (jira_tracker).
-FINISHED_STATUSES = ("resolved", "closed")
+# Those a player has nothing more to wait for.
+FINISHED_STATUSES = ("resolved", "closed", DECLINED, DUPLICATE)
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 
 

@@ -16,6 +16,7 @@ import html
 import logging
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from bot import logs
 from bot.config import shown_url
 from bot.retry_after import seconds_named
 from bot.tools import TICKET_KEY, USER_ID, cluster_start, well_formed
+from bot.tools.base import DECLINED, DUPLICATE
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,13 @@ log = logging.getLogger(__name__)
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}\Z")
 LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}\Z")
 LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}\Z")
-SEARCH_FIELDS = ["summary", "description", "labels", "status", "created", "updated"]
+SEARCH_FIELDS = ["summary", "description", "labels", "status", "resolution", "created", "updated"]
 STATUS_WORDS = {"new": "open", "indeterminate": "in progress", "done": "resolved"}
+# What a done issue reads as: "resolved", or, closed without a fix, DECLINED or DUPLICATE.
+DONE_WORDS = (STATUS_WORDS["done"], DECLINED, DUPLICATE)
+# How long the project's statuses' untranslated names are trusted before a done status not among
+# them has them listed again: an admin adds statuses rarely, and players ask often.
+UNTRANSLATED_SECONDS = 300.0
 # The status category a local status (the desk's, grievance_store.STAFF_STATUSES) is in Jira.
 STATUS_CATEGORIES = {
     "open": "new",
@@ -152,7 +159,7 @@ class RemoteIssue:
     summary: str
     description: str
     labels: tuple[str, ...]
-    status: str  # plain words: "open", "in progress", "resolved"
+    status: str  # plain words: "open", "in progress", "resolved" (or DONE_WORDS' others)
     created_at: str  # ISO 8601, UTC, like the local store's
     updated_at: str
     # `updated` as Jira wrote it, to the millisecond: which edit of the issue this is
@@ -173,10 +180,31 @@ def type_id_named(types: list[Any], issue_type: str) -> str | None:
     return None
 
 
-def status_words(status: dict[str, Any] | None) -> str:
-    """Jira's status category (to-do / in-progress / done) as the words a player hears."""
+def status_words(
+    status: dict[str, Any] | None,
+    resolution: dict[str, Any] | None = None,
+    refusals: frozenset[str] = frozenset(),
+    untranslated: dict[str, str] | None = None,
+) -> str:
+    """Jira's status category (to-do / in-progress / done) as the words a player hears. A done
+    issue whose status or resolution turns the grievance down (NOT_DONE_RESOLUTIONS, `refusals`:
+    jira.refusals, folded; a status also by its untranslated name, `untranslated` by status id)
+    reads DECLINED, or DUPLICATE for a duplicate: staff closed it without a fix, and a player told
+    "resolved" would wait for one."""
     status = status or {}
     category = (status.get("statusCategory") or {}).get("key", "")
+    if category == "done":
+        names = (
+            status.get("name"),
+            status.get("untranslatedName"),
+            (untranslated or {}).get(str(status.get("id"))),
+            resolution.get("name") if isinstance(resolution, dict) else None,
+        )
+        said = [str(name) for name in names if name]
+        if any(folded(name) == "duplicate" for name in said):
+            return DUPLICATE
+        if any(_not_done(name, refusals) for name in said):
+            return DECLINED
     return STATUS_WORDS.get(category) or str(status.get("name") or "open").lower()
 
 
@@ -539,6 +567,11 @@ class JiraTracker:
         # was turned down, in its language (no field of Jira's tells one from a fix: both are in
         # the done category, and their ids differ from site to site).
         self.refusals = frozenset(folded(name) for name in refusals)
+        # The project's statuses' untranslated names by id (_untranslated_statuses), and when
+        # they were last listed: a done status on a site in another language is a refusal or
+        # not by them.
+        self._untranslated: dict[str, str] = {}
+        self._untranslated_at: float | None = None
         self._auth = (email, api_token)
         # requests sessions are not documented as thread-safe: each thread borrows a client of its own
         self._idle: list[JIRA] = []
@@ -620,8 +653,9 @@ class JiraTracker:
             raise ValueError(f"no Jira status category for {status!r}")
         fields = ",".join(SEARCH_FIELDS)
         with self._client() as client:
-            issue = self._to_issue(client.issue(key, fields=fields).raw)
-            if issue.status == STATUS_WORDS[category]:
+            issue = self._to_issue(client.issue(key, fields=fields).raw, client)
+            # One staff closed without a fix in Jira is done too: their word, not the desk's.
+            if issue.status == STATUS_WORDS[category] or (category == "done" and issue.status in DONE_WORDS):
                 return issue
             # Those failing a workflow condition too (Jira leaves them out unless asked), so a
             # grievance held back by one waits naming it rather than as if Jira had no way there.
@@ -671,7 +705,7 @@ class JiraTracker:
                 raise TrackerError(required_reason(transition, missing), 400, maybe_done=False, row_only=True)
             transition, values = chosen
             client.transition_issue(key, str(transition["id"]), fields=values or None)
-            return self._to_issue(client.issue(key, fields=fields).raw)
+            return self._to_issue(client.issue(key, fields=fields).raw, client)
 
     def _untranslated_statuses(self, client: JIRA) -> dict[str, str]:
         """The untranslated name of each of the project's statuses, by id: Jira Cloud lists them
@@ -690,6 +724,8 @@ class JiraTracker:
                 self.project,
                 exc.status_code,
             )
+            with self._lock:
+                self._untranslated_at = time.monotonic()
             return found
         for issue_type in listed if isinstance(listed, list) else []:
             for status in (issue_type.get("statuses") or []) if isinstance(issue_type, dict) else []:
@@ -699,7 +735,32 @@ class JiraTracker:
                     and status.get("untranslatedName")
                 ):
                     found[str(status["id"])] = str(status["untranslatedName"])
+        with self._lock:
+            self._untranslated, self._untranslated_at = found, time.monotonic()
         return found
+
+    def _untranslated_names(self, status: dict[str, Any], client: JIRA | None) -> dict[str, str]:
+        """The untranslated names to read a done `status` by: those listed last, listed again
+        when this status is not among them and they are UNTRANSLATED_SECONDS old (with `client`,
+        or a client of its own). A listing that fails leaves the names alone to tell a refusal."""
+        with self._lock:
+            known, at = self._untranslated, self._untranslated_at
+        fresh = at is not None and time.monotonic() - at < UNTRANSLATED_SECONDS
+        name = folded(str(status.get("name") or ""))
+        # A status whose own name reads as a fix or a refusal needs no other.
+        plain = name in DONE_RESOLUTIONS or _not_done(name, self.refusals)
+        if plain or fresh or str(status.get("id")) in known:
+            return known
+        try:
+            if client is not None:
+                return self._untranslated_statuses(client)
+            with self._client() as own:
+                return self._untranslated_statuses(own)
+        except (JIRAError, TrackerError) as exc:
+            log.info("Jira lists no statuses of %s (%s): refusals known by name only", self.project, exc)
+            with self._lock:
+                self._untranslated_at = time.monotonic()
+            return known
 
     def pushes_of_local_key(
         self, local_key: str, user_id: str, description: str, created_at: str = ""
@@ -899,15 +960,18 @@ class JiraTracker:
             page = client.enhanced_search_issues(jql, maxResults=limit, fields=list(SEARCH_FIELDS))
         return [self._to_issue(issue.raw) for issue in page or []][:limit]  # type: ignore[union-attr]
 
-    @staticmethod
-    def _to_issue(raw: dict[str, Any]) -> RemoteIssue:
+    def _to_issue(self, raw: dict[str, Any], client: JIRA | None = None) -> RemoteIssue:
         """An issue from Jira's answer. An answer of another shape (a changed API, an odd field)
         is a TrackerError like any other failure of Jira's, so status lookups fall back to the
         local record instead of failing. Its text is made valid Unicode: Jira's strings are
         Java's, which may hold half an emoji (a summary cut by an automation, say), sent as a
-        lone "\\ud83d" that SQLite cannot store, nor a DM carry."""
+        lone "\\ud83d" that SQLite cannot store, nor a DM carry. A done one's status is read by
+        its resolution and its status's untranslated name too (`client`, one in hand, lists them)."""
         try:
             fields = well_formed(raw.get("fields") or {})
+            status = fields.get("status") or {}
+            done = (status.get("statusCategory") or {}).get("key") == "done"
+            untranslated = self._untranslated_names(status, client) if done else {}
             description = fields.get("description")
             labels = fields.get("labels") or []
             # user_of reads labels as strings: anything else would decide whose issue this is wrongly
@@ -918,7 +982,7 @@ class JiraTracker:
                 summary=str(fields.get("summary") or ""),
                 description=from_wiki_literal(description) if isinstance(description, str) else "",
                 labels=tuple(labels),
-                status=status_words(fields.get("status")),
+                status=status_words(status, fields.get("resolution"), self.refusals, untranslated),
                 created_at=iso_utc(fields.get("created")),
                 updated_at=iso_utc(fields.get("updated")),
                 version=str(fields.get("updated") or ""),

@@ -448,7 +448,7 @@ def _status(result: dict[str, Any]) -> str:
             say.TICKET_LINE.format(
                 ticket_key=t["ticket_key"],
                 category=say.CATEGORY_WORDS.get(t["category"], "general"),
-                status=t["status"],
+                status=say.status_said(t["status"]),
                 when=_when(t["last_update"]),
                 note=_record_note(t.get("note")),
             )
