@@ -930,6 +930,21 @@ async def test_desk_lists_and_filters_by_status_category_and_age(wsettings) -> N
         assert f">{fresh.key}<" not in old
 
 
+async def test_the_desk_lists_grievances_jira_closed_without_a_fix_by_that_status(wsettings) -> None:
+    # Jira's copy of an issue staff closed as Won't Do or as a duplicate: a filter by it was
+    # refused as a status the desk has not.
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        store = core.grievances.local_store
+        declined = await store.register(NOVA, "wallet", "charged twice for the battle pass")
+        await store.update_status(declined.key, "declined", "2026-12-01T10:00:00Z")
+        listed = await client.get("/desk", params={"status": "declined"})
+        assert listed.status == 200
+        html = await listed.text()
+        assert f">{declined.key}<" in html and ">GRV-10<" not in html
+        assert (await client.get("/desk", params={"status": "duplicate"})).status == 200
+
+
 @pytest.mark.parametrize(
     ("asked", "named", "without"),
     [

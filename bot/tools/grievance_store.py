@@ -253,6 +253,8 @@ DESK_WORKS = "(push_state = 'local_only' OR gone_at IS NOT NULL)"
 STAFF_STATUSES = ("open", "in progress", "waiting on player", "resolved", "closed")
 # Those a player has nothing more to wait for.
 FINISHED_STATUSES = ("resolved", "closed", DECLINED, DUPLICATE)
+# Every status a grievance has: staff's, and those a Jira issue's copy adds (the desk lists by them).
+STATUSES = (*STAFF_STATUSES, DECLINED, DUPLICATE)
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 
 

@@ -27,6 +27,7 @@ from bot.ticket_news import USER_ID
 from bot.tools.grievance_store import (
     CATEGORIES,
     STAFF_STATUSES,
+    STATUSES,
     LocalGrievanceStore,
     StaffRow,
     StatusChanged,
@@ -438,7 +439,7 @@ async def desk(request: web.Request) -> dict[str, Any] | web.Response:
     kept = {k: v for k, v in chosen.items() if v}
     return {
         "rows": rows,
-        "statuses": STAFF_STATUSES,
+        "statuses": STATUSES,
         "categories": CATEGORIES,
         "ages": AGES,
         "sorts": SORTS,
@@ -462,7 +463,7 @@ def _unknown_filters(request: web.Request, status: str, category: str) -> web.Re
     was empty under a filter form showing "any", as if no grievance were filed at all."""
     unknown = [
         (name, value, choices)
-        for name, value, choices in (("status", status, STAFF_STATUSES), ("category", category, CATEGORIES))
+        for name, value, choices in (("status", status, STATUSES), ("category", category, CATEGORIES))
         if value and value not in choices
     ]
     if not unknown:
@@ -659,7 +660,8 @@ async def set_status(request: web.Request) -> web.StreamResponse:
     # The status the page showed: another staff member's change since then is not overwritten
     # unseen. A form without it (a script) sets the status whatever it is.
     was = form.get("was")
-    was = was if isinstance(was, str) and was in STAFF_STATUSES else None
+    # One of Jira's copy (a grievance Jira no longer has, worked here again) is held to it too.
+    was = was if isinstance(was, str) and was in STATUSES else None
     # The store's trigger records the change as ticket news: the player is told by the bot.
     try:
         if not await _store(request).set_status_by_staff(key, status, was, jira=_jira_on(request)):
