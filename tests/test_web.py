@@ -945,6 +945,16 @@ async def test_the_desk_lists_grievances_jira_closed_without_a_fix_by_that_statu
         assert (await client.get("/desk", params={"status": "duplicate"})).status == 200
 
 
+async def test_the_playground_shows_a_ticket_closed_without_a_fix_in_a_players_words(wsettings) -> None:
+    # The playground's ticket list showed the stored word, where Discord players read it plainly.
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        ticket = await store.register(NOVA, "wallet", "charged twice for the battle pass")
+        await store.update_status(ticket.key, "duplicate", "2026-12-01T10:00:00Z")
+        view = await (await client.get("/playground/tickets", params={"player": NOVA})).json()
+    assert {t["key"]: t["status"] for t in view["tickets"]}[ticket.key] == "closed as a duplicate"
+
+
 @pytest.mark.parametrize(
     ("asked", "named", "without"),
     [

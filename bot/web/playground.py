@@ -448,7 +448,7 @@ async def tickets(request: web.Request) -> web.Response:
                     "key": g.key,
                     "category": g.category,
                     "description": g.description,
-                    "status": g.status,
+                    "status": say.status_said(g.status),  # as a Discord player reads it
                     "updated_at": g.updated_at,
                 }
                 for g in found
