@@ -441,3 +441,48 @@ async def test_slash_forget_empties_the_offline_engines_cache_of_the_player(sett
         assert said and said <= set(sentences(speakable(reply.text)))
         await app.agent.forget(NOVA)
         assert len(cache) == 0
+
+
+def _reply(cache: SentenceCache, key: tuple[str, int, str], player: str) -> bool:
+    """What ReplySpeaker._neural does with one sentence for `player`: whether it was synthesised."""
+    since = cache.forgets
+    missed = cache.get(key) is None
+    if missed:
+        cache.put(key, key[2].encode(), player, since)
+    cache.said_to(player, [key], since)
+    return missed
+
+
+def test_the_players_a_cache_tells_apart_are_bounded_and_the_oldest_take_their_sentences() -> None:
+    """A greeting every player hears stays cached for weeks: the players it was said to are kept
+    for /forget, and a big community's hundreds of thousands must not all stay in memory. The
+    least recently spoken to go past MAX_PLAYERS, and every sentence said to them goes too, so a
+    /forget of theirs afterwards has nothing left to drop."""
+    cache = SentenceCache(max_bytes=1_000_000)
+    hello, points = (JOE, 165, "Hello there."), (JOE, 165, "You have 40 points.")
+    _reply(cache, points, "nova")
+    players = 3 * speaker.MAX_PLAYERS
+    synthesised = 0
+    for n in range(players):
+        synthesised += _reply(cache, hello, f"player-{n}")
+    assert len(cache._sentences_of) <= speaker.MAX_PLAYERS
+    assert sum(len(heard) for heard in cache._said_to.values()) <= speaker.MAX_PLAYERS
+    assert synthesised <= 3  # once, then again each time the players it was said to went
+    assert cache.get(points) is None and cache.forget("nova") == 0  # went with nova
+    assert cache.forget("player-0") == 0
+    last = f"player-{players - 1}"
+    assert hello in cache._sentences_of[last]
+    assert cache.forget(last) == 1 and cache.get(hello) is None
+
+
+def test_a_live_players_sentences_stay_while_others_come_and_go() -> None:
+    cache = SentenceCache(max_bytes=1_000_000)
+    points = (JOE, 165, "You have 40 points.")
+    _reply(cache, points, "nova")
+    for n in range(3 * speaker.MAX_PLAYERS):
+        _reply(cache, (JOE, 165, f"Ticket GRV-{n} is open."), f"player-{n}")
+        if n % (speaker.MAX_PLAYERS // 4) == 0:
+            assert not _reply(cache, points, "nova")  # nova keeps coming back: from the cache
+    assert len(cache._sentences_of) <= speaker.MAX_PLAYERS
+    assert len(cache) <= speaker.MAX_PLAYERS + 1  # the players gone took their tickets along
+    assert cache.get(points) is not None and cache.forget("nova") == 1

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 # little but encode; the synthesis pool, not this, bounds the CPU.
 REPLIES_AT_ONCE = 32
 
+# Players the sentence cache keeps apart for /forget. A greeting every player hears is never
+# evicted, and the players it was said to would be kept for as long as the process lives: past
+# this many, the least recently spoken to go, and every sentence said to them goes with them.
+MAX_PLAYERS = 10_000
+
 # A sentence's PCM is keyed by what shapes it: the voice (a neural voice's name stands for one
 # model, checked by SHA-256 at load), the speaking rate and the words.
 CacheKey = tuple[str, int, str]
@@ -52,7 +57,8 @@ class SentenceCache:
     """The most recently used sentences' PCM, up to `max_bytes` (0: off). Thread-safe.
 
     A sentence may name a player's points or tickets, so each is kept with the players it was
-    said to, and `forget` drops a player's: /forget leaves none of their words in memory."""
+    said to, and `forget` drops a player's: /forget leaves none of their words in memory. Those
+    players are the MAX_PLAYERS most recently spoken to: a sentence said to one gone goes too."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -65,7 +71,7 @@ class SentenceCache:
         self._size = 0
         self._items: OrderedDict[CacheKey, bytes] = OrderedDict()
         self._said_to: dict[CacheKey, set[str]] = {}
-        self._sentences_of: dict[str, set[CacheKey]] = {}
+        self._sentences_of: OrderedDict[str, set[CacheKey]] = OrderedDict()  # the least recent first
         self._lock = threading.Lock()
 
     def get(self, key: CacheKey) -> bytes | None:
@@ -128,9 +134,22 @@ class SentenceCache:
         return len(self._items)
 
     def _own(self, key: CacheKey, player: str) -> None:
-        if player:
-            self._said_to.setdefault(key, set()).add(player)
-            self._sentences_of.setdefault(player, set()).add(key)
+        if not player:
+            return
+        sentences = self._sentences_of.get(player)
+        if sentences is None:
+            # A player no longer kept apart could not be forgotten: what was said to them goes
+            # too. A greeting goes once the players it was said to since its last synthesis have.
+            while len(self._sentences_of) >= MAX_PLAYERS:
+                for gone in self._sentences_of.popitem(last=False)[1]:
+                    self._drop(gone)
+            if key not in self._items:
+                return
+            sentences = self._sentences_of[player] = set()
+        else:
+            self._sentences_of.move_to_end(player)
+        sentences.add(key)
+        self._said_to.setdefault(key, set()).add(player)
 
     def _drop(self, key: CacheKey) -> None:
         pcm = self._items.pop(key, None)
