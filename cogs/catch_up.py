@@ -666,7 +666,7 @@ class CatchUp(commands.Cog):
         fix, which a restart reads); said once a process, since every catch-up meets it."""
         if gone or place_id not in reading.watched:
             log.info("catch-up skips channel %s: %s", place_id, why)
-            await self._keep_owed(self.bot.core.notes.read_through(place_id, 0.0, 0.0))
+            await self._given_up(place_id)
             if gone and place_id in reading.dms:
                 # Remembered, every start would read it again: a DM is read for its row alone.
                 await self._keep_owed(self.bot.core.notes.forget_place(place_id, reading.began_at))
@@ -702,7 +702,7 @@ class CatchUp(commands.Cog):
         )
         if channel is None:
             if place_id not in reading.unread:  # gone: nothing there to answer
-                await self._keep_owed(ledger.read_through(place_id, 0.0, 0.0))
+                await self._given_up(place_id)
             return
         if _guild_missing(channel):
             reading.unread.add(place_id)  # read once its guild is back from its outage
@@ -793,6 +793,12 @@ class CatchUp(commands.Cog):
             return False
         self._last_owed.pop(row, None)
         return True
+
+    async def _given_up(self, place_id: int) -> None:
+        """Nothing is owed at `place_id` any more, whenever it was owed: a place gone is never
+        read again to pay it, and its mark in `_last_owed` would stay for the life of the process."""
+        self._last_owed.pop(place_id, None)
+        await self._keep_owed(self.bot.core.notes.read_through(place_id, 0.0, 0.0))
 
     async def _keep_owed(self, write: Awaitable[None]) -> None:
         """Bookkeeping for a restart, which a disk that takes no writes must not hold back the notes

@@ -3039,6 +3039,47 @@ async def test_a_catch_up_pays_nothing_owed_after_it_began() -> None:
     assert cog._failed == []
 
 
+async def test_places_gone_leave_nothing_owed_in_memory() -> None:
+    """Over weeks, many places a catch-up owed a read go (threads deleted, channels the bot no
+    longer sees): paid on disk as they are found gone, nor kept owed in memory for ever."""
+    from types import SimpleNamespace
+
+    from cogs.catch_up import CatchUp, _Reading
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    async def gone(place_id: int) -> None:
+        response = SimpleNamespace(status=404, reason="Not Found")
+        raise discord.NotFound(response, {"code": 10003, "message": "Unknown Channel"})  # type: ignore[arg-type]
+
+    paid: list[int] = []
+
+    async def read_through(place_id: int, *_: object) -> None:
+        paid.append(place_id)
+
+    notes = SimpleNamespace(owe_reads=nothing, read_through=read_through, forget_place=nothing)
+    bot = SimpleNamespace(
+        discord_settings=SimpleNamespace(recheck_seconds=30.0),
+        get_cog=lambda name: None,
+        get_channel=lambda place_id: None,
+        fetch_channel=gone,
+        core=SimpleNamespace(notes=notes),
+    )
+    cog = CatchUp(bot)  # type: ignore[arg-type]
+    now = datetime.datetime.now(datetime.UTC)
+    places = range(10_000, 20_000)
+    for place_id in places:  # each owed by a catch-up of its own, as weeks of reconnects owe them
+        reading = _Reading(None, None, now, now, [], {}, set(), {}, set(), set())  # type: ignore[arg-type]
+        await cog._owe_on_disk(notes.owe_reads([place_id], 0.0), [place_id])
+        if place_id % 2:
+            await cog._read(reading, place_id, {}, set())  # Discord says it is gone (404)
+        else:
+            await cog._refused(reading, place_id, "404 Not Found", True)
+    assert paid == list(places)
+    assert len(cog._last_owed) == 0
+
+
 async def test_discord_out_of_reach_through_many_rechecks_is_one_warning_one_end_and_no_traceback(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
