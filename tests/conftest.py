@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import fcntl
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -126,6 +127,52 @@ def _nothing_read_beside_the_repository():
     reads = BOUNDARY.take()
     if reads:
         pytest.fail("read outside the repository (a clone has nothing beside it): " + "; ".join(reads[:5]))
+
+
+# A child process inherits an ignored SIGINT or SIGTERM and the blocked-signal mask from the test
+# process that starts it: one test leaving them changed makes a later test's Ctrl-C or stop signal
+# to its child go nowhere, in whichever xdist worker happens to run both.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_signal_state() -> tuple[list[Any], set[int]]:
+    return [signal.getsignal(s) for s in _STOP_SIGNALS], signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+def _handler_name(handler: Any) -> str:
+    if handler in (signal.SIG_DFL, signal.SIG_IGN):
+        return signal.Handlers(handler).name
+    return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+def _signal_names(signals: set[int]) -> str:
+    names = {s.value: s.name for s in signal.Signals}
+    return ", ".join(names.get(s, str(s)) for s in sorted(signals)) or "none"
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_left_as_found():
+    (handlers, mask) = _stop_signal_state()
+    yield
+    (handlers_after, mask_after) = _stop_signal_state()
+    if handlers_after == handlers and mask_after == mask:
+        return
+    changed = [
+        f"{s.name} handler {_handler_name(h)} -> {_handler_name(a)}"
+        for s, h, a in zip(_STOP_SIGNALS, handlers, handlers_after, strict=True)
+        if a != h
+    ]
+    if mask_after != mask:
+        changed.append(f"blocked signals {_signal_names(mask)} -> {_signal_names(mask_after)}")
+    # Put back, so the tests after this one run as they would alone.
+    for s, h in zip(_STOP_SIGNALS, handlers, strict=True):
+        if h is not None:  # None: set outside Python, which cannot set it back
+            signal.signal(s, h)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    pytest.fail(
+        "left the stop signals changed, which every child process started later inherits: "
+        + "; ".join(changed)
+    )
 
 
 # Every aiosqlite connection a test opens, so one left open can be closed after the test: its
