@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import platform
 import signal
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import discord
 
-from bot import __version__, logs
+from bot import __version__, logs, stop_signals
 from bot.config import Settings, require_discord_token
 from cogs.bot import GATEWAY_RETRIES, LIMITED_INTENT_SERVERS, MESSAGE_CONTENT_OFF, VoxdeskBot
 from cogs.replies import limited_for
@@ -165,15 +164,10 @@ async def serve(
         stop.set()
 
     loop = asyncio.get_running_loop()
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
-            loop.add_signal_handler(sig, on_signal)
     try:
-        await _serve(settings, token, stop, hurry, engine, started)
+        with stop_signals.routed(loop, signals, on_signal):
+            await _serve(settings, token, stop, hurry, engine, started)
     finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
         log.info("stopped")
 
 

@@ -665,6 +665,7 @@ async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(setting
         loop.call_soon_threadsafe(task.cancel)
 
     previous = signal.signal(signal.SIGTERM, not_taken_by_serve)
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         bot = await asyncio.wait_for(started, 30)
         await asyncio.wait_for(bot.wait_until_ready(), 30)
@@ -673,6 +674,9 @@ async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(setting
         os.kill(os.getpid(), signal.SIGTERM)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 30)
+        # Stopped, it gives back the handlers it found: a program's own, asyncio.run's Ctrl-C.
+        assert signal.getsignal(signal.SIGTERM) is not_taken_by_serve
+        assert signal.getsignal(signal.SIGINT) is sigint
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert unhandled == [], "serve() did not handle SIGTERM"

@@ -2795,6 +2795,37 @@ async def test_voxdesk_web_serves_until_stopped(wsettings, capsys) -> None:
     await asyncio.wait_for(task, 30)
 
 
+async def test_voxdesk_web_stopped_by_sigterm_gives_back_the_handlers_it_found(wsettings, capsys) -> None:
+    # As `voxdesk web` in a program's own process (a test's): its SIGTERM handler, and
+    # asyncio.run's Ctrl-C handler that cancels the command's shutdown, are there again after.
+    import asyncio
+    import os
+    import signal
+
+    from bot import web
+
+    def theirs(signum: int, frame: object) -> None:
+        raise AssertionError("serve() did not handle SIGTERM")
+
+    before = signal.signal(signal.SIGTERM, theirs)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        task = asyncio.create_task(web.serve(wsettings.replace(web={"port": 0})))
+        out = ""
+        async with asyncio.timeout(50):  # inside pytest-timeout's 60 s
+            while "voxdesk web on" not in out and not task.done():
+                out += capsys.readouterr().out
+                await asyncio.sleep(0.05)
+        if task.done():
+            task.result()  # it ended before serving: say why
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, 30)
+        assert signal.getsignal(signal.SIGTERM) is theirs
+        assert signal.getsignal(signal.SIGINT) is sigint
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.timeout(120)  # a real process starts (imports, speech workers): slow on a busy machine
 @pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
 async def test_voxdesk_web_stops_on_a_signal_with_one_line_and_every_database_closed(

@@ -8,7 +8,6 @@ connected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -28,6 +27,7 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import setup as setup_sessions
 
+from bot import stop_signals
 from bot.app import App, storage_paths
 from bot.config import Settings
 from bot.db import locked_now
@@ -410,17 +410,15 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    log.info("%s", settings.whereabouts())
-    async with running_app(settings) as core:
-        runner = await start(core)
-        host, port = runner.addresses[0][:2]
-        print(f"voxdesk web on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+    with stop_signals.routed(loop, signals, stop.set):
+        log.info("%s", settings.whereabouts())
+        async with running_app(settings) as core:
+            runner = await start(core)
+            host, port = runner.addresses[0][:2]
+            print(f"voxdesk web on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+            try:
+                await stop.wait()
+            finally:
+                await runner.cleanup()
     # The start's line has a counterpart, so an operator's journal says the stop was clean.
     print("voxdesk web stopped", flush=True)
