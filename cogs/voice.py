@@ -974,7 +974,7 @@ class VoiceNotes(commands.Cog):
         ledger = self.bot.core.notes
         for message in list(self._given_back.values()):
             if self._given_back.pop(message.id, None) is None:
-                continue  # a recheck took it up meanwhile
+                continue  # settled meanwhile
             try:
                 mine = await ledger.claim(message.id, message.channel.id, str(message.author.id))
             except Exception as exc:  # a full disk: the next start gives it up, with a warning
@@ -992,8 +992,10 @@ class VoiceNotes(commands.Cog):
 
     def given_back(self, message_id: int) -> discord.Message | None:
         """The note, if this process gave it back where it may not read history (Discord failing
-        its answer, a timeout in its guild): only this process can answer it, from this copy."""
-        return self._given_back.pop(message_id, None)
+        its answer, a timeout in its guild): only this process can answer it, from this copy.
+        Kept until the note is settled: a stop beginning before the answer's claim lands keeps
+        the note for a restart no process can fetch it in, and asks for it from the copy."""
+        return self._given_back.get(message_id)
 
     async def _kept(self, message: discord.Message) -> KeptAnswer | None:
         """The answer the ledger keeps for the note (made before a restart, by another process on

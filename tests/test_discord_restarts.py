@@ -1485,6 +1485,40 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_asked
     assert "giving it up" not in caplog.text
 
 
+async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_a_stop_begins_is_asked_for(
+    settings, fake, monkeypatch
+) -> None:
+    # The recheck takes the note up from the copy as the stop begins, and its claim, coming once
+    # the bot no longer takes notes, keeps it for after the restart: no later process can fetch
+    # it, and with the copy taken the stop had nothing to ask for, its player never told.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)
+        ledger = h.bot.core.notes
+        looks: list[int] = []
+        taken_up, go = asyncio.Event(), asyncio.Event()
+        real = ledger.suspect
+
+        async def held_at_its_second_look(message_id: int) -> bool:
+            looks.append(message_id)
+            if looks.count(message_id) == 2:  # its first turn's look, then the recheck's
+                taken_up.set()
+                await go.wait()
+            return await real(message_id)
+
+        monkeypatch.setattr(ledger, "suspect", held_at_its_second_look)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        await fake.send_note(nova, voice_note(), guild=True)
+        await asyncio.wait_for(taken_up.wait(), 30)
+        h.stop.set()
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        go.set()
+        await asyncio.wait_for(h.task, 30)
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
