@@ -356,6 +356,12 @@ class CatchUp(commands.Cog):
                         # others, earns Cloudflare's ban of the address. This process's own
                         # note given back there is answered from its copy.
                         message = voice.given_back(left.message_id)
+                        elsewhere = ledger.discord_elsewhere(unknown=False)
+                        if message is None and left.state == "pending" and elsewhere:
+                            # Given back by another bot on this storage (a deploy overlapping this
+                            # one), whose copy answers it, or whose stop asks for it again.
+                            log.debug("note %s waits for the bot that gave it back", left.message_id)
+                            continue
                         if message is None:
                             log.warning(
                                 "could not %s %s: %s; giving it up", what, left.message_id, NO_HISTORY

@@ -1485,6 +1485,30 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_asked
     assert "giving it up" not in caplog.text
 
 
+async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_its_bot_by_another(
+    settings, fake, caplog
+) -> None:
+    # In a deploy's overlap the new bot's recheck lists the note the old one gave back, which it
+    # has no copy of and may not fetch: it gave the note up, and the old bot, the one that could
+    # answer it or ask for it again, then found it settled and told its player nothing.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600) as old:
+        await settle(fake)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+        async with running_bot(settings, fake, recheck_seconds=0.2) as new:
+            await rechecks(new.bot, 2)
+            old.stop.set()
+            await asyncio.wait_for(old.task, 30)
+            await rechecks(new.bot, 2)
+            await settle(fake)
+            assert await note_state(new.bot.core.notes, note) == "expired"
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
+    assert "giving it up" not in caplog.text
+
+
 async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_a_stop_begins_is_asked_for(
     settings, fake, monkeypatch
 ) -> None:
