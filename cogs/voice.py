@@ -752,6 +752,8 @@ class VoiceNotes(commands.Cog):
             elif self._reads:
                 remember(self._deleted, message_id, None, MAX_DELETED)
             self._unsent.pop(message_id, None)
+            # Nor asked for again at a stop, should the ledger refuse to settle it.
+            self._given_back.pop(message_id, None)
         first = not self._withdrawals
         self._withdrawals.extend(message_ids)
         if first:

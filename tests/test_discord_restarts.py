@@ -1543,6 +1543,29 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_
     assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
 
 
+async def test_a_note_given_back_where_the_bot_may_not_read_history_deleted_is_not_asked_for_at_a_stop(
+    settings, fake, monkeypatch, caplog
+) -> None:
+    # Its deletion is settled in the ledger, unless the ledger refuses the write (a full disk):
+    # the copy kept for the recheck then had the stop ask its player to send again what they took
+    # back.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600) as h:
+        await settle(fake)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+
+        async def refused(message_ids: list[int]) -> list[tuple[int, int]]:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(h.bot.core.notes, "withdrawn", refused)
+        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+        await eventually(lambda: "could not record deleted messages" in caplog.text)
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [], said
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
