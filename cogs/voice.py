@@ -974,23 +974,32 @@ class VoiceNotes(commands.Cog):
         answered yet. No later process can fetch them (403), so their players are asked to send
         them again, as a stop asks for the notes it cuts there, and the notes are settled."""
         ledger = self.bot.core.notes
-        for message in list(self._given_back.values()):
-            if self._given_back.pop(message.id, None) is None:
-                continue  # settled meanwhile
-            try:
-                mine = await ledger.claim(message.id, message.channel.id, str(message.author.id))
-            except Exception as exc:  # a full disk: the next start gives it up, with a warning
-                log.error("could not settle note %s as asked for again: %s", message.id, exc)
-                continue
-            if not mine:  # answered or given up on elsewhere meanwhile
-                continue
-            log.info(
-                "note %s from %s asked for again after the restart: no Read Message History there",
-                message.id,
-                message.author.id,
-            )
-            await self._ask_again(message, say.RESTARTING_SEND_AGAIN)
-            await self._settle(ledger.unanswerable, message)
+        claimed: list[discord.Message] = []
+        try:
+            for message in list(self._given_back.values()):
+                if self._given_back.pop(message.id, None) is None:
+                    continue  # settled meanwhile
+                try:
+                    mine = await ledger.claim(message.id, message.channel.id, str(message.author.id))
+                except Exception as exc:  # a full disk: the next start gives it up, with a warning
+                    log.error("could not settle note %s as asked for again: %s", message.id, exc)
+                    continue
+                if mine:  # else answered or given up on elsewhere meanwhile
+                    claimed.append(message)
+            for message in claimed:
+                log.info(
+                    "note %s from %s asked for again after the restart: no Read Message History there",
+                    message.id,
+                    message.author.id,
+                )
+            # At once, as the notes a stop cuts are: the players of one place named in one line,
+            # not a line each, one after another, into the channel's rate limit and the stop's wait.
+            await asyncio.gather(*(self._ask_again(m, say.RESTARTING_SEND_AGAIN) for m in claimed))
+        finally:
+            # Also once the stop's wait runs out: left claimed, a note would look to the next
+            # start like one whose process died in its turn.
+            for message in claimed:
+                await self._settle(ledger.unanswerable, message)
 
     def given_back(self, message_id: int) -> discord.Message | None:
         """The note, if this process gave it back where it may not read history (Discord failing

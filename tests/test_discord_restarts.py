@@ -1566,6 +1566,52 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_deleted_is_n
     assert said == [], said
 
 
+async def test_the_players_whose_given_back_notes_a_stop_asks_for_in_one_place_are_asked_in_one_line(
+    settings, fake, caplog
+) -> None:
+    # Given back as Discord fails, a raid's notes are many at a stop: a line a player, one after
+    # another, met the channel's five sends in five seconds, and the stop's wait ran out with
+    # most players untold (and the note being asked for left claimed by a process that is gone).
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    players = [nova, blaze, quill]
+    async with running_bot(settings, fake, recheck_seconds=3600):
+        await settle(fake)
+        for count, player in enumerate(players, 1):
+            fake.posts_unavailable = 2  # the voice message, then its words as text
+            await fake.send_note(player, voice_note(), guild=True)
+            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    (asked,) = said
+    assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
+
+
+async def test_given_back_notes_a_stop_ran_out_of_time_asking_for_are_settled_not_left_claimed(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # Its wait run out as Discord held the line, the stop left the note it was asking for claimed
+    # by a process then gone, which the next start counted as a crash in its turn.
+    from cogs import bot as bot_module
+
+    monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", 1.0)
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600):
+        await settle(fake)
+        notes = []
+        for count, player in enumerate([nova, blaze], 1):
+            fake.posts_unavailable = 2  # the voice message, then its words as text
+            notes.append(await fake.send_note(player, voice_note(), guild=True))
+            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+        fake.posts_held = 1
+    assert "closing before every note given back unfetchable was asked for again" in caplog.text
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        rows = await ledger._conn.execute_fetchall("SELECT message_id, state FROM notes")
+        states = {str(row["message_id"]): row["state"] for row in rows}
+        assert [states[n["id"]] for n in notes] == ["expired"] * 2, states
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
