@@ -139,25 +139,43 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
 # handful. FFmpeg walks a seekable WAV's chunks from its header to its end, the ones after the audio
 # too, and megabytes of zeros are a chunk every 8 bytes: ~0.75 s of CPU an open, for every open.
 MAX_WAV_CHUNKS = 64
+# RF64 and BW64 (EBU's WAV past 4 GiB) are the same walk, the data chunk's size in a ds64 chunk
+# that must come first: its riff size, then its data size (8 bytes each).
+_WIDE_WAV = (b"RF64", b"BW64")
+_WAV_FORMAT = (b"fmt ", b"XMA2")  # FFmpeg takes XMA2's chunk in place of fmt
 
 
 def _wav_audio_alone(data: bytes) -> bytes:
-    """A RIFF WAVE file up to the end of its data chunk, what follows it (metadata, or junk) left
-    unread; any other file as it is. Raises AudioError for a WAV whose data chunk is not among its
-    first MAX_WAV_CHUNKS."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    """A RIFF (or RF64, BW64) WAVE file up to the end of its data chunk, or of its format chunk
+    where that follows (FFmpeg reads it wherever it is), what follows them (metadata, or junk) left
+    unread; any other file as it is. Raises AudioError for a WAV whose data and format chunks are
+    not among its first MAX_WAV_CHUNKS."""
+    kind = data[:4]
+    if (kind != b"RIFF" and kind not in _WIDE_WAV) or data[8:12] != b"WAVE":
         return data
-    at = 12
+    at, wide_size, data_end, format_end = 12, None, None, None
     for _ in range(MAX_WAV_CHUNKS):
         if at + 8 > len(data):
             return data  # cut before its audio: FFmpeg says what it makes of that
-        size = int.from_bytes(data[at + 4 : at + 8], "little")
-        if data[at : at + 4] == b"data":
-            end = at + 8 + size
-            # 0 and 0xFFFFFFFF: a WAV written as a stream, its length unsaid, the rest its audio.
-            return data[:end] if 0 < size < 0xFFFFFFFF and end < len(data) else data
+        tag, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if kind in _WIDE_WAV and wide_size is None:
+            if tag != b"ds64" or size < 24 or at + 24 > len(data):
+                return data  # FFmpeg refuses it
+            wide_size = int.from_bytes(data[at + 16 : at + 24], "little")
+        if tag == b"data" and data_end is None:
+            size = size if wide_size is None else wide_size  # an RF64's own is 0xFFFFFFFF, or anything
+            if size == 0 or (wide_size is None and size == 0xFFFFFFFF):
+                # A WAV written as a stream, its length unsaid: the rest is its audio.
+                return data
+            data_end = at + 8 + size
+        elif tag in _WAV_FORMAT and format_end is None:
+            format_end = at + 8 + size
+        if data_end is not None and format_end is not None:
+            end = max(data_end, format_end)
+            return data[:end] if end < len(data) else data
         at += 8 + size + (size & 1)  # a chunk of odd size is padded to an even one
-    raise AudioError(say.UNREADABLE) from ValueError(f"no data chunk among its first {MAX_WAV_CHUNKS}")
+    missing = "data" if data_end is None else "fmt"
+    raise AudioError(say.UNREADABLE) from ValueError(f"no {missing} chunk among its first {MAX_WAV_CHUNKS}")
 
 
 def _decode_track(data: bytes, limits: AudioSettings, rate: int, track: int) -> DecodedAudio:

@@ -946,3 +946,32 @@ def test_a_wav_whose_audio_is_behind_a_run_of_empty_chunks_is_refused_unopened(
     # A few chunks of metadata before the audio, as recorders write them, are heard.
     listed = b"LIST" + struct.pack("<I", 26) + b"INFOISFT" + struct.pack("<I", 14) + b"voxdesk test\0\0"
     assert audio.decode(_wav_with(listed * 10, speechlike(2.0).tobytes(), listed), LIMITS).seconds > 1.5
+
+
+def test_a_wav_whose_format_follows_its_audio_is_heard(monkeypatch: pytest.MonkeyPatch) -> None:
+    # FFmpeg reads a seekable WAV's fmt chunk wherever it is: cut at the end of its data chunk,
+    # the WAV lost the fmt chunk after it, and a file FFmpeg hears was refused as unreadable.
+    pcm = speechlike(2.0).tobytes()
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48_000, 96_000, 2, 16)
+    data = b"data" + struct.pack("<I", len(pcm)) + pcm
+    body = b"WAVE" + data + fmt
+    wav = b"RIFF" + struct.pack("<I", len(body)) + body
+    assert audio.decode(wav, LIMITS).original_seconds == pytest.approx(3.0, abs=0.01)
+    sizes = _opened_sizes(monkeypatch)
+    assert audio.decode(wav + bytes(7_000_000), LIMITS).original_seconds == pytest.approx(3.0, abs=0.01)
+    assert sizes and max(sizes) <= len(wav)
+
+
+@pytest.mark.parametrize("kind", [b"RF64", b"BW64"])
+def test_what_follows_an_rf64_wavs_audio_is_not_read(monkeypatch: pytest.MonkeyPatch, kind: bytes) -> None:
+    # RF64 and BW64 (a WAV past 4 GiB, as broadcast recorders write it) are the same walk for
+    # FFmpeg, the data chunk's size in the ds64 chunk that leads them: zeros after the audio cost
+    # the same CPU at every open.
+    pcm = speechlike(2.0).tobytes()
+    ds64 = b"ds64" + struct.pack("<IQQQI", 28, 0, len(pcm), len(pcm) // 2, 0)
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48_000, 96_000, 2, 16)
+    bare = kind + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + ds64 + fmt + b"data" + b"\xff" * 4 + pcm
+    sizes = _opened_sizes(monkeypatch)
+    decoded = audio.decode(bare + bytes(7_000_000), LIMITS)
+    assert decoded.original_seconds == pytest.approx(3.0, abs=0.01)
+    assert sizes and max(sizes) <= len(bare)
