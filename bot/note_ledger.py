@@ -372,7 +372,9 @@ class NoteLedger:
         if not self.claim_unrecorded(message_id, place_id, user_id):
             return False
         try:
-            taken = message_id not in await self.seen([message_id])
+            # Nor one its claim would refuse as crashing (see `claim`): a turn of it unrecorded
+            # would be no death counted, and might take the bot down at every restart.
+            taken = message_id not in await self.seen([message_id]) and not await self._crashing(message_id)
         except Exception as exc:
             log.debug("could not read note %s from the ledger either: %s", message_id, exc)
             return True  # answered twice beats never
@@ -381,6 +383,18 @@ class NoteLedger:
             if self._holds is not None:
                 self._holds.let_go(message_id)
         return taken
+
+    async def _crashing(self, message_id: int) -> bool:
+        """Whether the note's next claim would refuse it: MAX_CRASHES processes died in its turn,
+        counting one whose claim it still holds."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT state, owner, crashes FROM notes WHERE message_id = ?", (message_id,)
+        )
+        row = first(rows)
+        if row is None or row["state"] not in ("pending", "started"):
+            return False
+        died = row["state"] == "started" and not self._alive(row["owner"] or "")
+        return row["crashes"] + died >= MAX_CRASHES
 
     def _claimable(self, state: str, owner: str | None, lease_until: float | None, now: float) -> bool:
         if state == "pending":

@@ -876,6 +876,33 @@ async def test_a_note_claimed_by_a_live_process_is_not_answered_unrecorded_by_an
         await two.aclose()
 
 
+async def test_a_note_its_claim_would_refuse_as_crashing_is_not_answered_unrecorded(tmp_path) -> None:
+    # A claim the ledger refuses (a disk full since) falls back on answering the note unrecorded,
+    # where the ledger still reads: a note given back as its refusal went untold, or a dead
+    # process's whose death is its MAX_CRASHES-th, ran a turn again there, uncounted, which may
+    # take the bot down at every restart.
+    one, two = await open_two(tmp_path)
+    try:
+        for message_id in (7, 8):
+            assert await one.claim(message_id, 10, "u")
+            await one._conn.execute(
+                "UPDATE notes SET crashes = ? WHERE message_id = ?", (note_ledger.MAX_CRASHES - 1, message_id)
+            )
+            await died_in_its_turn(one, message_id)
+        assert not await two.claim(7, 10, "u") and two.crashed_out(7) == note_ledger.MAX_CRASHES
+        await two.refusal_untold(7)
+        assert not await two.take_unrecorded(7, 10, "u"), "a note refused as crashing runs a turn"
+        assert not await two.take_unrecorded(8, 10, "u"), "a note at its last crash runs a turn"
+        assert await one.claim(9, 10, "u")
+        await died_in_its_turn(one, 9)  # its first death: answered again, as a claim would
+        assert await two.take_unrecorded(9, 10, "u")
+        assert not await one.claim(7, 10, "u")  # not held by two
+        assert one.crashed_out(7) == note_ledger.MAX_CRASHES
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 def an_answer(user_id: str = "u", audio: bytes = b"OggS spoken") -> note_ledger.KeptAnswer:
     """An answer made for a note, its first piece of words posted before Discord failed."""
     return note_ledger.KeptAnswer(
