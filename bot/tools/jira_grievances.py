@@ -692,8 +692,14 @@ class JiraGrievances:
         row = next(
             (g for g in await self._store.status(user_id, local_key) if g.local_key == local_key), None
         )
-        if row is None or row.remote_key in (None, issue.key) or local_key in gone:
+        if row is None or row.remote_key == issue.key or local_key in gone:
             return row
+        if row.remote_key is None:
+            # Waiting for Jira: the issue is its push only if made for it, as the push will find
+            # it. A key a restore from a backup gave again also labels the lost grievance's issue.
+            return (
+                row if self._tracker.may_be_push_of(issue, user_id, row.description, row.created_at) else None
+            )
         return row if await self._moved_to(row.remote_key, issue, user_id) else None
 
     async def _moved_to(self, old_key: str, issue: RemoteIssue, user_id: str) -> bool:

@@ -771,15 +771,7 @@ class JiraTracker:
         database was restored from a backup, or lost to a power cut, and so made before this
         grievance was; Jira may hand the words back otherwise than any rule here reads them."""
         issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
-        ours = [
-            i
-            for i in issues
-            if self.user_of(i) == user_id
-            and (
-                _gist(i.description) == _gist(description)
-                or (bool(created_at) and bool(i.created_at) and i.created_at >= created_at)
-            )
-        ]
+        ours = [i for i in issues if self.may_be_push_of(i, user_id, description, created_at)]
         if len(ours) < len(issues):
             others = ", ".join(i.key for i in issues if i not in ours)
             log.warning(
@@ -788,6 +780,17 @@ class JiraTracker:
                 others,
             )
         return ours
+
+    def may_be_push_of(
+        self, issue: RemoteIssue, user_id: str, description: str, created_at: str = ""
+    ) -> bool:
+        """Whether `issue`, found by a grievance's key label, may be that grievance's push: of its
+        player, and in its words or made since it was filed (`created_at`, as the store writes
+        times), not a grievance's filed under the same key before a restore from a backup."""
+        return self.user_of(issue) == user_id and (
+            _gist(issue.description) == _gist(description)
+            or (bool(created_at) and bool(issue.created_at) and issue.created_at >= created_at)
+        )
 
     def pushes_for_player(self, local_key: str, user_id: str) -> list[RemoteIssue]:
         """Every issue of the project pushed for `local_key` that is `user_id`'s alone: after a

@@ -665,6 +665,45 @@ async def test_after_a_restore_a_lost_grievance_is_still_found_by_the_key_its_pl
     assert [(t.key, t.description) for t in his] == [("GRV-102", "voice chat cuts out")]
 
 
+async def test_after_a_restore_a_players_lost_issue_is_not_shown_as_their_new_pending_grievance(
+    fake, db, tmp_path
+) -> None:
+    # Nova's GRV-1 reached Jira as GRV-101, then a restore lost its row and gave GRV-1 to her next
+    # grievance, still waiting for Jira. GRV-101 carries GRV-1's key label, but it was made
+    # before that grievance, in other words: not its push. Her list shows both, each in its own
+    # words, and GRV-101 asked by its key is the lost one, not the new one under its key.
+    backend = await open_backend(fake, db)
+    await backend.aclose()
+    saved = tmp_path / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
+        src.backup(dst)
+    backend = await open_backend(fake, db)
+    try:
+        lost = await backend.register(NOVA, "wallet", "gems never arrived")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    fake.set_status("GRV-101", "In Progress")
+    made = fake.issues["GRV-101"]
+    made.created = made.updated = made.created - dt.timedelta(minutes=5)
+    for leftover in tmp_path.glob("grievances.db*"):
+        leftover.unlink()
+    saved.rename(db)
+    backend = await open_backend(fake, db)  # not started: the new grievance waits for Jira
+    try:
+        waiting = await backend.register(NOVA, "other", "voice chat cuts out")
+        assert waiting.key == lost.key
+        listed = await backend.status(NOVA)
+        by_key = await backend.status(NOVA, "GRV-101")
+    finally:
+        await backend.aclose()
+    assert sorted((t.key, t.status, t.description) for t in listed) == [
+        ("GRV-1", "open", "voice chat cuts out"),
+        ("GRV-101", "in progress", "gems never arrived"),
+    ]
+    assert [(t.key, t.description) for t in by_key] == [("GRV-101", "gems never arrived")]
+
+
 async def test_a_storage_folder_restored_from_voxdesk_backup_pushes_nothing_twice(fake, tmp_path) -> None:
     # Two grievances waited for Jira at the backup (one tried, one not) and reached it since, and
     # a third was filed and pushed after it. Restored, the two are found in Jira by their labels,
