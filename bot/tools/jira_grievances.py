@@ -738,6 +738,14 @@ class JiraGrievances:
         key label if it moved), and whether its key changed; a moved or returned issue is
         followed as in a status answer."""
         row = await self._store.row_of_issue(user_id, issue.key, self._tracker.local_key_of(issue))
+        if (
+            row is not None
+            and row.remote_key is None
+            and not self._tracker.may_be_push_of(issue, user_id, row.description, row.created_at)
+        ):
+            # Found by a key label alone, which a restore from a backup gives again: the issue of
+            # a grievance the restore lost, its news the player's as for one made in Jira.
+            return None, False
         if row is None or row.remote_key is None or row.push_state != "pushed":
             return row, False
         moved = row.remote_key != issue.key

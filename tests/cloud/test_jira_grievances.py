@@ -695,8 +695,13 @@ async def test_after_a_restore_a_players_lost_issue_is_not_shown_as_their_new_pe
         assert waiting.key == lost.key
         listed = await backend.status(NOVA)
         by_key = await backend.status(NOVA, "GRV-101")
+        # Ticket news finds GRV-101 changed: an issue of hers, not the waiting grievance's push
+        # (which would hold its news back for that push to tell, and then never tell it).
+        ((whose, changed),) = await backend.updated_issues([NOVA], 60)
+        followed = await backend.follow_issue(whose, changed)
     finally:
         await backend.aclose()
+    assert followed == (None, False)
     assert sorted((t.key, t.status, t.description) for t in listed) == [
         ("GRV-1", "open", "voice chat cuts out"),
         ("GRV-101", "in progress", "gems never arrived"),
