@@ -1617,6 +1617,12 @@ def test_ticket_keys_are_spoken_letter_by_letter() -> None:
     assert spoken("Your ticket number is GRV-14.") == "Your ticket number is G R V 14."
 
 
+def test_the_letter_a_of_a_ticket_key_is_said_as_a_letter_not_the_article() -> None:
+    # eSpeak (and Piper, through it) read the "A" of "P L A Y" as "uh", the article.
+    assert spoken("PLAY-123, your wallet complaint.") == "P L Eh Y 123, your wallet complaint."
+    assert spoken("QA-7 is open. A ticket is open.") == "Q Eh 7 is open. A ticket is open."
+
+
 def test_a_tickets_time_is_said_as_how_long_ago_the_same_in_every_time_zone() -> None:
     # 02:00 UTC on the 18th is the 17th in the evening for a player in California, as /grievance
     # shows it them: a UTC date would be a day off.

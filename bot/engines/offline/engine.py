@@ -219,11 +219,14 @@ class OfflineEngine:
 # ---- speaking -------------------------------------------------------------------------------
 
 _KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)\b")
+# A lone "A" before another word is the article to eSpeak (and to Piper, which phonemizes with
+# it): "P L A Y 123" came out "pee el uh why". "Eh" is the letter's name in every English voice.
+_LETTER_NAMES = {"A": "Eh"}
 
 
 def spoken(text: str) -> str:
-    """Text as it should sound: ticket keys letter by letter ("G R V 14")."""
-    return _KEY.sub(lambda m: " ".join(m.group(1)) + " " + m.group(2), text)
+    """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123")."""
+    return _KEY.sub(lambda m: " ".join(_LETTER_NAMES.get(c, c) for c in m.group(1)) + " " + m.group(2), text)
 
 
 def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int) -> tuple[bytes, int]:
