@@ -4,6 +4,7 @@ eSpeak when the neural voice fails, and the settings that switch it (bot/speech/
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
@@ -184,6 +185,54 @@ def test_what_the_voices_are_given_drops_what_they_cannot_or_should_not_say() ->
     )
     # Nothing left to say: read as the voice can, never silence.
     assert speakable("\U0001f44d") == "\U0001f44d" and speakable("\u4f60\u597d\u3002") == "\u4f60\u597d\u3002"
+
+
+def test_markdown_marks_are_not_given_to_the_voices() -> None:
+    """Piper said "asterisk, asterisk, resolved, asterisk, asterisk" for **resolved**, and "hash,
+    hash" for a heading; a bullet's star was "master risk" to Whisper's ears in eSpeak's."""
+    assert speakable("Your status is **resolved** and your ticket is `GRV-12`.") == (
+        "Your status is resolved and your ticket is GRV-12."
+    )
+    assert speakable("## Refunds\n- **Open** one\n* _Two_ ~~three~~\n> quoted") == (
+        "Refunds\nOpen one\n_Two_ three\nquoted"
+    )
+    assert speakable("__Nova__, you have 40 points.") == "Nova, you have 40 points."
+    # A lone underscore is part of a name, and a number's list mark stays a number.
+    assert speakable("xX_Sniper99_Xx, step 1. first") == "xX_Sniper99_Xx, step 1. first"
+
+
+def test_an_address_is_said_by_its_place_and_a_link_by_its_words() -> None:
+    """Piper spelled "h t t p s colon slash slash" out, and eSpeak a string of letters."""
+    assert speakable("See https://support.example.com/refunds for details.") == (
+        "See support.example.com/refunds for details."
+    )
+    assert speakable("Go to <https://www.example.com/help/?id=7&x=2#top>.") == "Go to example.com/help."
+    assert speakable("Read [the refund guide](https://example.com/refunds) first.") == (
+        "Read the refund guide first."
+    )
+    assert speakable("(see www.example.com/a_b)") == "(see example.com/a_b)"
+
+
+@pytest.mark.parametrize("voice", [JOE, "en-us"])
+def test_a_markdown_reply_is_heard_without_its_marks(reply_voices, voice) -> None:
+    """Heard by the bot's own Whisper: before, "asterisk" four times and "hash" twice, and the
+    address as "h t t p s colon slash slash" (Piper) or a run of letters (eSpeak)."""
+    from bot.speech import whisper_recognizer as whisper
+
+    try:
+        listener = whisper.WhisperRecognizer(whisper.resolve_model("tiny.en"))
+    except whisper.WhisperUnavailable as exc:
+        pytest.skip(str(exc))
+    said = reply_voices.speak(
+        "## Refunds\nYour ticket is **resolved**. See https://support.example.com/refunds.", voice, 165
+    )
+    samples = np.frombuffer(said.pcm, dtype=np.int16)
+    heard = listener.recognize(audio.resample(samples, said.rate, whisper.RATE).tobytes())
+    assert heard is not None
+    words = set(re.findall(r"[a-z]+", heard.text.lower()))
+    # eSpeak's "resolved" is "renowned" to tiny.en's ears: only Piper's words are held to the letter.
+    assert {"resolved", "refunds"} <= words if voice == JOE else {"ticket"} <= words, heard.text
+    assert not {"asterisk", "asterisks", "hash", "colon", "http", "https"} & words, heard.text
 
 
 def test_full_width_latin_and_digits_are_read_as_the_ascii_they_stand_for() -> None:

@@ -14,6 +14,12 @@ cloud model's words. Three kinds of character are not said:
   "Chinese letter, Chinese letter". A name in another script is left out of the spoken sentence
   ("李明, you have 120 points" is said "you have 120 points"), and the written text still has it.
 
+Nor are the marks of Markdown, which a cloud model's answer, a studio's manual or a name may
+carry: the voices read them by name ("asterisk, asterisk, resolved, asterisk, asterisk" for
+**resolved**, "hash hash" for a heading). Emphasis, code spans, headings, bullets and quotes lose
+their marks, a link is said by its words, and an address (https://support.example.com/refunds,
+which the voices spelled "h t t p s colon slash slash") by its host and path alone.
+
 A reply with nothing left to say after that (a lone 👍, a sentence all in Chinese) is read as the
 voice can rather than sent as silence: only the characters no synthesiser can take are dropped.
 
@@ -58,10 +64,19 @@ _ORPHAN_MARK = re.compile(r"(^|[.!?]\s|\n)\s*[,;:]+\s*")
 _MARK_BEFORE_END = re.compile(r"[,;:]+(?=[.!?])")
 
 
+# Markdown's marks, as a model or a manual writes them. A lone underscore stays: it is inside
+# names (xX_Sniper99_Xx), which the voices say well; a pair is emphasis only at a word's edge.
+_LINK = re.compile(r"\[([^\]\n]+)\]\(\s*<?[^()\s]*(?:\([^()\s]*\)[^()\s]*)*>?(?:\s+\"[^\"]*\")?\s*\)")
+_ADDRESS = re.compile(r"<?\b(?:https?://|www\.)[^\s<>]+>?", re.IGNORECASE)
+_ADDRESS_END = ".,;:!?)]}'\""
+_MARKS = re.compile(r"[*`]+|~~|(?<!\w)__+|__+(?!\w)")
+_LINE_MARKS = re.compile(r"^[ \t]*(?:#{1,6}|>+|[-*+•])[ \t]+", re.MULTILINE)
+
+
 def speakable(text: str) -> str:
     """`text` as the English voices should say it."""
     printable = _printable(text)
-    said = _tidy(_readable(printable))
+    said = _tidy(_readable(_unmarked(printable)))
     if any(c.isalnum() for c in said):
         return said
     return _tidy(printable)
@@ -79,6 +94,25 @@ def writable(text: str) -> str:
 def without_overrides(text: str) -> str:
     """`text` without the direction controls (BIDI_CONTROLS) that would turn a line around."""
     return text.translate(_NO_BIDI_CONTROLS)
+
+
+def _unmarked(text: str) -> str:
+    """`text` without Markdown's marks, a link said by its words and an address by its place."""
+    text = _LINK.sub(r"\1", text)
+    text = _ADDRESS.sub(_said_address, text)
+    text = _LINE_MARKS.sub("", text)
+    return _MARKS.sub("", text)
+
+
+def _said_address(match: re.Match[str]) -> str:
+    """An address as its host and path: no scheme, "www.", query or fragment, which the voices
+    spell out character by character, and none of the punctuation that ends the sentence."""
+    address = match.group(0).strip("<>")
+    kept = address.rstrip(_ADDRESS_END)
+    after = address[len(kept) :]
+    place = re.sub(r"^(?:https?://)?(?:www\.)?", "", kept, flags=re.IGNORECASE)
+    place = re.split(r"[?#]", place, maxsplit=1)[0].rstrip("/")
+    return place + after
 
 
 def _printable(text: str) -> str:
