@@ -1623,6 +1623,25 @@ def test_the_letter_a_of_a_ticket_key_is_said_as_a_letter_not_the_article() -> N
     assert spoken("QA-7 is open. A ticket is open.") == "Q Eh 7 is open. A ticket is open."
 
 
+def test_amounts_are_said_in_dollars_and_cents() -> None:
+    # Read as figures: "one thousand two hundred thirty four point five zero dollars".
+    assert spoken("You've won 1,234.50 dollars in cash.") == "You've won 1,234 dollars and 50 cents in cash."
+    assert spoken("You've won 0.05 dollars in cash at poker.") == "You've won 5 cents in cash at poker."
+    assert spoken("You've won 1.00 dollars.") == "You've won 1 dollar."
+    assert spoken("It costs $4.99, or $20.") == "It costs 4 dollars and 99 cents, or 20 dollars."
+
+
+def test_a_news_time_is_said_as_a_clock_is_read_and_its_month_whole() -> None:
+    # Ticket news is spoken too: "thirty one jan at ten zero two", "four sep at eighteen zero zero".
+    assert spoken("made on 31 Jan at 09:05 UTC") == "made on 31 January at 9 oh 5 UTC"
+    assert spoken("made on 4 Sep at 18:00 UTC") == "made on 4 September at 18 hundred UTC"
+    assert spoken("1 Dec at 00:00, 2 Dec at 10:00, 3 Mar at 12:45") == (
+        "1 December at midnight, 2 December at 10 o'clock, 3 March at 12 45"
+    )
+    # Not a clock: a score, a time with seconds, a version.
+    assert spoken("a 3:1 win at 10:02:33 in 1.10:20") == "a 3:1 win at 10:02:33 in 1.10:20"
+
+
 def test_a_tickets_time_is_said_as_how_long_ago_the_same_in_every_time_zone() -> None:
     # 02:00 UTC on the 18th is the 17th in the evening for a player in California, as /grievance
     # shows it them: a UTC date would be a day off.

@@ -224,9 +224,44 @@ _KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)\b")
 _LETTER_NAMES = {"A": "Eh"}
 
 
+# Amounts and clock times, which the voices read as figures: "1,234.50 dollars" was "one thousand
+# two hundred thirty four point five zero dollars", "10:02" "ten zero two", "18:00" "eighteen
+# zero zero"; and a day's month, which they read as a word ("Jan", "deck", "sep").
+_DOLLARS = re.compile(r"\$(\d[\d,]*)(?:\.(\d\d))?\b|\b(\d[\d,]*)\.(\d\d) dollars\b")
+_CLOCK = re.compile(r"(?<![\d:.])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
+_MONTHS = dict(
+    zip(
+        "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec".split(),
+        "January February March April June July August September September October November December".split(),
+        strict=True,
+    )
+)
+_DAY_MONTH = re.compile(r"\b(\d{1,2}) (" + "|".join(_MONTHS) + r")\b\.?")
+
+
 def spoken(text: str) -> str:
-    """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123")."""
-    return _KEY.sub(lambda m: " ".join(_LETTER_NAMES.get(c, c) for c in m.group(1)) + " " + m.group(2), text)
+    """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123"),
+    amounts in dollars and cents, clock times as said ("9 oh 5", "18 hundred"), months whole."""
+    text = _KEY.sub(lambda m: " ".join(_LETTER_NAMES.get(c, c) for c in m.group(1)) + " " + m.group(2), text)
+    text = _DOLLARS.sub(_said_dollars, text)
+    text = _CLOCK.sub(_said_clock, text)
+    return _DAY_MONTH.sub(lambda m: f"{m.group(1)} {_MONTHS[m.group(2)]}", text)
+
+
+def _said_dollars(match: re.Match[str]) -> str:
+    whole = match.group(1) or match.group(3)
+    cents = int(match.group(2) or match.group(4) or 0)
+    said = [] if whole == "0" and cents else [f"{whole} dollar" + ("" if whole == "1" else "s")]
+    if cents:
+        said.append(f"{cents} cent" + ("" if cents == 1 else "s"))
+    return " and ".join(said)
+
+
+def _said_clock(match: re.Match[str]) -> str:
+    hour, minutes = int(match.group(1)), int(match.group(2))
+    if minutes == 0:
+        return "midnight" if hour == 0 else f"{hour} o'clock" if hour <= 12 else f"{hour} hundred"
+    return f"{hour} oh {minutes}" if minutes < 10 else f"{hour} {minutes}"
 
 
 def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int) -> tuple[bytes, int]:
