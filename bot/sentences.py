@@ -184,6 +184,10 @@ OUT_OF_SCOPE = (
     "answer questions from the game guides, file a complaint for you, and check on your tickets."
 )
 
+# Said in place of the rest of a reply too long to say aloud (engine.MAX_SPOKEN_CHARS): the
+# written reply beside the voice message has all of it.
+MORE_IN_WRITING = "There's more in the written reply."
+
 # ---- the offline engine: a tool's answer -----------------------------------------------------
 
 TOOL_ERROR = "Sorry, {reason}"  # the tool's own reason, first letter lowered

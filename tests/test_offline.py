@@ -1642,6 +1642,54 @@ def test_a_news_time_is_said_as_a_clock_is_read_and_its_month_whole() -> None:
     assert spoken("a 3:1 win at 10:02:33 in 1.10:20") == "a 3:1 win at 10:02:33 in 1.10:20"
 
 
+def test_a_long_reply_is_cut_for_speaking_at_a_sentences_end() -> None:
+    from bot.engines.offline.engine import MAX_SPOKEN_CHARS, within_spoken_limit
+    from bot.sentences import MORE_IN_WRITING
+
+    text = " ".join(f"Step {i} is to hold the button down." for i in range(200))
+    said = within_spoken_limit(text)
+    assert len(said) <= MAX_SPOKEN_CHARS < len(text)
+    assert said.endswith(". " + MORE_IN_WRITING) and text.startswith(said.removesuffix(" " + MORE_IN_WRITING))
+    # No full stop (a manual's bullets, made one line): cut after a word, never inside one.
+    bullets = " ".join(f"the rifle {i} reloads faster" for i in range(200))
+    cut = within_spoken_limit(bullets).removesuffix(". " + MORE_IN_WRITING)
+    assert len(cut) < MAX_SPOKEN_CHARS and bullets.startswith(cut) and bullets[len(cut)] == " "
+    assert within_spoken_limit("Short.") == "Short."
+
+
+async def test_a_manual_answer_of_many_bullets_is_spoken_in_part_and_written_whole(monkeypatch) -> None:
+    """A manual's section of bullets has no full stop, so its "first two sentences" were all of
+    it: 40 bullets, 3,400 characters and about four minutes of speech."""
+    from bot.engines.base import TurnState
+    from bot.engines.offline.engine import MAX_SPOKEN_CHARS, OfflineEngine, render
+    from bot.engines.offline.hearing import LocalHearing
+    from bot.sentences import MORE_IN_WRITING
+    from bot.speech.voices import ReplyVoices
+
+    passage = " ".join(f"The rifle {i} now deals {i * 3} more damage and reloads faster" for i in range(60))
+    text = render(router.MANUALS, {"passages": [{"title": "Patch notes: Season 4", "text": passage}]}, "")
+    assert len(text) > MAX_SPOKEN_CHARS
+    engine = OfflineEngine(
+        LocalHearing(_ScriptedRecognizer(["um"], "um")), ReplyVoices({}, {}, ["en-us"], "en-us"), 165
+    )  # type: ignore[arg-type]
+    asked: list[str] = []
+    real = engine.speaker.speak_soon
+
+    async def spy(said: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(said)
+        return await real(said, *args, **kwargs)
+
+    monkeypatch.setattr(engine.speaker, "speak_soon", spy)
+    turn = TurnState(ToolContext(user_id=NOVA), audio=None, text="patch notes", history=[], tools=[])
+    try:
+        reply = await engine._say(text, turn)
+    finally:
+        await engine.aclose()
+    assert reply.text == text  # the transcript has every bullet
+    assert len(asked[0]) <= MAX_SPOKEN_CHARS and asked[0].endswith(MORE_IN_WRITING)
+    assert reply.reply_audio is not None and reply.reply_audio.duration_secs < 240
+
+
 def test_a_tickets_time_is_said_as_how_long_ago_the_same_in_every_time_zone() -> None:
     # 02:00 UTC on the 18th is the 17th in the evening for a player in California, as /grievance
     # shows it them: a UTC date would be a day off.

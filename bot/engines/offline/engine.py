@@ -193,7 +193,8 @@ class OfflineEngine:
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
         # Off the event loop: Piper takes about 80 ms of a core a second of speech on this VM.
         if self.speaker.by_sentence:
-            reply = await self.speaker.speak_soon(spoken(text), turn.voice, player=turn.context.speaker)
+            said = within_spoken_limit(spoken(text))
+            reply = await self.speaker.speak_soon(said, turn.voice, player=turn.context.speaker)
             return EngineReply(text=text, reply_audio=reply, user_text=turn.scratch.get("heard"))
         pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, text, turn.voice, self.rate_wpm)
         return EngineReply(
@@ -264,8 +265,30 @@ def _said_clock(match: re.Match[str]) -> str:
     return f"{hour} oh {minutes}" if minutes < 10 else f"{hour} {minutes}"
 
 
+# Characters of a reply the offline engine says aloud: as many as the agent speaks of a cloud
+# engine's text (agent.MAX_SPOKEN_CHARS), about three minutes. A manual's section of bullets has
+# no full stop, so its "first two sentences" are all of it: 40 bullets were 3,400 characters.
+# The written reply keeps every word.
+MAX_SPOKEN_CHARS = 3000
+_BREAKS = (re.compile(r"[.!?](?=\s|$)"), re.compile(r"[,;:](?=\s)"), re.compile(r"\S(?=\s)"))
+
+
+def within_spoken_limit(said: str, limit: int = MAX_SPOKEN_CHARS) -> str:
+    """`said` (spoken words) up to `limit` characters: cut at the last sentence's end that fits,
+    else a clause's, else a word's, and then told that the rest is in writing."""
+    if len(said) <= limit:
+        return said
+    room = said[: limit - len(say.MORE_IN_WRITING) - 2]
+    for mark in _BREAKS:
+        ends = [m.end() for m in mark.finditer(room)]
+        if ends and ends[-1] > len(room) // 2:
+            room = room[: ends[-1]]
+            break
+    return _ended(room.rstrip(" ,;:")) + " " + say.MORE_IN_WRITING
+
+
 def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int) -> tuple[bytes, int]:
-    speech = voices.speak(spoken(text), voice, rate_wpm)
+    speech = voices.speak(within_spoken_limit(spoken(text)), voice, rate_wpm)
     return speech.pcm, speech.rate
 
 
