@@ -15,6 +15,7 @@ import pytest
 from bot import audio
 from bot.app import running_app
 from bot.engines.base import EngineReply, TurnState
+from bot.engines.offline.engine import spoken
 from bot.lab.samples import speak_pcm
 from bot.speech import neural, speaker, voices
 from bot.speech.speakable import speakable
@@ -487,7 +488,7 @@ async def test_slash_forget_empties_the_offline_engines_cache_of_the_player(sett
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
         assert reply.audio is not None
         said = {key[2] for key in cache._items}
-        assert said and said <= set(sentences(speakable(reply.text)))
+        assert said and said <= set(sentences(speakable(spoken(reply.text))))
         await app.agent.forget(NOVA)
         assert len(cache) == 0
 
