@@ -1642,6 +1642,15 @@ def test_a_news_time_is_said_as_a_clock_is_read_and_its_month_whole() -> None:
     assert spoken("a 3:1 win at 10:02:33 in 1.10:20") == "a 3:1 win at 10:02:33 in 1.10:20"
 
 
+def test_an_iso_date_a_cloud_model_says_back_is_said_as_a_date() -> None:
+    # A ticket's last_update as the status tool gives it: "two thousand twenty six dash eleven dash
+    # seventeen", and "T18:00:00Z" spelled out after it.
+    assert spoken("Updated 2026-11-17.") == "Updated 17 November 2026."
+    assert spoken("Updated 2026-11-17T18:00:00Z.") == "Updated 17 November 2026 at 18 hundred UTC."
+    assert spoken("At 2026-01-05 09:30:15.5+01:00.") == "At 5 January 2026 at 9 30 UTC plus 1."
+    assert spoken("Build 2026-13-40, 10:02:33.") == "Build 2026-13-40, 10:02:33."
+
+
 def test_a_long_reply_is_cut_for_speaking_at_a_sentences_end() -> None:
     from bot.engines.offline.engine import MAX_SPOKEN_CHARS, within_spoken_limit
     from bot.sentences import MORE_IN_WRITING

@@ -238,15 +238,41 @@ _MONTHS = dict(
     )
 )
 _DAY_MONTH = re.compile(r"\b(\d{1,2}) (" + "|".join(_MONTHS) + r")\b\.?")
+# An ISO 8601 date, as a tool's result gives it to a cloud model, which may say it back: read as
+# "two thousand twenty six dash eleven dash seventeen". Its time, if any, is left to _CLOCK.
+_ISO_DATE = re.compile(
+    r"\b(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::[0-5]\d(?:\.\d+)?)?(Z|[+-]\d\d:?\d\d)?)?(?![\d:])"
+)
+_MONTH_NAMES = "January February March April May June July August September October November December".split()
 
 
 def spoken(text: str) -> str:
     """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123"),
-    amounts in dollars and cents, clock times as said ("9 oh 5", "18 hundred"), months whole."""
+    amounts in dollars and cents, clock times as said ("9 oh 5", "18 hundred"), months whole,
+    ISO dates as a day, a month and a year."""
     text = _KEY.sub(lambda m: " ".join(_LETTER_NAMES.get(c, c) for c in m.group(1)) + " " + m.group(2), text)
     text = _DOLLARS.sub(_said_dollars, text)
+    text = _ISO_DATE.sub(_said_date, text)
     text = _CLOCK.sub(_said_clock, text)
     return _DAY_MONTH.sub(lambda m: f"{m.group(1)} {_MONTHS[m.group(2)]}", text)
+
+
+def _said_date(match: re.Match[str]) -> str:
+    year, month, day, hour, minutes, zone = match.groups()
+    said = f"{int(day)} {_MONTH_NAMES[int(month) - 1]} {year}"
+    if hour is None:
+        return said
+    said += f" at {hour}:{minutes}"  # said as a clock is read by _CLOCK, after this
+    if zone == "Z":
+        return said + " UTC"
+    if zone:
+        hours, rest = int(zone[1:3]), int(zone[-2:])
+        offset = f"{hours}" + (f" {rest}" if rest else "")
+        return said + (
+            " UTC" if not hours and not rest else f" UTC {'plus' if zone[0] == '+' else 'minus'} {offset}"
+        )
+    return said
 
 
 def _said_dollars(match: re.Match[str]) -> str:
