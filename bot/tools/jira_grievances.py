@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot import sentences as say
+from bot.bounded import remember
 from bot.config import JiraSettings
 from bot.logs import Outage
 from bot.tools import CATEGORIES
@@ -56,6 +57,9 @@ T = TypeVar("T")
 PUSH_BATCH = 200
 JIRA_THREADS = 8
 NEWS_BATCH = 50  # players' labels in a ticket-news query, keeping its JQL string short
+# Ways Jira refused grievances remembered as said: a refusal may name its grievance's issue, so
+# one a grievance would otherwise be kept for the process's life.
+MAX_REFUSALS = 1000
 # What a proxy in front of Jira answers when it stopped waiting for a request Jira may still be
 # working on: a 504 (it timed out), or a 502 (a proxy behind it cut the connection, which the
 # outer one tells as a bad gateway). Neither says Jira stopped.
@@ -97,10 +101,11 @@ class JiraGrievances:
         # and the answer that asked for it.
         self._quiet_until = 0.0
         self._quiet_for: TrackerError | None = None
-        # The refusals of grievances the last push round said (push_pending), and every one this
-        # process said: a refusal its grievances kept from before a restart is news to its log.
-        self._refusals_said: set[str] = set()
-        self._refusals_told: set[str] = set()
+        # The refusals of grievances the last push round said (push_pending), and those this
+        # process said (its newest MAX_REFUSALS): a refusal its grievances kept from before a
+        # restart is news to its log.
+        self._refusals_said: dict[str, None] = {}
+        self._refusals_told: dict[str, None] = {}
 
     @classmethod
     async def open(
@@ -362,13 +367,13 @@ class JiraGrievances:
         for reason, (keys, new) in refused.items():
             if reason in self._refusals_said or (not new and reason in self._refusals_told):
                 continue
-            self._refusals_said.add(reason)
-            self._refusals_told.add(reason)
+            remember(self._refusals_said, reason, None, MAX_REFUSALS)
+            remember(self._refusals_told, reason, None, MAX_REFUSALS)
             shown = ", ".join(keys[:5]) + (", …" if len(keys) > 5 else "")
             many = f"{len(keys)} grievances" if len(keys) > 1 else "grievance"
             log.warning("Jira refused %s (%s): %s (kept pending, tried again later)", many, shown, reason)
         if pushed:
-            self._refusals_said &= set(refused)
+            self._refusals_said = {r: None for r in self._refusals_said if r in refused}
 
     async def _push_one(self, row: PendingGrievance) -> str | None:
         """Push one row; None if another pusher holds it (or it can never go to Jira). Every
