@@ -217,6 +217,31 @@ async def test_only_the_newest_reply_audio_is_kept(wsettings, monkeypatch) -> No
         assert [(await client.get(url)).status for url in urls] == [404, 200, 200]
 
 
+async def test_reply_audio_kept_is_bounded_in_bytes_the_newest_always_kept(wsettings, monkeypatch) -> None:
+    # Two hundred replies were kept whatever their size: a cloud engine's long answers, megabytes
+    # each, could hold hundreds of megabytes for pages that may never fetch them.
+    from tests.frontend_engine import FrontendEngine
+
+    engine = FrontendEngine(reply_seconds=20.0)
+    async with web_client(wsettings, engine) as (client, _):
+        token = await csrf_of(client)
+
+        async def asked() -> str:
+            return (await (await ask(client, token)).json())["audio_url"]
+
+        first = await asked()
+        size = len(await (await client.get(first)).read())
+        monkeypatch.setattr(playground, "MAX_REPLY_BYTES", 2 * size + size // 2, raising=False)
+        urls = [first, await asked(), await asked()]  # the third is one too many
+        kept = [(await client.get(url)).status for url in urls]
+        engine.reply_seconds = 80.0  # one reply over the whole bound: its visitor still hears it
+        urls.append(await asked())
+        fetched = [await client.get(url) for url in urls]
+        longest = len(await fetched[-1].read())
+    assert kept == [404, 200, 200]
+    assert [r.status for r in fetched] == [404, 404, 404, 200] and longest > 2 * size + size // 2
+
+
 async def test_a_visitors_conversation_is_the_visitors_not_the_players_it_speaks_as(wsettings) -> None:
     # A visitor speaks as a demo (or test) player, whose Discord id that may be: what the visitor
     # said is no data of that player's to export, nor gone with the player's /forget.

@@ -46,6 +46,10 @@ DEMO_PLAYERS = (
     "131313131313131313",
 )
 MAX_REPLIES = 200  # reply audio kept in memory for the page to fetch, newest kept
+# ... and their bytes together: a cloud engine's long answer is minutes of audio, megabytes of it.
+# The newest reply is kept whatever its size (its visitor is about to play it), so memory holds
+# at most this and one reply.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
 CHUNK = 64 * 1024
 # The player's part is read in chunks this small (aiohttp reads one more past it to find the part's
 # end): a refused player costs no more of the upload than two of them. No smaller than any boundary
@@ -260,7 +264,7 @@ async def ask(request: web.Request) -> web.Response:
     audio_url = None
     if reply.audio is not None:
         token = secrets.token_urlsafe(16)
-        remember(st.replies, token, (owner, reply.audio.ogg), MAX_REPLIES)
+        _keep_reply(st, token, owner, reply.audio.ogg)
         audio_url = str(request.app.router["reply_audio"].url_for(token=token))
     return web.json_response(
         {
@@ -371,6 +375,16 @@ async def _read_capped(part: BodyPartReader, limit: int, chunk_size: int = CHUNK
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _keep_reply(st: WebState, token: str, owner: str, ogg: bytes) -> None:
+    """Keep a reply's audio for its page to fetch, letting the oldest go past MAX_REPLIES replies
+    or MAX_REPLY_BYTES of them, but never the one just kept."""
+    remember(st.replies, token, (owner, ogg), MAX_REPLIES)
+    total = sum(len(kept) for _, kept in st.replies.values())
+    while total > MAX_REPLY_BYTES and len(st.replies) > 1:
+        oldest = next(iter(st.replies))
+        total -= len(st.replies.pop(oldest)[1])
 
 
 async def reply_audio(request: web.Request) -> web.Response:
