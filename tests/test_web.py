@@ -411,6 +411,31 @@ async def test_state_changes_without_this_sessions_csrf_token_are_refused(wsetti
         assert logout.status == 403
 
 
+async def test_a_method_no_route_takes_is_405_not_a_csrf_refusal(wsettings) -> None:
+    # The CSRF check ran before the router's answer: a PUT, DELETE or PATCH anywhere was 403
+    # "Missing or invalid CSRF token", as if a token would have let it through.
+    async with web_client(wsettings) as (client, core):
+        token = await csrf_of(client)
+        assert (await log_in(client)) == 303
+        before = await core.grievances.local_store.staff_get("GRV-10")
+        for method, path, allowed in (
+            ("PUT", "/playground/ask", "POST"),
+            ("DELETE", "/desk/ticket/GRV-10/status", "POST"),
+            ("PATCH", "/desk/ticket/GRV-10", "GET,HEAD"),
+            ("POST", "/desk", "GET,HEAD"),
+            ("PUT", "/static/style.css", "GET,HEAD"),
+        ):
+            for headers in ({}, {"X-CSRF-Token": token}):  # without a token as with one
+                answer = await client.request(method, path, headers=headers, allow_redirects=False)
+                assert (answer.status, answer.headers.get("Allow")) == (405, allowed), (method, path, headers)
+        assert (await client.post("/nowhere", allow_redirects=False)).status == 404
+        # A route that takes the method still wants the token.
+        refused = await client.post("/desk/ticket/GRV-10/status", data={"status": "closed"})
+        assert refused.status == 403 and "CSRF" in await refused.text()
+        assert (await client.post("/playground/ask", data=note_form())).status == 403
+        assert (await core.grievances.local_store.staff_get("GRV-10")) == before
+
+
 async def test_a_playground_page_whose_session_ended_is_told_to_reload(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         token = await csrf_of(client)

@@ -382,7 +382,9 @@ async def csrf_token(request: web.Request) -> str:
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any state-changing request whose token is missing or not this session's."""
-    if request.method in SAFE_METHODS:
+    # The router's own refusal (no route has the path, or none of its routes takes the method:
+    # a 405 with its Allow) changes nothing, and no token would have let it through.
+    if request.method in SAFE_METHODS or request.match_info.http_exception is not None:
         return await handler(request)
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
