@@ -27,7 +27,7 @@ from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
 from bot.sentences import DMS_CLOSED_NOTICE
 from bot.ticket_news import MAX_QUIET_SECONDS, Delivery, NewsStore, Outcome, TicketNews, plain
-from bot.tools import jira_grievances, ticket_rows
+from bot.tools import ticket_rows
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
@@ -2109,25 +2109,6 @@ async def test_desk_statuses_jira_refuses_alike_are_said_in_one_line(
     assert "lacks the Transition Issues permission" in said[0]
     assert errors[0] is not None and errors[0].startswith("in Jira as GRV-101, but not moved")
     assert errors[1] is not None and errors[1].startswith("in Jira as GRV-102, but not moved")
-
-
-async def test_refusals_naming_their_issues_are_remembered_as_said_only_so_many(
-    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A workflow with no way into a status refuses each move in words naming its issue: the
-    # refusals remembered as said grew by one a grievance for the life of the process.
-    monkeypatch.setattr(jira_grievances, "MAX_REFUSALS", 2, raising=False)
-    keys = [await desk_set_while_jira_was_off(fake, tmp_path, "resolved") for _ in range(4)]
-    fake.workflow = ("To Do", "In Progress")
-    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
-    jira = await open_jira(fake, tmp_path, settle_seconds=0.0)
-    async with news_over(tmp_path, jira) as p:
-        assert await p.grievances.push_pending() == 0
-        said, told = list(jira._refusals_said), list(jira._refusals_told)
-    assert [r.getMessage().count("workflow has no transition") for r in caplog.records] == [1] * len(keys)
-    assert len(said) == len(told) == 2 and said == told
-    # The newest two, by their issues.
-    assert "GRV-103's workflow" in said[0] and "GRV-104's workflow" in said[1], said
 
 
 async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rarely(

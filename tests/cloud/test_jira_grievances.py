@@ -25,7 +25,7 @@ from jira import JIRA, JIRAError
 from bot.app import build_grievance_backend, running_app
 from bot.backup import backup
 from bot.config import ConfigError, JiraSettings
-from bot.tools import CATEGORIES, Toolbox, build_tools
+from bot.tools import CATEGORIES, Toolbox, build_tools, jira_grievances
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
@@ -1732,6 +1732,27 @@ async def test_a_refusal_said_before_a_restart_is_said_again_after_it(fake, db, 
         await backend.aclose()
     said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(said) == 1 and "3 grievances" in said[0] and "Severity is required" in said[0], said
+
+
+async def test_refusals_remembered_as_said_are_only_so_many(fake, db, caplog, monkeypatch) -> None:
+    # Each way Jira refused grievances was remembered as said for the life of the process: a
+    # refusal naming its issue, or a create screen an admin keeps changing, one more each.
+    monkeypatch.setattr(jira_grievances, "MAX_REFUSALS", 2, raising=False)
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    fake.expect_violations()  # the pushes are refused, as Jira refuses them
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice")
+        for i in range(4):
+            fake.on_create = (select_field(10080 + i, f"Severity {i}", ("Low", "High")),)
+            assert await backend.push_pending() == 0
+            await expire_claims(db)
+        said, told = list(backend._refusals_said), list(backend._refusals_told)
+    finally:
+        await backend.aclose()
+    assert len([r for r in caplog.records if "is required" in r.getMessage()]) == 4
+    assert len(said) == len(told) == 2 and said == told
+    assert "Severity 2 is required" in said[0] and "Severity 3 is required" in said[1], said
 
 
 async def test_an_issue_type_the_project_no_longer_has_is_named_with_its_setting(fake, db, caplog) -> None:
