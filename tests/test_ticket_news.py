@@ -2111,6 +2111,26 @@ async def test_desk_statuses_jira_refuses_alike_are_said_in_one_line(
     assert errors[1] is not None and errors[1].startswith("in Jira as GRV-102, but not moved")
 
 
+async def test_a_desk_status_no_jira_workflow_can_take_is_said_in_one_line(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The refusal named its issue ("GRV-101's workflow has no transition ..."): a workflow without
+    # the desk's status refused every waiting grievance alike, and the log said a WARNING each.
+    keys = [await desk_set_while_jira_was_off(fake, tmp_path, "resolved") for _ in range(3)]
+    fake.workflow = ("To Do", "In Progress")
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, settle_seconds=0.0)) as p:
+        assert await p.grievances.push_pending() == 0
+        rows = [await p.local.staff_get(k) for k in keys]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and f"3 grievances ({', '.join(keys)})" in said[0], said
+    assert "its workflow has no transition to a status like 'resolved'" in said[0]
+    # Each grievance's own error still names its issue, for the desk.
+    assert [r.last_error.split(",")[0] if r and r.last_error else None for r in rows] == [
+        f"in Jira as GRV-10{i}" for i in (1, 2, 3)
+    ]
+
+
 async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rarely(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -477,6 +477,8 @@ class JiraGrievances:
                     f"{remote_key}'s workflow has no transition to a status like {row.status!r}",
                     row_only=True,
                     maybe_done=False,
+                    # Without the issue: every grievance a workflow refuses alike is one line.
+                    gist=f"its workflow has no transition to a status like {row.status!r}",
                 )
         except TrackerError as exc:
             wait = s.settle_seconds
