@@ -995,6 +995,31 @@ async def test_the_desk_lists_grievances_jira_closed_without_a_fix_by_that_statu
         assert (await client.get("/desk", params={"status": "duplicate"})).status == 200
 
 
+async def test_a_declined_grievances_page_preselects_no_status_staff_did_not_choose(wsettings) -> None:
+    # Jira's "declined" is no status staff set, so no option of the form was selected, and the
+    # browser showed the first, "open": one click on "Set status" reopened the ticket and told
+    # its player so.
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        store = core.grievances.local_store
+        declined = await store.register(NOVA, "wallet", "charged twice for the battle pass")
+        await store.update_status(declined.key, "declined", "2026-12-01T10:00:00Z")
+        html = await (await client.get(f"/desk/ticket/{declined.key}")).text()
+        form = html[html.index('<select name="status"') : html.index("</select>")]
+        chosen = re.findall(r'<option value="([^"]*)"[^>]*\bselected\b[^>]*>([^<]*)<', form)
+        assert chosen == [("", "declined")], chosen
+        assert "required" in form[: form.index(">")], "the form is sent only with a status chosen"
+        # Sent anyway (a browser ignoring `required`), it changes nothing.
+        token = await csrf_of(client, f"/desk/ticket/{declined.key}")
+        sent = await client.post(
+            f"/desk/ticket/{declined.key}/status",
+            data={"csrf": token, "status": "", "was": "declined"},
+            allow_redirects=False,
+        )
+        assert sent.status == 400
+        assert (await store.staff_get(declined.key)).status == "declined"  # type: ignore[union-attr]
+
+
 async def test_the_playground_shows_a_ticket_closed_without_a_fix_in_a_players_words(wsettings) -> None:
     # The playground's ticket list showed the stored word, where Discord players read it plainly.
     async with web_client(wsettings) as (client, core):
