@@ -776,15 +776,22 @@ def test_the_readmes_exit_statuses_give_every_way_run_ends_on_discord() -> None:
     # (as at login: a restart does not): a unit's RestartPreventExitStatus is set by this list.
     from cogs.runner import DISCORD_REFUSED, INTENT_WITHDRAWN
 
-    statuses = _readme().split("Exit statuses: ", 1)[1].split(" command interrupted.", 1)[0]
-    refused = statuses.split(f", {DISCORD_REFUSED} Discord refused `sync`", 1)[1].split(
-        f", {INTENT_WITHDRAWN} ", 1
-    )[0]
+    statuses = _exit_statuses()
+    assert statuses[INTENT_WITHDRAWN].startswith("`run` stopped because the application lost"), statuses
+    refused = statuses[DISCORD_REFUSED]
+    assert refused.startswith("Discord refused `sync`"), refused
     assert "by `run` logging in or making its first gateway connection" in refused, refused
-    configuration = statuses.split(", 2 a configuration error", 1)[1].split(", 3 a note", 1)[0]
-    assert (
-        "Discord refusing `DISCORD_TOKEN` too, at login or once it is reset while `run` runs" in configuration
-    )
+    configuration = statuses[2]
+    assert configuration.startswith("a configuration error"), configuration
+    token = "Discord refusing `DISCORD_TOKEN` too, at login or once it is reset while `run` runs"
+    assert token in configuration, configuration
+
+
+def _exit_statuses() -> dict[int, str]:
+    """The README's table of exit statuses: status → when."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("| status | when |") :].split("\n\n", 1)[0]
+    return {int(n): said.strip() for n, said in re.findall(r"^\| (\d+) \|(.*)\|$", table, re.M)}
 
 
 def test_the_limits_the_docs_give_for_answers_status_history_and_the_gateway_are_the_codes() -> None:
@@ -812,7 +819,7 @@ def test_the_limits_the_docs_give_for_answers_status_history_and_the_gateway_are
     # The exit status a unit's RestartPreventExitStatus names, for every refusal that ends `run` so.
     first, last = min(GATEWAY_REFUSALS), max(GATEWAY_REFUSALS)
     assert set(GATEWAY_REFUSALS) == set(range(first, last + 1))
-    assert f", {GATEWAY_REFUSED} `run` stopped because Discord's gateway refused" in readme
+    assert _exit_statuses()[GATEWAY_REFUSED].startswith("`run` stopped because Discord's gateway refused")
     assert f"({first} to {last}: among them a bot in 2,500 servers or more" in readme
     assert "2,500 servers or more" in GATEWAY_REFUSALS[4011]
     assert f"RestartPreventExitStatus=2 4 {GATEWAY_REFUSED}" in readme
