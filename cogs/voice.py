@@ -996,10 +996,20 @@ class VoiceNotes(commands.Cog):
             # not a line each, one after another, into the channel's rate limit and the stop's wait.
             await asyncio.gather(*(self._ask_again(m, say.RESTARTING_SEND_AGAIN) for m in claimed))
         finally:
-            # Also once the stop's wait runs out: left claimed, a note would look to the next
-            # start like one whose process died in its turn.
+            # Also once the stop's wait runs out, even as they are being settled (a slow disk):
+            # left claimed, a note would look to the next start like one whose process died in
+            # its turn. The write the cancel cut is made again; the cancel goes on after them.
+            cut: asyncio.CancelledError | None = None
             for message in claimed:
-                await self._settle(ledger.unanswerable, message)
+                try:
+                    await self._settle(ledger.unanswerable, message)
+                except asyncio.CancelledError as exc:
+                    if cut is not None:
+                        raise  # cancelled again: not waited for any longer
+                    cut = exc
+                    await self._settle(ledger.unanswerable, message)
+            if cut is not None:
+                raise cut
 
     def given_back(self, message_id: int) -> discord.Message | None:
         """The note, if this process gave it back where it may not read history (Discord failing

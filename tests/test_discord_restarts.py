@@ -1612,6 +1612,47 @@ async def test_given_back_notes_a_stop_ran_out_of_time_asking_for_are_settled_no
         await ledger.aclose()
 
 
+async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_the_same(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # Every player asked, the stop's wait ran out as the notes were being settled (a slow disk):
+    # the note being settled and those after it were left claimed by a process then gone, which
+    # the next start counted as a crash in each one's turn.
+    from cogs import bot as bot_module
+
+    monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", 2.0)
+    settling = NoteLedger.unanswerable
+    slow = [True]
+
+    async def slow_disk(ledger: NoteLedger, message_id: int) -> None:
+        task = asyncio.current_task()
+        # The first note's write lasts until the stop's wait runs out (unless it ran out before,
+        # on a machine slow enough for the asking to take it all).
+        if slow and task is not None and not task.cancelling():
+            slow.clear()
+            await asyncio.sleep(60)
+        await settling(ledger, message_id)
+
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600):
+        await settle(fake)
+        notes = []
+        for count, player in enumerate([nova, blaze], 1):
+            fake.posts_unavailable = 2  # the voice message, then its words as text
+            notes.append(await fake.send_note(player, voice_note(), guild=True))
+            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+        monkeypatch.setattr(NoteLedger, "unanswerable", slow_disk)
+    (asked,) = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert asked.endswith(RESTARTING_SEND_AGAIN)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        rows = await ledger._conn.execute_fetchall("SELECT message_id, state FROM notes")
+        states = {str(row["message_id"]): row["state"] for row in rows}
+        assert [states[n["id"]] for n in notes] == ["expired"] * 2, states
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
