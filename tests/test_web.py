@@ -2901,6 +2901,38 @@ async def test_voxdesk_web_stopped_by_sigterm_gives_back_the_handlers_it_found(w
         signal.signal(signal.SIGTERM, before)
 
 
+async def test_voxdesk_web_gives_back_the_sigterm_handler_a_program_gave_its_event_loop(
+    wsettings, capsys
+) -> None:
+    # A program serving `voxdesk web` on its own loop, whose SIGTERM it handles on that loop too:
+    # after the server, SIGTERM reaches the program's handler again, not asyncio's no-op.
+    import asyncio
+    import os
+    import signal
+
+    from bot import web
+
+    loop = asyncio.get_running_loop()
+    theirs = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, theirs.set)
+    try:
+        task = asyncio.create_task(web.serve(wsettings.replace(web={"port": 0})))
+        out = ""
+        async with asyncio.timeout(40):
+            while "voxdesk web on" not in out and not task.done():
+                out += capsys.readouterr().out
+                await asyncio.sleep(0.05)
+        if task.done():
+            task.result()  # it ended before serving: say why
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, 30)
+        assert not theirs.is_set(), "the server's SIGTERM reached the program's handler"
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(theirs.wait(), 10)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 @pytest.mark.timeout(120)  # a real process starts (imports, speech workers): slow on a busy machine
 @pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
 async def test_voxdesk_web_stops_on_a_signal_with_one_line_and_every_database_closed(
