@@ -1196,6 +1196,26 @@ class LocalGrievanceStore:
         )
         return [PendingGrievance(*row[:-1], tried=bool(row[-1])) for row in rows]
 
+    async def bring_back(self, longest: float) -> int:
+        """Make every pending row due within `longest` (seconds) that is due further off than
+        twice that: no pusher sets a claim or a retry wait so far ahead, so such a time was set by
+        a clock since stepped back (NTP setting a fast clock right, a VM restored), and would hold
+        its grievance back from the tracker by the step. Not due now: the row may be the claim of
+        a live pusher whose create Jira has not shown yet, and `longest` outlasts that claim.
+        Returns how many rows it brought back."""
+        now = time.time()
+        stepped = "push_state = 'pending' AND next_try_at > ?"
+        if not await self._conn.execute_fetchall(
+            f"SELECT 1 FROM grievances WHERE {stepped} LIMIT 1", (now + 2 * longest,)
+        ):
+            return 0
+        async with self._writing():
+            cursor = await self._conn.execute(
+                f"UPDATE grievances SET next_try_at = ? WHERE {stepped}", (now + longest, now + 2 * longest)
+            )
+            await self._conn.commit()
+            return cursor.rowcount
+
     async def claim(self, local_key: str, until: float) -> bool:
         """Take a pending row for pushing until `until` (unix time); False if another pusher holds
         it. The claim is on disk, so it holds across processes (a CLI `ask` next to the running

@@ -327,6 +327,13 @@ class JiraGrievances:
         # screen or workflow, is news once).
         refused: dict[str, tuple[list[str], bool]] = {}
         async with self._push_lock:
+            if brought := await self._store.bring_back(self._longest_wait()):
+                log.warning(
+                    "%d grievance(s) waited for Jira further off than any push wait (the clock was"
+                    " set back?): tried within %g s",
+                    brought,
+                    self._longest_wait(),
+                )
             try:
                 while True:
                     rows = await self._store.pending(PUSH_BATCH)
@@ -504,6 +511,12 @@ class JiraGrievances:
             remote_key,
             issue.status,
         )
+
+    def _longest_wait(self) -> float:
+        """Longer than any claim or retry wait a push sets on its row: the claim's timeouts,
+        Jira's search lag, and the longest backoff (which caps a refusal's and a Retry-After's)."""
+        s = self._settings
+        return 3 * s.timeout_seconds + s.settle_seconds + s.max_backoff_seconds
 
     def _unanswered_create_seconds(self) -> float:
         """How long after a create Jira did not answer its issue may still appear: Jira goes on

@@ -2080,6 +2080,70 @@ async def test_a_lapsed_claim_cannot_be_renewed_or_overwritten_by_its_old_holder
         await store.aclose()
 
 
+@pytest.mark.parametrize("left", ["refusal's retry", "dead pusher's claim"])
+async def test_a_grievance_due_before_the_clock_was_set_back_waits_no_longer_than_a_push_can(
+    fake, db, monkeypatch, left: str
+) -> None:
+    # Its retry (or the claim of a pusher that died mid-create) was set by a fast clock that NTP
+    # then set back an hour: the row read as due an hour off, and the player's grievance reached
+    # staff an hour late.
+    from bot.tools import grievance_store
+    from tests.test_discord_voice import HostClock
+
+    clock = HostClock()
+    for module in (jira_grievances, grievance_store):
+        monkeypatch.setattr(module, "time", clock)
+    backend = await open_backend(fake, db, push_interval_seconds=60.0, max_backoff_seconds=600.0)
+    # Nothing the pusher sets lies further off: its claim's timeouts, Jira's search lag and the
+    # longest backoff together.
+    longest = 3 * 0.5 + 0.0 + 600.0
+    try:
+        ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
+        if left == "refusal's retry":
+            fake.fail("reject_create", times=1)
+            assert await backend.push_pending() == 0
+        else:
+            assert await backend.local_store.claim(ticket.key, clock.time() + 2 * 0.5 + 600.0)
+        clock.back = 3600.0
+        assert await backend.push_pending() == 0  # what it waits for may still be under way
+        clock.back -= longest + 1.0
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    assert (await local_rows(db))[ticket.key][0] == "pushed"
+    assert len(fake.issues) == 1
+
+
+async def test_a_create_under_way_as_the_clock_is_set_back_is_not_made_again_by_another_pusher(
+    fake, db, monkeypatch
+) -> None:
+    # The claim that reads as set before a step may be a live pusher's, its create still in
+    # Jira's hands: another pusher on the database finds no issue of its label yet, and taking
+    # the row at once would make a second.
+    from bot.tools import grievance_store
+    from tests.test_discord_voice import HostClock
+
+    clock = HostClock()
+    for module in (jira_grievances, grievance_store):
+        monkeypatch.setattr(module, "time", clock)
+    fake.fail("hang_then_create", times=1)
+    one = await open_backend(fake, db, timeout_seconds=10.0, max_backoff_seconds=60.0)
+    two = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        ticket = await one.register(NOVA, "wallet", "charged twice for the season pass")
+        pushing = asyncio.create_task(one.push_pending())
+        await eventually(lambda: creates(fake) == 1)
+        clock.back = 3600.0
+        assert await two.push_pending() == 0
+        fake.release()  # Jira answers the first create
+        assert await pushing == 1
+    finally:
+        await one.aclose()
+        await two.aclose()
+    assert creates(fake) == 1 and len(fake.issues) == 1
+    assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
+
+
 async def test_a_key_told_at_filing_that_is_also_a_jira_key_of_theirs_finds_both(fake, db) -> None:
     """A real Jira project numbers from 1, like the local store: the GRV-2 told at filing may be
     another of the player's tickets' Jira key. The player hears both, never only the other."""
