@@ -651,6 +651,7 @@ class OdbcStats:
             raise
         in_doubt = False  # a statement on this connection failed or was abandoned
         running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
+        statement: asyncio.Future[list[Sequence[Any]]] | None = None  # its run in the driver
         started = 0.0  # loop time the last statement was begun at
         limit = self._settings.query_timeout_seconds
         stuck_after = STUCK_STATEMENT_TIMEOUTS * limit if limit > 0 else None
@@ -660,7 +661,7 @@ class OdbcStats:
         async def drop(exc: BaseException) -> None:
             """Close the connection, in an unknown state after `exc`, so that the pool drops it
             (a closed connection is not put back) and the next attempt opens a fresh one."""
-            await _close_quietly(conn)
+            await _close_quietly(conn, running, statement)
             if is_connection_lost(exc):
                 # Else each idle one would be handed to the next attempt, and to the next
                 # player, to fail in turn: more of them than a summary has attempts.
@@ -676,7 +677,7 @@ class OdbcStats:
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt, running, started, stuck, failure
+                nonlocal in_doubt, running, statement, started, stuck, failure
                 if stuck:
                     # The cancelled statement's thread may still be in the driver: the connection
                     # is not used again, and the summary fails over to a fresh one.
@@ -684,10 +685,12 @@ class OdbcStats:
                 in_doubt = True
                 started = asyncio.get_running_loop().time()
                 cursor = running = await conn.cursor()
+                # Run apart from this turn: abandoned (cancelled, or stuck), it goes on in its
+                # thread, and its cursor is closed only once it has returned (`drop`).
+                statement = asyncio.ensure_future(_rows(cursor, sql, params))
                 try:
                     async with asyncio.timeout(stuck_after):
-                        await cursor.execute(sql, *params)
-                        rows = list(await cursor.fetchall())
+                        rows = await asyncio.shield(statement)
                 except TimeoutError:
                     stuck = True
                     await _cancel_quietly(conn, cursor)
@@ -697,7 +700,7 @@ class OdbcStats:
                     failure = exc
                     raise
                 await cursor.close()
-                in_doubt, running, failure = False, None, None
+                in_doubt, running, statement, failure = False, None, None, None
                 return rows
 
             result = await work(fetch)
@@ -754,6 +757,11 @@ class OdbcStats:
         await asyncio.gather(*(_close_quietly(conn) for conn in stale))
 
 
+async def _rows(cursor: aioodbc.cursor.Cursor, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+    await cursor.execute(sql, *params)
+    return list(await cursor.fetchall())
+
+
 async def _cancel_quietly(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
     try:
         # On the connection's executor, not the loop: the driver may wait on the network.
@@ -762,7 +770,27 @@ async def _cancel_quietly(conn: aioodbc.Connection, cursor: aioodbc.cursor.Curso
         log.debug("cancelling an abandoned ODBC statement: %s", describe(exc))
 
 
-async def _close_quietly(conn: aioodbc.Connection) -> None:
+async def _close_quietly(
+    conn: aioodbc.Connection,
+    cursor: aioodbc.cursor.Cursor | None = None,
+    statement: asyncio.Future[Any] | None = None,
+) -> None:
+    if statement is not None:
+        # A pyodbc cursor is not thread-safe: closed while its statement's thread is still in
+        # the driver, it crashes the process. Closing the connection waits as long for that
+        # thread (the driver manager holds the connection until the statement returns).
+        await asyncio.wait({statement})
+        if not statement.cancelled():
+            statement.exception()  # its failure was the turn's to tell, and was told
+    if cursor is not None:
+        try:
+            # Its statement first: a connection closed with one still allocated (interrupted, or
+            # not read to its end) keeps the SQLite driver's database file open for good, pyodbc
+            # freeing a statement only while its connection is open: a descriptor more with each
+            # statement cancelled or stuck, until the bot runs out of them.
+            await cursor.close()
+        except pyodbc.Error as exc:  # the connection underneath was already gone
+            log.debug("closing an abandoned ODBC statement: %s", describe(exc))
     try:
         await conn.close()
     except pyodbc.Error as exc:  # the driver connection underneath was already gone

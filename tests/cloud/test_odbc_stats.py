@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -83,6 +84,17 @@ def table_counts(db: Path) -> dict[str, int]:
             t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
             for t in ("players", "game_sessions", "achievements")
         }
+
+
+def handles_on(db: Path) -> list[str]:
+    """This process's open descriptors on the database file (and its journal, WAL and shm)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return sorted(t for t in targets if t.startswith(str(db)))
 
 
 def lock_exclusively(db: Path) -> sqlite3.Connection:
@@ -1480,6 +1492,7 @@ async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_c
 
     monkeypatch.setattr(stats_sql, "player_summary", watched)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    before = handles_on(players_db(settings))
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     try:
         turn = asyncio.create_task(stats.player_summary(NOVA))
@@ -1493,6 +1506,9 @@ async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_c
         assert again is not None and again.player_name == "Quill"
     finally:
         await asyncio.wait_for(stats.aclose(), 30)
+    # The dropped connection's database file is let go too: else one descriptor more with every
+    # turn cancelled mid-statement, for as long as the bot runs.
+    assert handles_on(players_db(settings)) == before
 
 
 async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_query_timeout(
@@ -1508,6 +1524,7 @@ async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_
     find_player = stats_sql.FIND_PLAYER
     monkeypatch.setattr(stats_sql, "FIND_PLAYER", endless)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
+    before = handles_on(players_db(settings))
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     try:
         with caplog.at_level(logging.ERROR, logger="bot.tools.odbc_stats"):
@@ -1520,17 +1537,21 @@ async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_
         await asyncio.wait_for(stats.aclose(), 30)
     said = [r.getMessage() for r in caplog.records if r.name == "bot.tools.odbc_stats"]
     assert [m for m in said if "SQLSTATE HYT00" in m], said
+    assert handles_on(players_db(settings)) == before  # the stuck statement's file let go too
 
 
 async def test_a_read_of_every_total_stuck_past_the_query_timeout_leaves_out_the_rank_alone(
-    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A read of every total the driver lets run on (the SQLite one ignores the query timeout; ODBC
     # Driver 18 has been seen to wait minutes past it) is cancelled at twice that timeout, and its
     # connection is not used again. The speaker's achievements were read after it, on that
     # connection: the summary failed, and the retry on a fresh one came past the deadline, so the
     # player heard stats were unavailable though only the rank was. Their own figures answer.
-    own, quill = await embedded.player_summary(NOVA), await embedded.player_summary(QUILL)
+    db = players_db(settings)
+    # Read and closed before: SQLite defers closing a file another connection in the process
+    # holds a lock on, which would hide whether the dropped connection let its file go.
+    own, quill = await embedded_summary(db, NOVA), await embedded_summary(db, QUILL)
     endless = (
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
         " SELECT COUNT(*) FROM c"
@@ -1539,7 +1560,8 @@ async def test_a_read_of_every_total_stuck_past_the_query_timeout_leaves_out_the
     one = OdbcSettings(
         dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=2, retry_backoff_seconds=0.01
     )
-    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    before = handles_on(db)
+    stats = await OdbcStats.open(odbc_string(db), one)
     try:
         summary = await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard, not a timing
         assert summary == replace(own, rank=None, players_ranked=None)  # type: ignore[type-var]
@@ -1549,6 +1571,7 @@ async def test_a_read_of_every_total_stuck_past_the_query_timeout_leaves_out_the
         assert again == replace(quill, rank=None, players_ranked=None)  # type: ignore[type-var]
     finally:
         await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(db) == before  # the stuck statement's connection let its file go too
 
 
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
