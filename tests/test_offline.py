@@ -1651,6 +1651,18 @@ def test_an_iso_date_a_cloud_model_says_back_is_said_as_a_date() -> None:
     assert spoken("Build 2026-13-40, 10:02:33.") == "Build 2026-13-40, 10:02:33."
 
 
+def test_a_date_no_calendar_has_is_left_as_written() -> None:
+    # February has no 30th, and 2026 no 29th of it: said as a date, it names a day that is not.
+    assert spoken("On 2026-02-30 and 2026-02-29, 2026-04-31.") == "On 2026-02-30 and 2026-02-29, 2026-04-31."
+    assert spoken("On 2028-02-29.") == "On 29 February 2028."
+
+
+def test_an_amount_with_other_than_two_decimals_is_not_cut_in_two() -> None:
+    # Said "1 dollar.5": the figures after the point went on as a sentence's end and a number.
+    assert spoken("Only $1.5 or $12.345 each.") == "Only $1.5 or $12.345 each."
+    assert spoken("$2.50.") == "2 dollars and 50 cents."
+
+
 def test_a_long_reply_is_cut_for_speaking_at_a_sentences_end() -> None:
     from bot.engines.offline.engine import MAX_SPOKEN_CHARS, within_spoken_limit
     from bot.sentences import MORE_IN_WRITING

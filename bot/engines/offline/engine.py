@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import os
 import re
@@ -228,7 +229,9 @@ _LETTER_NAMES = {"A": "Eh"}
 # Amounts and clock times, which the voices read as figures: "1,234.50 dollars" was "one thousand
 # two hundred thirty four point five zero dollars", "10:02" "ten zero two", "18:00" "eighteen
 # zero zero"; and a day's month, which they read as a word ("Jan", "deck", "sep").
-_DOLLARS = re.compile(r"\$(\d[\d,]*)(?:\.(\d\d))?\b|\b(\d[\d,]*)\.(\d\d) dollars\b")
+# An amount of other than cents ($1.5, $12.345) is left to the voices: cut after its whole dollars,
+# it was said "1 dollar.5".
+_DOLLARS = re.compile(r"\$(\d[\d,]*)(?:\.(\d\d))?\b(?!\.\d)|\b(\d[\d,]*)\.(\d\d) dollars\b")
 _CLOCK = re.compile(r"(?<![\d:.])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _MONTHS = dict(
     zip(
@@ -260,6 +263,10 @@ def spoken(text: str) -> str:
 
 def _said_date(match: re.Match[str]) -> str:
     year, month, day, hour, minutes, zone = match.groups()
+    try:
+        datetime.date(int(year), int(month), int(day))
+    except ValueError:  # 2026-02-30: said as a date, it would name a day there is not
+        return match.group(0)
     said = f"{int(day)} {_MONTH_NAMES[int(month) - 1]} {year}"
     if hour is None:
         return said
