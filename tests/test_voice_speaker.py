@@ -214,6 +214,21 @@ def test_an_address_is_said_by_its_place_and_a_link_by_its_words() -> None:
     assert speakable("(see www.example.com/a_b)") == "(see example.com/a_b)"
 
 
+def test_a_star_between_figures_is_said_as_times() -> None:
+    """Taken for emphasis, "5 * 3 = 15" was said "5 3 = 15": a sum a player asked about, lost."""
+    assert speakable("A win is 5 * 3 = 15 points, or 2*4 with a bonus.") == (
+        "A win is 5 times 3 = 15 points, or 2 times 4 with a bonus."
+    )
+    assert speakable("**5** points, *3* stars") == "5 points, 3 stars"
+
+
+def test_an_email_address_at_a_www_host_is_said_whole() -> None:
+    """Its "www." was dropped as an address's: "me@www.example.com" was said "me@example.com",
+    an address that is not the player's to write to."""
+    assert speakable("Write to help@www.example.com today.") == "Write to help@www.example.com today."
+    assert speakable("Or see www.example.com.") == "Or see example.com."
+
+
 @pytest.mark.parametrize("voice", [JOE, "en-us"])
 def test_a_markdown_reply_is_heard_without_its_marks(reply_voices, voice) -> None:
     """Heard by the bot's own Whisper: before, "asterisk" four times and "hash" twice, and the

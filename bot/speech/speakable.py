@@ -67,8 +67,11 @@ _MARK_BEFORE_END = re.compile(r"[,;:]+(?=[.!?])")
 # Markdown's marks, as a model or a manual writes them. A lone underscore stays: it is inside
 # names (xX_Sniper99_Xx), which the voices say well; a pair is emphasis only at a word's edge.
 _LINK = re.compile(r"\[([^\]\n]+)\]\(\s*<?[^()\s]*(?:\([^()\s]*\)[^()\s]*)*>?(?:\s+\"[^\"]*\")?\s*\)")
-_ADDRESS = re.compile(r"<?\b(?:https?://|www\.)[^\s<>]+>?", re.IGNORECASE)
+# Not within an email address: help@www.example.com is said whole.
+_ADDRESS = re.compile(r"<?(?<![\w@.-])(?:https?://|www\.)[^\s<>]+>?", re.IGNORECASE)
 _ADDRESS_END = ".,;:!?)]}'\""
+# A star between figures is a product, not emphasis: "5 * 3" was said "5 3", and "2*4" "24".
+_TIMES = re.compile(r"(?<=\d)[ \t]*\*[ \t]*(?=\d)")
 _MARKS = re.compile(r"[*`]+|~~|(?<!\w)__+|__+(?!\w)")
 _LINE_MARKS = re.compile(r"^[ \t]*(?:#{1,6}|>+|[-*+•])[ \t]+", re.MULTILINE)
 
@@ -101,7 +104,7 @@ def _unmarked(text: str) -> str:
     text = _LINK.sub(r"\1", text)
     text = _ADDRESS.sub(_said_address, text)
     text = _LINE_MARKS.sub("", text)
-    return _MARKS.sub("", text)
+    return _MARKS.sub("", _TIMES.sub(" times ", text))
 
 
 def _said_address(match: re.Match[str]) -> str:
