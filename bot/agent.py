@@ -79,6 +79,7 @@ class Reply:
     tool_results: list[ToolResult]
     engine: str
     kind: str = "answer"  # answer | refusal | apology | over_budget
+    spoken_in_part: bool = False  # its audio says "There's more in the written reply" (EngineReply)
     timings_ms: dict[str, float] = field(default_factory=dict)
     usage: Usage | None = None
 
@@ -513,6 +514,7 @@ class VoiceAgent:
             tool_results=results,
             engine=engine.name,
             kind="refusal" if final.refusal else "answer",
+            spoken_in_part=final.spoken_in_part and reply_audio is not None,
             timings_ms=watch.timings,
             usage=usage,
         )

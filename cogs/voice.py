@@ -117,7 +117,11 @@ class ShortDownload(Exception):
 
 
 def _answer_for(message: discord.Message, reply: Reply, mode: str) -> KeptAnswer:
-    """The answer made for a note, as `_send` sends it and the ledger keeps it until it is out."""
+    """The answer made for a note, as `_send` sends it and the ledger keeps it until it is out.
+    One whose voice says only its start, and that the rest is in writing, goes with its text to a
+    player who asked for voice alone: the rest would be nowhere."""
+    if mode == "voice" and reply.spoken_in_part:
+        mode = "voice_and_text"
     return KeptAnswer(
         user_id=str(message.author.id),
         mode=mode,

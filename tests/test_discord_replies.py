@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import sqlite3
@@ -694,6 +695,32 @@ async def test_a_voice_and_text_reply_of_blank_words_unlinked_names_the_player_o
         assert await settled(settings, note) == "answered"
     sent = fake.sent("message", ALLOWED_CHANNEL)
     assert [(r.is_voice_message, r.content, len(r.files)) for r in sent] == [(False, f"<@{nova.id}>", 1)]
+
+
+class SaysTheStartAloud(SaysNothingAloud):
+    """A reply too long to say whole, as the offline engine speaks it: its start, then "There's
+    more in the written reply"."""
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        reply = await super().complete(turn)
+        return dataclasses.replace(reply, spoken_in_part=True)
+
+
+@pytest.mark.parametrize("in_part", [True, False], ids=["in_part", "whole"])
+async def test_a_voice_only_player_is_sent_the_words_a_voice_says_are_written(
+    settings, fake: FakeDiscord, in_part: bool
+):
+    """Told "There's more in the written reply" with no written reply sent, a player who asked for
+    voice alone had the rest of the answer nowhere."""
+    words = "Tip 1: reload behind cover. Tip 2: crouch to steady your aim."
+    engine = (SaysTheStartAloud if in_part else SaysNothingAloud)(words, 1.0)
+    async with running_bot(settings, fake, engine=engine) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "voice")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    sent = fake.sent("message", ALLOWED_CHANNEL)
+    assert sent[0].is_voice_message
+    assert [r.content for r in sent[1:]] == ([words] if in_part else [])
 
 
 class RepeatsAfterThePlayer(FrontendEngine):

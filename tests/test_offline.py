@@ -1704,10 +1704,13 @@ async def test_a_manual_answer_of_many_bullets_is_spoken_in_part_and_written_who
     turn = TurnState(ToolContext(user_id=NOVA), audio=None, text="patch notes", history=[], tools=[])
     try:
         reply = await engine._say(text, turn)
+        short = await engine._say("The rifle reloads faster.", turn)
     finally:
         await engine.aclose()
     assert reply.text == text  # the transcript has every bullet
     assert len(asked[0]) <= MAX_SPOKEN_CHARS and asked[0].endswith(MORE_IN_WRITING)
+    # Said so, for the front end to send the words even to a player who asked for voice alone.
+    assert reply.spoken_in_part and not short.spoken_in_part
     assert reply.reply_audio is not None and reply.reply_audio.duration_secs < 240
 
 

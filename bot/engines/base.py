@@ -170,6 +170,9 @@ class EngineReply:
     usage: Usage | None = None
     refusal: bool = False  # the model declined to answer; `text` says so politely
     cut_off: bool = False  # the answer stopped at its length limit; `text` is what was said
+    # Its audio says only the start of `text` and then that the rest is written: a player who
+    # asked for voice alone is sent the text too, or the rest would be nowhere.
+    spoken_in_part: bool = False
     user_text: str | None = None  # what the engine heard, when it knows it from this step
     # A content filter refused this turn's own words (its request carried no earlier turns): the
     # turn is kept without them, or the next note's request would carry them and be refused too.

@@ -193,16 +193,23 @@ class OfflineEngine:
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
         # Off the event loop: Piper takes about 80 ms of a core a second of speech on this VM.
+        whole = spoken(text)
+        said = within_spoken_limit(whole)
         if self.speaker.by_sentence:
-            said = within_spoken_limit(spoken(text))
             reply = await self.speaker.speak_soon(said, turn.voice, player=turn.context.speaker)
-            return EngineReply(text=text, reply_audio=reply, user_text=turn.scratch.get("heard"))
-        pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, text, turn.voice, self.rate_wpm)
+            return EngineReply(
+                text=text,
+                reply_audio=reply,
+                user_text=turn.scratch.get("heard"),
+                spoken_in_part=said != whole,
+            )
+        speech = await asyncio.to_thread(self.reply_voices.speak, said, turn.voice, self.rate_wpm)
         return EngineReply(
             text=text,
-            audio=audio.pcm_to_wav(pcm, rate),
+            audio=audio.pcm_to_wav(speech.pcm, speech.rate),
             audio_format="wav",
             user_text=turn.scratch.get("heard"),
+            spoken_in_part=said != whole,
         )
 
     def voices(self) -> list[str]:
