@@ -1714,6 +1714,37 @@ async def test_a_manual_answer_of_many_bullets_is_spoken_in_part_and_written_who
     assert reply.reply_audio is not None and reply.reply_audio.duration_secs < 240
 
 
+async def test_a_reply_whose_marks_and_addresses_take_it_over_the_limit_is_said_whole(monkeypatch) -> None:
+    """The limit counted what is never said: 30 tips of 889 spoken characters, each linking a
+    guide's address, made 3,189 written ones, and the last four were cut for "There's more"."""
+    from bot.engines.base import TurnState
+    from bot.engines.offline.engine import MAX_SPOKEN_CHARS, OfflineEngine
+    from bot.engines.offline.hearing import LocalHearing
+    from bot.speech.speakable import speakable
+    from bot.speech.voices import ReplyVoices
+
+    link = "[the guide](https://www.example.com/guides/season-four/weapons?tab=all&sort=new#tip{i})"
+    text = " ".join(f"Tip {i}: read **{link.format(i=i)}** first." for i in range(30))
+    assert len(text) > MAX_SPOKEN_CHARS
+    engine = OfflineEngine(
+        LocalHearing(_ScriptedRecognizer(["um"], "um")), ReplyVoices({}, {}, ["en-us"], "en-us"), 165
+    )  # type: ignore[arg-type]
+    asked: list[str] = []
+
+    async def spy(said: str, *args: Any, **kwargs: Any) -> None:
+        asked.append(said)
+
+    monkeypatch.setattr(engine.speaker, "speak_soon", spy)
+    turn = TurnState(ToolContext(user_id=NOVA), audio=None, text="tips", history=[], tools=[])
+    try:
+        reply = await engine._say(text, turn)
+    finally:
+        await engine.aclose()
+    assert speakable(asked[0]) == speakable(spoken(text))
+    assert asked[0].endswith("Tip 29: read the guide first.")
+    assert not reply.spoken_in_part
+
+
 def test_a_tickets_time_is_said_as_how_long_ago_the_same_in_every_time_zone() -> None:
     # 02:00 UTC on the 18th is the 17th in the evening for a player in California, as /grievance
     # shows it them: a UTC date would be a day off.
