@@ -59,14 +59,17 @@ _NO_BIDI_CONTROLS = dict.fromkeys(map(ord, BIDI_CONTROLS))
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_MARK = re.compile(r" +(?=[,;:.!?])")
 # A clause mark left at a sentence's start once the name before it is gone: ", you have".
-_ORPHAN_MARK = re.compile(r"(^|[.!?]\s|\n)\s*[,;:]+\s*")
+# Not across line breaks: tried from every one of a run of them, that was quadratic.
+_ORPHAN_MARK = re.compile(r"(^|[.!?]\s|\n)[ \t]*[,;:]+\s*")
 # And one left before a sentence's end once the name after it is gone: "Thanks, ." .
 _MARK_BEFORE_END = re.compile(r"[,;:]+(?=[.!?])")
 
 
 # Markdown's marks, as a model or a manual writes them. A lone underscore stays: it is inside
 # names (xX_Sniper99_Xx), which the voices say well; a pair is emphasis only at a word's edge.
-_LINK = re.compile(r"\[([^\]\n]+)\]\(\s*<?[^()\s]*(?:\([^()\s]*\)[^()\s]*)*>?(?:\s+\"[^\"]*\")?\s*\)")
+# A link's words hold no bracket: tried from every "[" of a text of them, a match running to the
+# text's end was quadratic (100 KB of "[" took two minutes).
+_LINK = re.compile(r"\[([^\[\]\n]+)\]\(\s*<?[^()\s]*(?:\([^()\s]*\)[^()\s]*)*>?(?:\s+\"[^\"]*\")?\s*\)")
 # Not within an email address: help@www.example.com is said whole.
 _ADDRESS = re.compile(r"<?(?<![\w@.-])(?:https?://|www\.)[^\s<>]+>?", re.IGNORECASE)
 _ADDRESS_END = ".,;:!?)]}'\""

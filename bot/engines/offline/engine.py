@@ -238,8 +238,9 @@ _LETTER_NAMES = {"A": "Eh"}
 # two hundred thirty four point five zero dollars", "10:02" "ten zero two", "18:00" "eighteen
 # zero zero"; and a day's month, which they read as a word ("Jan", "deck", "sep").
 # An amount of other than cents ($1.5, $12.345) is left to the voices: cut after its whole dollars,
-# it was said "1 dollar.5".
-_DOLLARS = re.compile(r"\$(\d[\d,]*)(?:\.(\d\d))?\b(?!\.\d)|\b(\d[\d,]*)\.(\d\d) dollars\b")
+# it was said "1 dollar.5". An amount begins where its figures do: tried from each figure of a
+# run of "1,1,1", the match was quadratic.
+_DOLLARS = re.compile(r"\$(\d[\d,]*)(?:\.(\d\d))?\b(?!\.\d)|(?<![\d,])\b(\d[\d,]*)\.(\d\d) dollars\b")
 _CLOCK = re.compile(r"(?<![\d:.])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _MONTHS = dict(
     zip(
