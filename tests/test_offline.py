@@ -1657,6 +1657,13 @@ def test_a_date_no_calendar_has_is_left_as_written() -> None:
     assert spoken("On 2028-02-29.") == "On 29 February 2028."
 
 
+def test_a_month_abbreviated_at_a_sentences_end_keeps_the_full_stop() -> None:
+    # Taken for the abbreviation's dot, it went: "4 December It is closed" ran two sentences into one.
+    assert spoken("Updated on 4 Dec. It is closed.") == "Updated on 4 December. It is closed."
+    assert spoken("Filed 5 Sept.") == "Filed 5 September."
+    assert spoken("Filed 5 Sept. at 10:00.") == "Filed 5 September at 10 o'clock."
+
+
 def test_an_amount_with_other_than_two_decimals_is_not_cut_in_two() -> None:
     # Said "1 dollar.5": the figures after the point went on as a sentence's end and a number.
     assert spoken("Only $1.5 or $12.345 each.") == "Only $1.5 or $12.345 each."

@@ -249,7 +249,9 @@ _MONTHS = dict(
         strict=True,
     )
 )
-_DAY_MONTH = re.compile(r"\b(\d{1,2}) (" + "|".join(_MONTHS) + r")\b\.?")
+# The abbreviation's dot goes only inside a sentence ("4 Dec. at 10:00"): at a sentence's end it
+# is the full stop, whose loss ran two sentences into one.
+_DAY_MONTH = re.compile(r"\b(\d{1,2}) (" + "|".join(_MONTHS) + r")\b(?:\.(?=\s+[a-z\d]))?")
 # An ISO 8601 date, as a tool's result gives it to a cloud model, which may say it back: read as
 # "two thousand twenty six dash eleven dash seventeen". Its time, if any, is left to _CLOCK.
 _ISO_DATE = re.compile(
