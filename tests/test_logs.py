@@ -118,6 +118,18 @@ def test_a_secret_holding_a_control_character_is_masked_however_it_is_spelled(ro
     assert logs.masked("pass\x01word-4321") == MASK
 
 
+def test_a_secret_holding_a_tab_is_masked_as_a_repr_spells_it(root_log) -> None:
+    # The handlers leave a tab as it is, but a repr (a driver's error, a tuple of its words)
+    # spells it "\\t", and "\\x01" where JSON writes "\\u0001"; with both quotes in the
+    # password the repr escapes its apostrophe too.
+    for password in ("pass\t\x01'word-4321", "pass\t'\"word-4321"):
+        logs.mask_secrets([password])
+        logging.getLogger("aioodbc").warning("login failed: %r", ("28000", f"PWD={password}"))
+    text = root_log.getvalue()
+    assert "word-4321" not in text, text
+    assert text.count(MASK) == 2, text
+
+
 def test_an_interactions_token_in_a_discord_address_is_masked(root_log, monkeypatch) -> None:
     # discord.py answers a slash command at /interactions/<id>/<token>/callback and follows it up
     # at /webhooks/<application>/<token>: its webhook adapter logs each address at DEBUG, which an
