@@ -903,6 +903,45 @@ def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> Non
     assert audio.decode(finest, limits).original_seconds == pytest.approx(4.8, abs=0.05)
 
 
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF], ids=["zero", "all-ones"])
+def test_a_wav_written_as_a_stream_is_heard_whole(size: int) -> None:
+    # A recorder writing as it goes leaves the data chunk's size unsaid (0, or 0xFFFFFFFF): the
+    # rest of the file is its audio, not a chunk to cut the file at.
+    pcm = speechlike(2.0).tobytes()
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48_000, 96_000, 2, 16)
+    streamed = b"RIFF" + struct.pack("<I", 0) + b"WAVE" + fmt + b"data" + struct.pack("<I", size) + pcm
+    heard = audio.decode(streamed, LIMITS)
+    assert heard.original_seconds == pytest.approx(
+        audio.decode(_wav_with(b"", pcm, b""), LIMITS).original_seconds
+    )
+
+
+def test_a_wav_with_a_chunk_of_odd_size_before_its_audio_is_cut_at_its_audio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A chunk of odd size is followed by a pad byte: counted out, the walk lands a byte early and
+    # never finds the data chunk, and FFmpeg is handed what follows the audio too.
+    pcm = speechlike(2.0).tobytes()
+    odd = b"LIST" + struct.pack("<I", 13) + b"INFOISFT" + struct.pack("<I", 1) + b"v" + b"\0"
+    bare = _wav_with(odd, pcm, b"")
+    sizes = _opened_sizes(monkeypatch)
+    decoded = audio.decode(_wav_with(odd, pcm, bytes(100_000)), LIMITS)
+    assert decoded.seconds == pytest.approx(audio.decode(bare, LIMITS).seconds)
+    assert sizes and max(sizes) <= len(bare)
+
+
+def test_a_wav_is_heard_with_its_audio_up_to_the_last_chunk_looked_at() -> None:
+    # fmt and 62 empty chunks put the data chunk 64th, the last one looked for; one more puts it
+    # past the walk, which refuses it rather than hand FFmpeg a file of a chunk every 8 bytes.
+    pcm = speechlike(2.0).tobytes()
+    empty = b"JUNK" + struct.pack("<I", 0)
+    last = audio.MAX_WAV_CHUNKS - 2
+    assert audio.decode(_wav_with(empty * last, pcm, b""), LIMITS).seconds > 1.5
+    with pytest.raises(audio.AudioError, match="couldn't read") as refused:
+        audio.decode(_wav_with(empty * (last + 1), pcm, b""), LIMITS)
+    assert "no data chunk among its first" in str(refused.value.__cause__)
+
+
 def _wav_with(before_data: bytes, pcm: bytes, after_data: bytes) -> bytes:
     fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48_000, 96_000, 2, 16)
     body = b"WAVE" + fmt + before_data + b"data" + struct.pack("<I", len(pcm)) + pcm + after_data
