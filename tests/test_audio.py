@@ -571,6 +571,15 @@ def test_a_note_shorter_than_the_least_speech_is_too_short_at_any_rate(rate: int
         audio.decode(audio.pcm_to_wav(tone.tobytes(), rate), LIMITS)
 
 
+@pytest.mark.parametrize("rate", [16_000, 24_000, 48_000])
+def test_a_note_as_long_as_the_least_speech_is_not_too_short(rate: int) -> None:
+    # audio.min_speech_ms is the least a note may hold: one of exactly that length is heard.
+    samples = rate * LIMITS.min_speech_ms // 1000
+    tone = (np.sin(np.arange(samples) / 3) * 20_000).astype(np.int16)
+    decoded = audio.decode(audio.pcm_to_wav(tone.tobytes(), rate), LIMITS)
+    assert decoded.original_seconds * 1000 == pytest.approx(LIMITS.min_speech_ms)
+
+
 def _picture_only(container_format: str, codec: str) -> bytes:
     out = io.BytesIO()
     with av.open(out, mode="w", format=container_format) as container:
