@@ -170,6 +170,30 @@ def test_a_secret_too_short_to_mask_in_the_log_is_a_warning_naming_it(
     assert not re.search(r"hunter2|p@ss|p%40ss|tok\b", caplog.text)
 
 
+def test_each_place_a_short_secret_may_be_set_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    # Braced, a password is found written and unbraced (named once); a proxy's is counted as
+    # it is sent, unquoted (6 characters, 8 as written); a token of 8 is long enough to mask.
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    env = {
+        "VOXDESK_SQL_CONNECTION_STRING": "Driver={ODBC Driver 18};Server=db;UID=bot;PWD={hunt};",
+        "HTTPS_PROXY": "http://bot:abcd%40e@proxy.example:3128",
+        "JIRA_API_TOKEN": "tok45678",
+        "AZURE_CLIENT_SECRET": "sec",
+        "VOXDESK_WEB_METRICS_TOKEN": "met",
+        "VOXDESK_OPENAI_BASE_URL": "https://bot:gw@gw.example/v1",
+        "AZURE_SEARCH_API_KEY": "k" * 32,
+    }
+    load_settings(REPO / "config.toml", environ=env)
+    named = [r.getMessage().partition(" is shorter than 8 characters")[0] for r in caplog.records]
+    assert named == [
+        "VOXDESK_WEB_METRICS_TOKEN",
+        "a password in VOXDESK_SQL_CONNECTION_STRING",
+        "AZURE_CLIENT_SECRET",
+        "the password in HTTPS_PROXY",
+        "the password in openai.base_url",
+    ]
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[agent]\nmax_tool_rounds = 7\n")
     assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
