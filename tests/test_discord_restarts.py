@@ -2455,6 +2455,8 @@ async def test_a_crashing_notes_refusal_that_discord_fails_is_told_by_a_recheck(
         assert await note_state(h.bot.core.notes, note) == "refused"
     assert [r.content for r in fake.replies_to(note["id"])] == [NOTE_CRASHED]
     assert answers(fake, note) == 0 and h.engine.turns == []
+    # Refused twice (at the start's claim, then the recheck's), its ERROR line said once.
+    assert caplog.text.count(f"note {note['id']} from {nova.id} not answered: the bot died") == 1
 
 
 async def test_a_note_a_crash_cut_waiting_behind_another_is_fetched_by_no_recheck(settings, fake) -> None:
