@@ -1653,6 +1653,21 @@ async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_
         await ledger.aclose()
 
 
+async def test_a_note_given_back_unfetchable_and_settled_elsewhere_is_not_asked_for_at_a_stop(
+    settings, fake, caplog
+) -> None:
+    # Another process on this storage settled it (gave it up, or answered it) before the stop:
+    # the stop's claim of it fails, and its player is not asked to send it again.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600) as h:
+        await settle(fake)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+        await h.bot.core.notes.expire([int(note["id"])])
+    assert fake.sent("message", ALLOWED_CHANNEL) == []
+
+
 async def test_a_note_sent_during_the_drain_where_no_other_bot_can_be_told_is_asked_for_again(
     settings, fake, monkeypatch
 ) -> None:
