@@ -2284,9 +2284,22 @@ async def test_a_request_too_odd_to_parse_is_one_warning_not_an_error_traceback(
             answered, _ = await raw_request(client, request_head)
     assert answered == 400
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"]
+    (record,) = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert record.levelname == "WARNING"  # as a formatter prints it, not aiohttp's ERROR
+    line = record.getMessage()
     assert line.startswith("web: a request that could not be parsed was refused (400): ")
     assert "xxxx" not in line and "yyyy" not in line
+
+
+async def test_a_first_request_that_is_not_http_stays_at_debug(wsettings, caplog) -> None:
+    # aiohttp keeps a connection's first bytes that are no HTTP method at all (TLS to the plain
+    # port, a port scanner) at DEBUG: the warning for an unparsable request never makes it louder.
+    async with web_client(wsettings) as (client, _):
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            answered, _ = await raw_request(client, b"\x16\x03\x01 / HTTP/1.1\r\nHost: localhost\r\n")
+    assert answered == 400
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.levelno == logging.DEBUG and r.levelname == "DEBUG" for r in records), records
 
 
 async def raw_answer(client: TestClient, head: bytes) -> tuple[int, str, str]:
