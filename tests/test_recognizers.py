@@ -549,6 +549,42 @@ async def test_whisper_workers_load_no_meaning_model_and_hear_as_this_process_wo
     assert [t.act_on for t in heard] == [True] * 6 + [False]
 
 
+def _die_on_the_first_note(pcm: bytes, rate: int):  # type: ignore[no-untyped-def]
+    """A worker's job that dies like a native crash on the first note it is given, in any worker."""
+    from bot.engines.offline.hearing import _hear_in_worker
+
+    marker = Path(os.environ["VOXDESK_TEST_DIED_ONCE"])
+    if not marker.exists():
+        marker.write_text("")
+        os._exit(1)
+    return _hear_in_worker(pcm, rate)
+
+
+@pytest.mark.timeout(180)
+async def test_a_note_heard_again_alone_after_its_whisper_worker_died_is_judged(
+    settings, tmp_path, monkeypatch
+) -> None:
+    # The note a worker died on is heard again in a worker of its own, which sends Whisper's
+    # hypothesis back as the pool's workers do: it is judged as theirs is, not handed on raw.
+    from bot.engines.offline.hearing import LocalHearing, WorkerHearing
+
+    class DyingOnce(WorkerHearing):
+        job = staticmethod(_die_on_the_first_note)
+
+    monkeypatch.setenv("VOXDESK_TEST_DIED_ONCE", str(tmp_path / "died"))
+    pcm, rate = demo_note_pcm(settings)
+    spec = whisper.WhisperSpec(str(whisper.resolve_model("tiny.en")))
+    hearing = DyingOnce(settings.storage_dir / "speech", workers=1, whisper=spec)
+    try:
+        await hearing.start()
+        heard = await hearing.hear(pcm, rate)
+    finally:
+        await hearing.aclose()
+    assert (tmp_path / "died").exists()
+    local = LocalHearing(load_recognizer(settings.storage_dir / "speech", spec))
+    assert heard == await local.hear(pcm, rate)
+
+
 def test_the_cli_log_has_no_line_per_note_from_whisper(settings, info_log, caplog) -> None:
     from bot.cli import configure_logging
 
