@@ -325,6 +325,15 @@ def test_an_id_of_whom_nothing_is_kept_is_said_to_be_no_player_here(settings, ac
     assert (known.returncode, known.stderr) == (0, "")
 
 
+@pytest.mark.parametrize(("digits", "hinted"), [(16, True), (17, False), (20, False), (21, True)])
+def test_the_hint_of_an_ids_length_is_given_outside_a_snowflakes_alone(settings, digits, hinted) -> None:
+    # Discord's ids since 2015 have 17 to 20 digits: a miss of one at either end is hinted.
+    from bot import player_data
+
+    said = player_data.unknown("1" * digits, storage_paths(settings))
+    assert said.endswith(" (a Discord user id has 17 to 20 digits)") == hinted, said
+
+
 def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
     there = tmp_path / "there.json"
     there.write_text("{}")
