@@ -334,6 +334,22 @@ def test_the_hint_of_an_ids_length_is_given_outside_a_snowflakes_alone(settings,
     assert said.endswith(" (a Discord user id has 17 to 20 digits)") == hinted, said
 
 
+def test_a_player_kept_in_the_points_database_alone_is_a_player_here(settings) -> None:
+    # A player a studio linked who has filed, said and set nothing yet: a player all the same,
+    # not "no such player here".
+    from bot import player_data
+
+    storage = storage_paths(settings)
+    linked = "575757575757575757"
+    with contextlib.closing(sqlite3.connect(storage.players)) as conn, conn:
+        conn.execute(
+            "INSERT INTO players (player_id, discord_user_id, player_name) VALUES (900, ?, 'Wren')", (linked,)
+        )
+    held = player_data.export(storage, linked)
+    assert [name for name in [*player_data.BY_USER, "players"] if any(held[name].values())] == ["players"]
+    assert not player_data.nothing_kept(held)
+
+
 def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
     there = tmp_path / "there.json"
     there.write_text("{}")
