@@ -709,6 +709,17 @@ async def test_after_a_restore_a_players_lost_issue_is_not_shown_as_their_new_pe
     assert [(t.key, t.description) for t in by_key] == [("GRV-101", "gems never arrived")]
 
 
+async def test_a_key_no_local_grievance_could_have_found_nowhere_is_no_ticket(fake, db) -> None:
+    # Only a key of the local store's shape is looked for again by its label: another project's
+    # key, or one numbered past any local key, found in neither place is no ticket, not a fault.
+    backend = await open_backend(fake, db)
+    try:
+        for key in ("SUP-5", "GRV-1234567890"):
+            assert await backend.status(NOVA, key) == [], key
+    finally:
+        await backend.aclose()
+
+
 async def test_a_storage_folder_restored_from_voxdesk_backup_pushes_nothing_twice(fake, tmp_path) -> None:
     # Two grievances waited for Jira at the backup (one tried, one not) and reached it since, and
     # a third was filed and pushed after it. Restored, the two are found in Jira by their labels,
