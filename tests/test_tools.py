@@ -1586,6 +1586,13 @@ async def test_check_with_jira_removed_says_how_many_grievances_still_wait_for_i
         "local grievance store: 3 grievances; 2 wait for Jira, which is off: they go to Jira"
         " once tools.grievances is jira again"
     )
+    # None waiting, none said: the line is the count alone.
+    alone = await LocalGrievanceStore.open(tmp_path / "local.db")
+    try:
+        await alone.register(NOVA, "other", "filed with Jira never on")
+        assert await alone.check() == "local grievance store: 1 grievances"
+    finally:
+        await alone.aclose()
 
 
 async def test_a_complaint_kept_both_chosen_and_unchosen_is_filed_once(tmp_path) -> None:
