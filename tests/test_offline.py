@@ -1182,6 +1182,56 @@ async def test_the_bots_own_models_load_while_its_speech_workers_load_theirs(set
 
 
 @pytest.mark.timeout(120)
+async def test_a_whisper_start_that_failed_is_closed_and_done_loading_before_pocketsphinx(
+    settings, monkeypatch
+) -> None:
+    """The Whisper engine's own loads run beside its workers' start; where a worker dies loading
+    Whisper, its hearing is closed and those loads are done before pocketsphinx is tried: its
+    meaning model may be another, which a load still under way would be remembered as."""
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bot.engines.offline import engine as engine_module
+    from bot.engines.offline.hearing import WorkerHearing
+    from bot.speech.whisper_recognizer import WhisperSpec
+
+    spec = WhisperSpec("/no/whisper/model")
+    monkeypatch.setattr(engine_module, "_choose_recognizer", _chosen(spec))
+    real_tagger, real_start, real_close = engine_module.word_tagger, WorkerHearing.start, WorkerHearing.aclose
+    tried = threading.Event()
+    loaded: list[str] = []
+    closed: list[object] = []
+    seen: list[tuple[list[str], list[object]]] = []
+
+    def word_tagger():  # type: ignore[no-untyped-def]
+        if not loaded:  # the Whisper engine's: under way still when its workers fail, unless awaited
+            tried.wait(3)
+        try:
+            return real_tagger()
+        finally:
+            loaded.append("tagger")
+
+    async def start(self: WorkerHearing) -> set[int]:
+        if self.whisper is not None:
+            raise BrokenProcessPool("a worker died loading its models")
+        seen.append((list(loaded), list(closed)))
+        tried.set()
+        return await real_start(self)
+
+    async def aclose(self: WorkerHearing) -> None:
+        closed.append(self.whisper)
+        await real_close(self)
+
+    monkeypatch.setattr(engine_module, "word_tagger", word_tagger)
+    monkeypatch.setattr(WorkerHearing, "start", start)
+    monkeypatch.setattr(WorkerHearing, "aclose", aclose)
+    made = await engine_module.create_offline_engine(settings.replace(offline={"workers": 1}))
+    await made.aclose()
+    assert made.whisper is None and made.why_not_whisper == f"the model in {spec.model_dir} did not load"
+    assert seen == [(["tagger"], [spec])]
+
+
+@pytest.mark.timeout(120)
 async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
     settings, tmp_path, monkeypatch, caplog
 ) -> None:
