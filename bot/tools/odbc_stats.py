@@ -476,6 +476,8 @@ class OdbcStats:
         # connection to whoever reaches it first, and under a raid a note arriving just then
         # overtook one already waiting, who queued again at the back, up to the deadline.
         self._turns = asyncio.Semaphore(settings.pool_size)
+        # Connections a turn cancelled while they closed, given back to the pool once closed.
+        self._closing: set[asyncio.Task[None]] = set()
         # Each player asking while queries fail is no news to the log.
         self._outage = Outage(log, "player stats: the database answers again", logging.ERROR, logging.INFO)
 
@@ -657,11 +659,16 @@ class OdbcStats:
         stuck_after = STUCK_STATEMENT_TIMEOUTS * limit if limit > 0 else None
         stuck = False  # a statement on it ran past stuck_after and was cancelled
         failure: BaseException | None = None  # the last statement's, if it failed
+        closing: asyncio.Future[None] | None = None  # the connection's, once dropped
 
         async def drop(exc: BaseException) -> None:
             """Close the connection, in an unknown state after `exc`, so that the pool drops it
             (a closed connection is not put back) and the next attempt opens a fresh one."""
-            await _close_quietly(conn, running, statement)
+            nonlocal closing
+            # Shielded: the turn cancelled again while the statement's thread runs on, the
+            # connection would go back to the pool open, that statement still in the driver.
+            closing = asyncio.ensure_future(_close_quietly(conn, running, statement))
+            await asyncio.shield(closing)
             if is_connection_lost(exc):
                 # Else each idle one would be handed to the next attempt, and to the next
                 # player, to fail in turn: more of them than a summary has attempts.
@@ -726,16 +733,32 @@ class OdbcStats:
                 await drop(exc)
             raise
         finally:
-            try:
-                await self._pool.release(conn)
-                if conn.closed:
-                    # aioodbc's release() wakes waiters only for a connection that goes back
-                    # open; without this wait_closed() at shutdown, and a player waiting in the
-                    # pool, would wait for ever after a failed query.
-                    async with self._pool._cond:
-                        self._pool._cond.notify_all()
-            finally:
-                self._turns.release()  # even if cancelled above: else the pool shrinks for good
+            if closing is not None and not closing.done():
+                # Still the pool's until closed: counted in its size, and waited for at shutdown.
+                task = asyncio.get_running_loop().create_task(self._give_back(conn, closing))
+                self._closing.add(task)
+                task.add_done_callback(self._given_back)
+            else:
+                await self._give_back(conn)
+
+    def _given_back(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("player stats: closing a dropped connection: %s", describe(exc))
+
+    async def _give_back(self, conn: aioodbc.Connection, closing: asyncio.Future[None] | None = None) -> None:
+        try:
+            if closing is not None:
+                await closing
+            await self._pool.release(conn)
+            if conn.closed:
+                # aioodbc's release() wakes waiters only for a connection that goes back
+                # open; without this wait_closed() at shutdown, and a player waiting in the
+                # pool, would wait for ever after a failed query.
+                async with self._pool._cond:
+                    self._pool._cond.notify_all()
+        finally:
+            self._turns.release()  # even if cancelled above: else the pool shrinks for good
 
     def _held_off(self) -> LoginsHeldOff | None:
         """The breaker's answer for a lookup about to take a connection: none while one is idle

@@ -1511,6 +1511,67 @@ async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_c
     assert handles_on(players_db(settings)) == before
 
 
+async def test_a_turn_cancelled_again_while_its_connection_drops_hands_that_connection_to_nobody(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A turn cancelled mid-statement (its deadline), then again while its connection is being
+    # dropped (shutdown): dropping waits for the statement's thread, which a driver may let run on
+    # past the cancel (Azure SQL up to the query timeout). The connection still open, with its
+    # statement in the driver, must not go back to the pool for the next player to run a statement
+    # beside it on a cursor that is not thread-safe, nor keep its database file open for good.
+    totals = stats_sql.TOTALS
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
+        " SELECT COUNT(*) FROM c"
+    )
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    summary = stats_sql.player_summary
+    reading = asyncio.Event()
+    cancel_late = asyncio.Event()
+
+    async def watched(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
+        async def reads(sql: str, params: tuple[object, ...]) -> list[object]:
+            if sql == endless:
+                reading.set()
+            return await fetch(sql, params)
+
+        return await summary(reads, user_id, *args)  # type: ignore[arg-type]
+
+    cancel = odbc_stats._cancel_quietly
+
+    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+        async def later() -> None:
+            await cancel_late.wait()
+            await cancel(conn, cursor)
+
+        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
+
+    monkeypatch.setattr(stats_sql, "player_summary", watched)
+    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    before = handles_on(players_db(settings))
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(reading.wait(), 30)
+        await asyncio.sleep(0.2)  # the driver is inside the statement
+        turn.cancel()
+        await asyncio.sleep(0.2)  # the turn is dropping its connection, waiting for the statement
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        handed_out = [conn for conn in stats._pool._free if not conn.closed]
+        cancel_late.set()
+        assert done and turn.cancelled()
+        assert handed_out == []
+        monkeypatch.setattr(stats_sql, "TOTALS", totals)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        cancel_late.set()
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(players_db(settings)) == before
+
+
 async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_query_timeout(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
