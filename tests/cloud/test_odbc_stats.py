@@ -8,6 +8,7 @@ the pool, retry, timeout and error handling that production relies on.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import os
@@ -1550,6 +1551,9 @@ async def test_a_turn_cancelled_again_while_its_connection_drops_hands_that_conn
     monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     before = handles_on(players_db(settings))
+    loop = asyncio.get_running_loop()
+    unread: list[str] = []  # "Task exception was never retrieved": the cancelled statement's
+    loop.set_exception_handler(lambda _, context: unread.append(context["message"]))
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     try:
         turn = asyncio.create_task(stats.player_summary(NOVA))
@@ -1568,8 +1572,13 @@ async def test_a_turn_cancelled_again_while_its_connection_drops_hands_that_conn
         assert again is not None and again.player_name == "Quill"
     finally:
         cancel_late.set()
-        await asyncio.wait_for(stats.aclose(), 30)
+        try:
+            await asyncio.wait_for(stats.aclose(), 30)
+            gc.collect()
+        finally:
+            loop.set_exception_handler(None)
     assert handles_on(players_db(settings)) == before
+    assert unread == []
 
 
 async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_query_timeout(
