@@ -661,14 +661,22 @@ class OdbcStats:
         failure: BaseException | None = None  # the last statement's, if it failed
         closing: asyncio.Future[None] | None = None  # the connection's, once dropped
 
-        async def drop(exc: BaseException) -> None:
+        async def drop(exc: BaseException, cancel: bool = False) -> None:
             """Close the connection, in an unknown state after `exc`, so that the pool drops it
-            (a closed connection is not put back) and the next attempt opens a fresh one."""
+            (a closed connection is not put back) and the next attempt opens a fresh one; first
+            cancel its statement if `cancel`. Once: dropped again, it waits for the first."""
             nonlocal closing
-            # Shielded: the turn cancelled again while the statement's thread runs on, the
-            # connection would go back to the pool open, that statement still in the driver.
-            closing = asyncio.ensure_future(_close_quietly(conn, running, statement))
+            if closing is None:
+                # Shielded: the turn cancelled while the cancel or the statement's thread runs
+                # on, the connection would go back to the pool open, that statement still in the
+                # driver, or a second close of it would begin beside the first.
+                closing = asyncio.ensure_future(dropping(exc, cancel))
             await asyncio.shield(closing)
+
+        async def dropping(exc: BaseException, cancel: bool) -> None:
+            if cancel and running is not None:
+                await _cancel_quietly(conn, running)
+            await _close_quietly(conn, running, statement)
             if is_connection_lost(exc):
                 # Else each idle one would be handed to the next attempt, and to the next
                 # player, to fail in turn: more of them than a summary has attempts.
@@ -724,13 +732,11 @@ class OdbcStats:
             # elsewhere, such as another player's failed read of every total handed to this one,
             # leaves it idle and healthy.
             if in_doubt:
-                if running is not None and not isinstance(exc, pyodbc.Error):
-                    # Abandoned while it may still run (the player's turn cancelled): closing
-                    # would wait for it to end, and once closing has begun the driver takes no
-                    # cancel. SQLCancel, the one call ODBC lets another thread make on a running
-                    # statement, ends it now, on the server too.
-                    await _cancel_quietly(conn, running)
-                await drop(exc)
+                # Abandoned while it may still run (the player's turn cancelled): closing would
+                # wait for it to end, and once closing has begun the driver takes no cancel.
+                # SQLCancel, the one call ODBC lets another thread make on a running statement,
+                # ends it now, on the server too.
+                await drop(exc, cancel=not isinstance(exc, pyodbc.Error))
             raise
         finally:
             if closing is not None and not closing.done():

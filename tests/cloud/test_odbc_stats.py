@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aioodbc
 import aioodbc.connection
@@ -1512,12 +1513,14 @@ async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_c
     assert handles_on(players_db(settings)) == before
 
 
+@pytest.mark.parametrize("cancel_waits", [False, True], ids=["in_the_close", "in_the_cancel"])
 async def test_a_turn_cancelled_again_while_its_connection_drops_hands_that_connection_to_nobody(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, cancel_waits: bool
 ) -> None:
     # A turn cancelled mid-statement (its deadline), then again while its connection is being
     # dropped (shutdown): dropping waits for the statement's thread, which a driver may let run on
-    # past the cancel (Azure SQL up to the query timeout). The connection still open, with its
+    # past the cancel (Azure SQL up to the query timeout), or for the cancel itself, which may wait
+    # on the network. The connection still open, with its
     # statement in the driver, must not go back to the pool for the next player to run a statement
     # beside it on a cursor that is not thread-safe, nor keep its database file open for good.
     totals = stats_sql.TOTALS
@@ -1545,7 +1548,10 @@ async def test_a_turn_cancelled_again_while_its_connection_drops_hands_that_conn
             await cancel_late.wait()
             await cancel(conn, cursor)
 
-        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
+        if cancel_waits:  # a cancel that waits on the network
+            await later()
+        else:  # a driver slow to take the cancel
+            asyncio.get_running_loop().create_task(later())
 
     monkeypatch.setattr(stats_sql, "player_summary", watched)
     monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
@@ -1642,6 +1648,54 @@ async def test_a_read_of_every_total_stuck_past_the_query_timeout_leaves_out_the
     finally:
         await asyncio.wait_for(stats.aclose(), 30)
     assert handles_on(db) == before  # the stuck statement's connection let its file go too
+
+
+async def test_a_turn_cancelled_while_a_stuck_statements_connection_drops_closes_it_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The read of every total stuck past the query timeout: the summary answers without the rank,
+    # and the connection is dropped, waiting for the cancelled statement's thread, which a driver
+    # may let run on. The turn cancelled meanwhile (its deadline) must not begin a second close
+    # of the same cursor and connection, from another thread, beside the first.
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
+        " SELECT COUNT(*) FROM c"
+    )
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    cancel_late = asyncio.Event()
+    dropping = asyncio.Event()
+    closes: list[aioodbc.Connection] = []  # each close of a connection with a statement on it
+    cancel, close = odbc_stats._cancel_quietly, odbc_stats._close_quietly
+
+    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+        async def later() -> None:
+            await cancel_late.wait()
+            await cancel(conn, cursor)
+
+        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
+
+    async def counted(conn: aioodbc.Connection, *rest: Any) -> None:
+        if rest and rest[-1] is not None:
+            closes.append(conn)
+            dropping.set()
+        await close(conn, *rest)
+
+    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
+    monkeypatch.setattr(odbc_stats, "_close_quietly", counted)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(dropping.wait(), 30)
+        turn.cancel()
+        await asyncio.sleep(0.2)  # the cancelled turn's own way out, had it one, is under way
+        cancel_late.set()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()
+        assert len(closes) == 1
+    finally:
+        cancel_late.set()
+        await asyncio.wait_for(stats.aclose(), 30)
 
 
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
