@@ -743,19 +743,16 @@ class OdbcStats:
                 # Still the pool's until closed: counted in its size, and waited for at shutdown.
                 task = asyncio.get_running_loop().create_task(self._give_back(conn, closing))
                 self._closing.add(task)
-                task.add_done_callback(self._given_back)
+                task.add_done_callback(self._closing.discard)
             else:
                 await self._give_back(conn)
-
-    def _given_back(self, task: asyncio.Task[None]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("player stats: closing a dropped connection: %s", describe(exc))
 
     async def _give_back(self, conn: aioodbc.Connection, closing: asyncio.Future[None] | None = None) -> None:
         try:
             if closing is not None:
-                await closing
+                await asyncio.wait({closing})  # its failure or not, the connection goes back
+                if not closing.cancelled() and (exc := closing.exception()) is not None:
+                    log.warning("player stats: closing a dropped connection: %s", describe(exc))
             await self._pool.release(conn)
             if conn.closed:
                 # aioodbc's release() wakes waiters only for a connection that goes back

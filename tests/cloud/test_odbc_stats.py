@@ -1698,6 +1698,59 @@ async def test_a_turn_cancelled_while_a_stuck_statements_connection_drops_closes
         await asyncio.wait_for(stats.aclose(), 30)
 
 
+async def test_a_connection_whose_close_fails_after_its_turn_was_cut_goes_back_to_the_pool(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A dropped connection's closing, left to itself by a turn cancelled twice, failing in a way
+    # no one foresaw: the pool must still get its connection back (closed), or with a pool of one
+    # no player is served again until the bot restarts.
+    totals = stats_sql.TOTALS
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
+        " SELECT COUNT(*) FROM c"
+    )
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    cancel_late = asyncio.Event()
+    dropping = asyncio.Event()
+    cancel, close = odbc_stats._cancel_quietly, odbc_stats._close_quietly
+
+    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+        async def later() -> None:
+            await cancel_late.wait()
+            await cancel(conn, cursor)
+
+        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
+
+    async def failing(conn: aioodbc.Connection, *rest: Any) -> None:
+        if rest and rest[-1] is not None:
+            dropping.set()
+            await close(conn, *rest)
+            raise RuntimeError("the driver manager's own failure")
+        await close(conn, *rest)
+
+    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
+    monkeypatch.setattr(odbc_stats, "_close_quietly", failing)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(dropping.wait(), 30)
+        turn.cancel()
+        await asyncio.sleep(0.2)
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()
+        monkeypatch.setattr(stats_sql, "TOTALS", totals)
+        with caplog.at_level(logging.WARNING, logger="bot.tools.odbc_stats"):
+            cancel_late.set()
+            again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+        assert [r for r in caplog.records if "closing a dropped connection" in r.getMessage()]
+    finally:
+        cancel_late.set()
+        await asyncio.wait_for(stats.aclose(), 30)
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
