@@ -985,6 +985,13 @@ class VoiceNotes(commands.Cog):
                     continue  # settled meanwhile
                 try:
                     mine = await ledger.claim(message.id, message.channel.id, str(message.author.id))
+                except asyncio.CancelledError:
+                    # The stop's wait ran out: the COMMIT the cancel cut may have gone through. Left
+                    # claimed, the next start would count a crash in the note's turn; given back,
+                    # it is as the notes not reached (the release touches only a claim of ours). A
+                    # second cancel is not waited out, as in the settling below.
+                    await self._mark(ledger.release, message)
+                    raise
                 except Exception as exc:  # a full disk: the next start gives it up, with a warning
                     log.error("could not settle note %s as asked for again: %s", message.id, exc)
                     continue

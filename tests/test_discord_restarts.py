@@ -3913,3 +3913,40 @@ async def test_a_recheck_is_under_way_from_its_runs_start_to_its_end() -> None:
     await eventually(lambda: recheck.current_loop >= 1)
     assert runs == [True] and not recheck.under_way
     await recheck.stop()
+
+
+async def test_a_given_back_note_whose_claim_a_stop_ran_out_of_time_in_is_not_left_claimed(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # The stop's wait ran out as a note given back unfetchable was being claimed (a slow disk):
+    # its COMMIT went through while the await of it was cut. Left 'started' by a process then
+    # gone, the next start counted a crash in that note's turn, as for a note being settled.
+    from cogs import bot as bot_module
+
+    monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", 2.0)
+    claiming = NoteLedger.claim
+    slow = [True]
+
+    async def slow_disk(ledger: NoteLedger, message_id: int, place_id: int, user_id: str) -> bool:
+        mine = await claiming(ledger, message_id, place_id, user_id)
+        if slow:
+            slow.clear()
+            await asyncio.sleep(60)  # the await of the COMMIT the thread has made
+        return mine
+
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, recheck_seconds=3600):
+        await settle(fake)
+        notes = []
+        for count, player in enumerate([nova, blaze], 1):
+            fake.posts_unavailable = 2  # the voice message, then its words as text
+            notes.append(await fake.send_note(player, voice_note(), guild=True))
+            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+        monkeypatch.setattr(NoteLedger, "claim", slow_disk)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        rows = await ledger._conn.execute_fetchall("SELECT message_id, state FROM notes")
+        states = {str(row["message_id"]): row["state"] for row in rows}
+        assert "started" not in [states[n["id"]] for n in notes], states
+    finally:
+        await ledger.aclose()
