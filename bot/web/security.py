@@ -382,9 +382,15 @@ async def csrf_token(request: web.Request) -> str:
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any state-changing request whose token is missing or not this session's."""
-    # The router's own refusal (no route has the path, or none of its routes takes the method:
-    # a 405 with its Allow) changes nothing, and no token would have let it through.
-    if request.method in SAFE_METHODS or request.match_info.http_exception is not None:
+    if request.method in SAFE_METHODS:
+        return await handler(request)
+    if request.match_info.http_exception is not None:
+        # The router's own refusal (no route has the path, or none of its routes takes the method:
+        # a 405 with its Allow) changes nothing, and no token would have let it through. A form is
+        # still read first, under its deadline and the cap on a client's forms at once: else a
+        # sender stopping partway holds its connection, waited on, for as long as it likes.
+        if request.content_type == "application/x-www-form-urlencoded":
+            await read_form(request)
         return await handler(request)
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
