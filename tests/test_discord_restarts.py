@@ -36,6 +36,7 @@ from bot.sentences import (
 )
 from tests.conftest import NOVA
 from tests.discord_harness import (
+    Harness,
     blaze,
     bot_process,
     caught_up,
@@ -1269,6 +1270,42 @@ async def given_back_unanswered(
     assert await note_state(bot.core.notes, note) == "pending"
 
 
+@contextlib.asynccontextmanager
+async def running_without_history(
+    settings: Settings, fake: FakeDiscord, **discord: Any
+) -> AsyncIterator[Harness]:
+    """A bot running, settled, in a channel where it may not read history (no Read Message
+    History): Discord refuses its fetch of any note there."""
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, **discord) as h:
+        await settle(fake)
+        yield h
+
+
+async def given_back_unfetchable(
+    fake: FakeDiscord, caplog: pytest.LogCaptureFixture, *players: InjectedUser
+) -> list[dict]:
+    """A note of each of `players`' in the channel, in turn, each answer's posts failed by Discord
+    until the bot says it: given back for the recheck. The notes."""
+    notes = []
+    for count, player in enumerate(players, 1):
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        notes.append(await fake.send_note(player, voice_note(), guild=True))
+        await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+    return notes
+
+
+async def stored_states(settings: Settings) -> dict[str, str]:
+    """Each note's state in the ledger on `settings`' storage, by its id, read at once (unlike
+    note_state, which waits a 'started' one out): a note left claimed shows as 'started'."""
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        rows = await ledger._conn.execute_fetchall("SELECT message_id, state FROM notes")
+    finally:
+        await ledger.aclose()
+    return {str(row["message_id"]): row["state"] for row in rows}
+
+
 async def deleted_as_the_restart_answers_it(settings: Settings, fake: FakeDiscord, note: dict) -> None:
     """A restart answers `note`, told "restarting", and its player deletes it while that turn
     runs: settled unanswered."""
@@ -1449,12 +1486,8 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_answe
     # Given back for the recheck, which fetches each note it answers: Discord refuses the fetch
     # there (no Read Message History), and the note was given up, its player neither answered
     # nor told, after the log promised it an answer later.
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
-        await settle(fake)
-        fake.posts_unavailable = 2  # the voice message, then its words as text
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+    async with running_without_history(settings, fake, recheck_seconds=0.2) as h:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
         await rechecks(h.bot, 2)
         await settle(fake)
         assert await note_state(h.bot.core.notes, note) == "answered"
@@ -1470,12 +1503,8 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_asked
 ) -> None:
     # Given back for a recheck that has not come when the bot stops: no later process can fetch
     # it, and the next start gave it up with a warning, its player never told.
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=3600) as h:
-        await settle(fake)
-        fake.posts_unavailable = 2  # the voice message, then its words as text
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
     said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
     async with running_bot(settings, fake) as h:
@@ -1491,12 +1520,8 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_i
     # In a deploy's overlap the new bot's recheck lists the note the old one gave back, which it
     # has no copy of and may not fetch: it gave the note up, and the old bot, the one that could
     # answer it or ask for it again, then found it settled and told its player nothing.
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=3600) as old:
-        await settle(fake)
-        fake.posts_unavailable = 2  # the voice message, then its words as text
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+    async with running_without_history(settings, fake, recheck_seconds=3600) as old:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
         async with running_bot(settings, fake, recheck_seconds=0.2) as new:
             await rechecks(new.bot, 2)
             old.stop.set()
@@ -1515,9 +1540,7 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_
     # The recheck takes the note up from the copy as the stop begins, and its claim, coming once
     # the bot no longer takes notes, keeps it for after the restart: no later process can fetch
     # it, and with the copy taken the stop had nothing to ask for, its player never told.
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
-        await settle(fake)
+    async with running_without_history(settings, fake, recheck_seconds=0.2) as h:
         ledger = h.bot.core.notes
         looks: list[int] = []
         taken_up, go = asyncio.Event(), asyncio.Event()
@@ -1549,12 +1572,8 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_deleted_is_n
     # Its deletion is settled in the ledger, unless the ledger refuses the write (a full disk):
     # the copy kept for the recheck then had the stop ask its player to send again what they took
     # back.
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=3600) as h:
-        await settle(fake)
-        fake.posts_unavailable = 2  # the voice message, then its words as text
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
 
         async def refused(message_ids: list[int]) -> list[tuple[int, int]]:
             raise sqlite3.OperationalError("database or disk is full")
@@ -1572,14 +1591,9 @@ async def test_the_players_whose_given_back_notes_a_stop_asks_for_in_one_place_a
     # Given back as Discord fails, a raid's notes are many at a stop: a line a player, one after
     # another, met the channel's five sends in five seconds, and the stop's wait ran out with
     # most players untold (and the note being asked for left claimed by a process that is gone).
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
     players = [nova, blaze, quill]
-    async with running_bot(settings, fake, recheck_seconds=3600):
-        await settle(fake)
-        for count, player in enumerate(players, 1):
-            fake.posts_unavailable = 2  # the voice message, then its words as text
-            await fake.send_note(player, voice_note(), guild=True)
-            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        await given_back_unfetchable(fake, caplog, *players)
     said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     (asked,) = said
     assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
@@ -1593,23 +1607,12 @@ async def test_given_back_notes_a_stop_ran_out_of_time_asking_for_are_settled_no
     from cogs import bot as bot_module
 
     monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", 1.0)
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=3600):
-        await settle(fake)
-        notes = []
-        for count, player in enumerate([nova, blaze], 1):
-            fake.posts_unavailable = 2  # the voice message, then its words as text
-            notes.append(await fake.send_note(player, voice_note(), guild=True))
-            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        notes = await given_back_unfetchable(fake, caplog, nova, blaze)
         fake.posts_held = 1
     assert "closing before every note given back unfetchable was asked for again" in caplog.text
-    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
-    try:
-        rows = await ledger._conn.execute_fetchall("SELECT message_id, state FROM notes")
-        states = {str(row["message_id"]): row["state"] for row in rows}
-        assert [states[n["id"]] for n in notes] == ["expired"] * 2, states
-    finally:
-        await ledger.aclose()
+    states = await stored_states(settings)
+    assert [states[n["id"]] for n in notes] == ["expired"] * 2, states
 
 
 async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_the_same(
@@ -1633,24 +1636,13 @@ async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_
             await asyncio.sleep(60)
         await settling(ledger, message_id)
 
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=3600):
-        await settle(fake)
-        notes = []
-        for count, player in enumerate([nova, blaze], 1):
-            fake.posts_unavailable = 2  # the voice message, then its words as text
-            notes.append(await fake.send_note(player, voice_note(), guild=True))
-            await eventually(lambda n=count: caplog.text.count("got no answer because Discord failed") == n)
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        notes = await given_back_unfetchable(fake, caplog, nova, blaze)
         monkeypatch.setattr(NoteLedger, "unanswerable", slow_disk)
     (asked,) = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     assert asked.endswith(RESTARTING_SEND_AGAIN)
-    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
-    try:
-        rows = await ledger._conn.execute_fetchall("SELECT message_id, state FROM notes")
-        states = {str(row["message_id"]): row["state"] for row in rows}
-        assert [states[n["id"]] for n in notes] == ["expired"] * 2, states
-    finally:
-        await ledger.aclose()
+    states = await stored_states(settings)
+    assert [states[n["id"]] for n in notes] == ["expired"] * 2, states
 
 
 async def test_a_note_given_back_unfetchable_and_settled_elsewhere_is_not_asked_for_at_a_stop(
@@ -1658,12 +1650,8 @@ async def test_a_note_given_back_unfetchable_and_settled_elsewhere_is_not_asked_
 ) -> None:
     # Another process on this storage settled it (gave it up, or answered it) before the stop:
     # the stop's claim of it fails, and its player is not asked to send it again.
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    async with running_bot(settings, fake, recheck_seconds=3600) as h:
-        await settle(fake)
-        fake.posts_unavailable = 2  # the voice message, then its words as text
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
         await h.bot.core.notes.expire([int(note["id"])])
     assert fake.sent("message", ALLOWED_CHANNEL) == []
 
