@@ -26,7 +26,7 @@ from bot.app import build_grievance_backend, running_app
 from bot.backup import backup
 from bot.config import ConfigError, JiraSettings
 from bot.tools import CATEGORIES, Toolbox, build_tools, jira_grievances
-from bot.tools.base import ToolCall, ToolContext, ToolError
+from bot.tools.base import Grievance, ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
 from bot.tools.jira_tracker import TrackerError, explain, iso_utc, status_words, summary_for
@@ -128,6 +128,30 @@ async def local_rows(db: Path) -> dict[str, tuple[str, str | None]]:
 async def expire_claims(db: Path) -> None:
     """As if every pusher's claim and retry delay had run out."""
     sql(db, "UPDATE grievances SET next_try_at = NULL")
+
+
+async def pushed_after_a_backup(fake: FakeJira, db: Path, backup_dir: Path) -> tuple[Grievance, Path]:
+    """Nova's "gems never arrived" filed after a backup of `db` was taken (into `backup_dir`) and
+    pushed to Jira as GRV-101: it, and the backup's file."""
+    backend = await open_backend(fake, db)
+    await backend.aclose()
+    saved = backup_dir / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
+        src.backup(dst)
+    backend = await open_backend(fake, db)
+    try:
+        lost = await backend.register(NOVA, "wallet", "gems never arrived")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    return lost, saved
+
+
+def restore(db: Path, saved: Path) -> None:
+    """The restore: `saved`'s file alone at `db`, none of the lost database's left beside it."""
+    for leftover in db.parent.glob(f"{db.name}*"):
+        leftover.unlink()
+    saved.rename(db)
 
 
 def rate_limit_ends(backend: JiraGrievances) -> None:
@@ -593,23 +617,11 @@ async def test_after_a_restore_from_a_backup_a_reused_key_is_not_taken_for_the_l
     # where the backup was: the next one is GRV-1 again, under the same store id, while Jira
     # still has the lost GRV-1's issue. That issue is another player's complaint, not the new
     # one's push; the new one gets its own, and an answer lost after its create finds it again.
-    backend = await open_backend(fake, db)
-    await backend.aclose()
-    saved = tmp_path / "backup.db"
-    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
-        src.backup(dst)
-    backend = await open_backend(fake, db)
-    try:
-        lost = await backend.register(NOVA, "wallet", "gems never arrived")
-        assert await backend.push_pending() == 1
-    finally:
-        await backend.aclose()
+    lost, saved = await pushed_after_a_backup(fake, db, tmp_path)
     # A restore comes well after the issue it loses the grievance of was made.
     made = fake.issues["GRV-101"]
     made.created = made.updated = made.created - dt.timedelta(minutes=5)
-    for leftover in tmp_path.glob("grievances.db*"):  # the restore: the backup's file alone
-        leftover.unlink()
-    saved.rename(db)
+    restore(db, saved)
 
     fake.fail("create_then_hang", times=1)
     backend = await open_backend(fake, db)
@@ -636,21 +648,9 @@ async def test_after_a_restore_a_lost_grievance_is_still_found_by_the_key_its_pl
     # Nova heard GRV-1 for a grievance filed after the backup; its issue reached Jira, and the
     # restore lost its row. Asked by GRV-1, Jira's issue of her key label answers, not "no such
     # ticket", and never Blaze's new GRV-1 of the restored database.
-    backend = await open_backend(fake, db)
-    await backend.aclose()
-    saved = tmp_path / "backup.db"
-    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
-        src.backup(dst)
-    backend = await open_backend(fake, db)
-    try:
-        lost = await backend.register(NOVA, "wallet", "gems never arrived")
-        assert await backend.push_pending() == 1
-    finally:
-        await backend.aclose()
+    lost, saved = await pushed_after_a_backup(fake, db, tmp_path)
     fake.set_status("GRV-101", "In Progress")
-    for leftover in tmp_path.glob("grievances.db*"):
-        leftover.unlink()
-    saved.rename(db)
+    restore(db, saved)
     backend = await open_backend(fake, db)
     try:
         reused = await backend.register(BLAZE, "other", "voice chat cuts out")
@@ -672,23 +672,11 @@ async def test_after_a_restore_a_players_lost_issue_is_not_shown_as_their_new_pe
     # grievance, still waiting for Jira. GRV-101 carries GRV-1's key label, but it was made
     # before that grievance, in other words: not its push. Her list shows both, each in its own
     # words, and GRV-101 asked by its key is the lost one, not the new one under its key.
-    backend = await open_backend(fake, db)
-    await backend.aclose()
-    saved = tmp_path / "backup.db"
-    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
-        src.backup(dst)
-    backend = await open_backend(fake, db)
-    try:
-        lost = await backend.register(NOVA, "wallet", "gems never arrived")
-        assert await backend.push_pending() == 1
-    finally:
-        await backend.aclose()
+    lost, saved = await pushed_after_a_backup(fake, db, tmp_path)
     fake.set_status("GRV-101", "In Progress")
     made = fake.issues["GRV-101"]
     made.created = made.updated = made.created - dt.timedelta(minutes=5)
-    for leftover in tmp_path.glob("grievances.db*"):
-        leftover.unlink()
-    saved.rename(db)
+    restore(db, saved)
     backend = await open_backend(fake, db)  # not started: the new grievance waits for Jira
     try:
         waiting = await backend.register(NOVA, "other", "voice chat cuts out")
@@ -783,22 +771,10 @@ async def test_a_storage_folder_restored_from_voxdesk_backup_pushes_nothing_twic
 async def test_after_a_restore_the_same_players_lost_issue_is_not_taken_for_their_new_grievance(
     fake, db, tmp_path, jira_ahead_minutes
 ) -> None:
-    backend = await open_backend(fake, db)
-    await backend.aclose()
-    saved = tmp_path / "backup.db"
-    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
-        src.backup(dst)
-    backend = await open_backend(fake, db)
-    try:
-        await backend.register(NOVA, "wallet", "gems never arrived")
-        assert await backend.push_pending() == 1
-    finally:
-        await backend.aclose()
+    _, saved = await pushed_after_a_backup(fake, db, tmp_path)
     made = fake.issues["GRV-101"]
     made.created = made.updated = made.created + dt.timedelta(minutes=jira_ahead_minutes)
-    for leftover in tmp_path.glob("grievances.db*"):
-        leftover.unlink()
-    saved.rename(db)
+    restore(db, saved)
     backend = await open_backend(fake, db)
     try:
         ticket = await backend.register(NOVA, "other", "voice chat cuts out every evening")
