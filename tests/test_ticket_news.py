@@ -2151,6 +2151,13 @@ GERMAN_STATUSES = {
     "Wird nicht erledigt": "done",
     "Fertig": "done",
 }
+# The English name Jira Cloud lists each of its own statuses with (`untranslatedName`).
+GERMAN_UNTRANSLATED = {
+    "Zu erledigen": "To Do",
+    "In Arbeit": "In Progress",
+    "Wird nicht erledigt": "Won't Do",
+    "Fertig": "Done",
+}
 
 
 @pytest.mark.parametrize(
@@ -2197,16 +2204,7 @@ async def test_jira_s_own_refusal_status_is_known_in_german_by_its_untranslated_
     from tests.fakes import jira_server
 
     monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(
-        jira_server,
-        "UNTRANSLATED",
-        {
-            "Zu erledigen": "To Do",
-            "In Arbeit": "In Progress",
-            "Wird nicht erledigt": "Won't Do",
-            "Fertig": "Done",
-        },
-    )
+    monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
     monkeypatch.setattr(
         jira_server,
         "TRANSITIONS",
@@ -2280,16 +2278,7 @@ async def test_a_german_site_s_refusal_is_told_closed_without_a_fix_by_its_untra
     from tests.fakes import jira_server
 
     monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(
-        jira_server,
-        "UNTRANSLATED",
-        {
-            "Zu erledigen": "To Do",
-            "In Arbeit": "In Progress",
-            "Wird nicht erledigt": "Won't Do",
-            "Fertig": "Done",
-        },
-    )
+    monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path, refusals=["Duplikat"])) as p:
         for player in CLOSED_PLAYERS[:3]:
