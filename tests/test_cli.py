@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot import health, paths
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.db import A_FOLDER, DAMAGED
 from bot.tools import grievance_store
 
@@ -1179,6 +1179,17 @@ def _break_recent_claims(recent: Path, broken: str) -> None:
             db.execute("PRAGMA user_version = 9")
 
 
+def on_jira(settings: Settings) -> Settings:
+    """`settings`' storage, its grievances going to Jira: grievances.db is Jira's outbox."""
+    return make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_GRIEVANCES="jira",
+        VOXDESK_JIRA_URL="https://studio.atlassian.net",
+        JIRA_EMAIL="bot@studio.example",
+        JIRA_API_TOKEN="jira-token-value",
+    )
+
+
 def test_check_warns_of_a_grievance_store_of_no_bytes_before_the_bot_makes_it_new(settings) -> None:
     # SQLite takes it for a new database and so does the bot, saying so in its log only once it
     # has made it one: `check` before a start is where a truncated copy or restore can be caught.
@@ -1190,14 +1201,7 @@ def test_check_warns_of_a_grievance_store_of_no_bytes_before_the_bot_makes_it_ne
     grievances.write_bytes(b"")
     local = health.check_storage(settings)
     assert "empty file" not in str(local), local
-    jira = make_settings(
-        settings.storage_dir,
-        VOXDESK_TOOLS_GRIEVANCES="jira",
-        VOXDESK_JIRA_URL="https://studio.atlassian.net",
-        JIRA_EMAIL="bot@studio.example",
-        JIRA_API_TOKEN="jira-token-value",
-    )
-    said = health.check_storage(jira)
+    said = health.check_storage(on_jira(settings))
     assert isinstance(said, health.NeedsHuman), said
     assert f"{grievances} is an empty file" in said and "voxdesk backup" in said, said
     assert grievances.read_bytes() == b""
@@ -1210,14 +1214,7 @@ def test_check_warns_of_a_missing_jira_outbox_on_the_storage_line(settings) -> N
     for file in (grievances, Path(f"{grievances}-wal"), Path(f"{grievances}-shm")):
         file.unlink(missing_ok=True)
     assert "grievances.db" not in str(health.check_storage(settings))  # the local store's line says it
-    jira = make_settings(
-        settings.storage_dir,
-        VOXDESK_TOOLS_GRIEVANCES="jira",
-        VOXDESK_JIRA_URL="https://studio.atlassian.net",
-        JIRA_EMAIL="bot@studio.example",
-        JIRA_API_TOKEN="jira-token-value",
-    )
-    said = health.check_storage(jira)
+    said = health.check_storage(on_jira(settings))
     assert isinstance(said, health.NeedsHuman), said
     assert (
         f"; {grievances}, the outbox of grievances on their way to Jira, does not exist: the bot"
