@@ -731,7 +731,10 @@ class OdbcStats:
             # A connection whose statement went wrong is in an unknown state. An error from
             # elsewhere, such as another player's failed read of every total handed to this one,
             # leaves it idle and healthy.
-            if in_doubt:
+            # One dropped already (the turn cancelled while the answered summary's connection
+            # closed) is left closing: dropped again, the turn would wait for it all the same,
+            # that cancel spent, for as long as a stuck statement stays in the driver.
+            if in_doubt and closing is None:
                 # Abandoned while it may still run (the player's turn cancelled): closing would
                 # wait for it to end, and once closing has begun the driver takes no cancel.
                 # SQLCancel, the one call ODBC lets another thread make on a running statement,

@@ -1698,6 +1698,56 @@ async def test_a_turn_cancelled_while_a_stuck_statements_connection_drops_closes
         await asyncio.wait_for(stats.aclose(), 30)
 
 
+async def test_a_turn_cancelled_once_while_a_stuck_statements_connection_drops_ends_at_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The read of every total stuck past the query timeout: the summary answers without the rank,
+    # and the connection drops, waiting for the cancelled statement's thread, which a driver may
+    # let run on for minutes. One cancel of the turn (its deadline) must end it then, leaving the
+    # close to go on by itself, not make it wait for that thread all the same.
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
+        " SELECT COUNT(*) FROM c"
+    )
+    totals = stats_sql.TOTALS
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    cancel_late = asyncio.Event()
+    dropping = asyncio.Event()
+    cancel, close = odbc_stats._cancel_quietly, odbc_stats._close_quietly
+
+    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+        async def later() -> None:
+            await cancel_late.wait()
+            await cancel(conn, cursor)
+
+        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
+
+    async def watched(conn: aioodbc.Connection, *rest: Any) -> None:
+        if rest and rest[-1] is not None:
+            dropping.set()
+        await close(conn, *rest)
+
+    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
+    monkeypatch.setattr(odbc_stats, "_close_quietly", watched)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(dropping.wait(), 30)
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()  # the statement still in the driver
+        assert stats._closing  # its connection goes back once closed
+        cancel_late.set()
+        await asyncio.wait_for(asyncio.gather(*stats._closing), 30)
+        monkeypatch.setattr(stats_sql, "TOTALS", totals)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)  # its turn given back
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        cancel_late.set()
+        await asyncio.wait_for(stats.aclose(), 30)
+
+
 async def test_a_connection_whose_close_fails_after_its_turn_was_cut_goes_back_to_the_pool(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
