@@ -653,7 +653,8 @@ class OdbcStats:
             raise
         in_doubt = False  # a statement on this connection failed or was abandoned
         running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
-        statement: asyncio.Future[list[Sequence[Any]]] | None = None  # its run in the driver
+        statement: asyncio.Future[Any] | None = None  # its run in the driver, or its freeing
+        freeing = False  # `statement` is its cursor's close, the rows read
         started = 0.0  # loop time the last statement was begun at
         limit = self._settings.query_timeout_seconds
         stuck_after = STUCK_STATEMENT_TIMEOUTS * limit if limit > 0 else None
@@ -674,7 +675,7 @@ class OdbcStats:
             await asyncio.shield(closing)
 
         async def dropping(exc: BaseException, cancel: bool) -> None:
-            if cancel and running is not None:
+            if cancel and running is not None and not freeing:
                 await _cancel_quietly(conn, running)
             await _close_quietly(conn, running, statement)
             if is_connection_lost(exc):
@@ -692,7 +693,7 @@ class OdbcStats:
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt, running, statement, started, stuck, failure
+                nonlocal in_doubt, running, statement, freeing, started, stuck, failure
                 if stuck:
                     # The cancelled statement's thread may still be in the driver: the connection
                     # is not used again, and the summary fails over to a fresh one.
@@ -714,8 +715,12 @@ class OdbcStats:
                 except BaseException as exc:
                     failure = exc
                     raise
-                await cursor.close()
-                in_doubt, running, statement, failure = False, None, None, None
+                # Freed apart from this turn too: cut meanwhile, the drop waits for it, rather
+                # than cancel or free the statement from another thread while it is freed.
+                statement = asyncio.ensure_future(cursor.close())
+                freeing = True
+                await asyncio.shield(statement)
+                in_doubt, running, statement, freeing, failure = False, None, None, False, None
                 return rows
 
             result = await work(fetch)

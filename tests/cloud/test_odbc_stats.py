@@ -1748,6 +1748,62 @@ async def test_a_turn_cancelled_once_while_a_stuck_statements_connection_drops_e
         await asyncio.wait_for(stats.aclose(), 30)
 
 
+async def test_a_turn_cancelled_while_its_statement_is_freed_makes_no_call_on_it_beside(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pyodbc cursor is not thread-safe: a cancel or a second free of its statement, on another
+    # of the driver's threads while the first free is still in the driver, may crash the process.
+    # The turn cancelled while its answered statement is being freed (a driver slow to free it)
+    # must leave that free to end before the connection is dropped.
+    calls: dict[int, list[str]] = {}  # each cursor's calls in the driver now
+    beside: list[tuple[str, list[str]]] = []  # a call begun while others ran on its cursor
+    lock = threading.Lock()
+    freeing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    execute = aioodbc.Connection._execute
+
+    def watched(func: Callable[..., Any]) -> Callable[..., Any]:
+        cursor = getattr(func, "__self__", None)
+        if not isinstance(cursor, pyodbc.Cursor):
+            return func
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                if calls.get(id(cursor)):
+                    beside.append((func.__name__, list(calls[id(cursor)])))
+                calls.setdefault(id(cursor), []).append(func.__name__)
+            try:
+                if func.__name__ == "close" and not freeing.is_set():
+                    loop.call_soon_threadsafe(freeing.set)
+                    threading.Event().wait(0.3)  # a driver slow to free the statement
+                return func(*args, **kwargs)
+            finally:
+                with lock:
+                    calls[id(cursor)].remove(func.__name__)
+
+        return run
+
+    def _execute(self: aioodbc.Connection, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return execute(self, watched(func), *args, **kwargs)
+
+    monkeypatch.setattr(aioodbc.Connection, "_execute", _execute)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait(
+            {turn, asyncio.ensure_future(freeing.wait())}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert not turn.done(), turn.result()
+        turn.cancel()
+        await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        await asyncio.wait_for(asyncio.gather(*stats._closing), 30)
+        assert turn.cancelled()
+        assert beside == []
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+
+
 async def test_a_connection_whose_close_fails_after_its_turn_was_cut_goes_back_to_the_pool(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
