@@ -45,6 +45,7 @@ NOT_FOR_PLAYERS = {
     ("bot/tools/jira_tracker.py", "Jira answered HTTP"): "a tracker error for the operator's log",
     ("bot/tools/jira_tracker.py", "Jira call failed"): "a tracker error for the operator's log",
     ("bot/engines/offline/engine.py", "Whisper model"): "`voxdesk check`, for the operator",
+    ("bot/tools/jira_grievances.py", "Jira {}: JIRA_EMAIL"): "`voxdesk check`, for the operator",
     ("bot/engines/openai.py", "Azure OpenAI"): "`voxdesk check`, for the operator",
     ("bot/engines/openai.py", "It is now"): "the time, told to the model",
     ("cogs/bot.py", "Message Content intent"): "a warning in the operator's log (off, or unapproved)",
