@@ -1442,7 +1442,9 @@ async def test_a_note_sent_where_the_bot_may_not_read_history_during_an_overlapp
             while old.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
                 await asyncio.sleep(0.01)
             note = await fake.send_note(blaze, voice_note(), guild=True)
-            judged = await note_state(new.bot.core.notes, note)
+            # The old bot keeps the note for the restart ('pending') as the new one claims it:
+            # whichever lands first, it is the new one's answer that settles it.
+            judged = await note_state(new.bot.core.notes, note, passing=("started", "pending"))
             engine.hold.set()
             await asyncio.wait_for(old.task, 30)
             await settle(fake)
@@ -2343,16 +2345,23 @@ async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_a
     assert answers(fake, note) == 1
 
 
-async def note_state(ledger: NoteLedger, note: dict, within: float = 30.0) -> str:
-    """The note's ledger state once the recheck has settled it (no longer 'started')."""
-    async with asyncio.timeout(within):
-        while True:
-            rows = await ledger._conn.execute_fetchall(
-                "SELECT state FROM notes WHERE message_id = ?", (int(note["id"]),)
-            )
-            if rows and rows[0]["state"] != "started":
-                return rows[0]["state"]
-            await asyncio.sleep(0.1)
+async def note_state(
+    ledger: NoteLedger, note: dict, within: float = 30.0, passing: tuple[str, ...] = ("started",)
+) -> str:
+    """The note's ledger state once the bot has settled it: in none of the `passing` states (a
+    claim's 'started'; a note may also be 'pending' on its way to an answer, see the callers)."""
+    state = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                rows = await ledger._conn.execute_fetchall(
+                    "SELECT state FROM notes WHERE message_id = ?", (int(note["id"]),)
+                )
+                if rows and (state := rows[0]["state"]) not in passing:
+                    return state
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"note {note['id']} is still {state} after {within:g} s") from None
 
 
 async def a_killed_turn_answered_behind(fake: FakeDiscord, ledger: NoteLedger, chatter: int) -> dict:
