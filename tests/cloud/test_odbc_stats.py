@@ -1466,6 +1466,70 @@ async def test_players_waiting_for_a_connection_are_served_in_the_order_they_ask
     assert served == [NOVA, BLAZE, QUILL]
 
 
+def _endless_totals(monkeypatch: pytest.MonkeyPatch, below: int) -> str:
+    """The read of every total made a count below `below`: minutes on the SQLite driver, which
+    ignores the query timeout and which a cancel ends at once."""
+    endless = (
+        f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {below})"
+        " SELECT COUNT(*) FROM c"
+    )
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    return endless
+
+
+def _reading(monkeypatch: pytest.MonkeyPatch, sql: str) -> asyncio.Event:
+    """Set as a summary begins the statement `sql`."""
+    summary = stats_sql.player_summary
+    reading = asyncio.Event()
+
+    async def watched(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
+        async def reads(statement: str, params: tuple[object, ...]) -> list[object]:
+            if statement == sql:
+                reading.set()
+            return await fetch(statement, params)
+
+        return await summary(reads, user_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stats_sql, "player_summary", watched)
+    return reading
+
+
+def _cancel_taken_late(monkeypatch: pytest.MonkeyPatch, waits: bool = False) -> asyncio.Event:
+    """A driver slow to take a statement's cancel, or with `waits` a cancel that waits on the
+    network: the cancel reaches the driver once the event returned is set."""
+    cancel_late = asyncio.Event()
+    cancel = odbc_stats._cancel_quietly
+
+    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+        async def later() -> None:
+            await cancel_late.wait()
+            await cancel(conn, cursor)
+
+        if waits:
+            await later()
+        else:
+            asyncio.get_running_loop().create_task(later())
+
+    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
+    return cancel_late
+
+
+def _drops(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[aioodbc.Connection]]:
+    """Set as a connection with a statement on it begins to close; each such close listed."""
+    dropping = asyncio.Event()
+    closes: list[aioodbc.Connection] = []
+    close = odbc_stats._close_quietly
+
+    async def watched(conn: aioodbc.Connection, *rest: Any) -> None:
+        if rest and rest[-1] is not None:
+            closes.append(conn)
+            dropping.set()
+        await close(conn, *rest)
+
+    monkeypatch.setattr(odbc_stats, "_close_quietly", watched)
+    return dropping, closes
+
+
 async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_connection(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1475,24 +1539,7 @@ async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_c
     # timeout), holding the cancelled turn, its pool slot and shutdown. Once closing has begun the
     # driver takes no cancel: the statement must be cancelled first.
     totals = stats_sql.TOTALS
-    # Minutes of counting on the SQLite driver, which a cancel ends at once.
-    endless = (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
-        " SELECT COUNT(*) FROM c"
-    )
-    monkeypatch.setattr(stats_sql, "TOTALS", endless)
-    summary = stats_sql.player_summary
-    reading = asyncio.Event()
-
-    async def watched(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
-        async def reads(sql: str, params: tuple[object, ...]) -> list[object]:
-            if sql == endless:
-                reading.set()
-            return await fetch(sql, params)
-
-        return await summary(reads, user_id, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(stats_sql, "player_summary", watched)
+    reading = _reading(monkeypatch, _endless_totals(monkeypatch, 200000000))
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     before = handles_on(players_db(settings))
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
@@ -1524,37 +1571,8 @@ async def test_a_turn_cancelled_again_while_its_connection_drops_hands_that_conn
     # statement in the driver, must not go back to the pool for the next player to run a statement
     # beside it on a cursor that is not thread-safe, nor keep its database file open for good.
     totals = stats_sql.TOTALS
-    endless = (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
-        " SELECT COUNT(*) FROM c"
-    )
-    monkeypatch.setattr(stats_sql, "TOTALS", endless)
-    summary = stats_sql.player_summary
-    reading = asyncio.Event()
-    cancel_late = asyncio.Event()
-
-    async def watched(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
-        async def reads(sql: str, params: tuple[object, ...]) -> list[object]:
-            if sql == endless:
-                reading.set()
-            return await fetch(sql, params)
-
-        return await summary(reads, user_id, *args)  # type: ignore[arg-type]
-
-    cancel = odbc_stats._cancel_quietly
-
-    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
-        async def later() -> None:
-            await cancel_late.wait()
-            await cancel(conn, cursor)
-
-        if cancel_waits:  # a cancel that waits on the network
-            await later()
-        else:  # a driver slow to take the cancel
-            asyncio.get_running_loop().create_task(later())
-
-    monkeypatch.setattr(stats_sql, "player_summary", watched)
-    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
+    reading = _reading(monkeypatch, _endless_totals(monkeypatch, 200000000))
+    cancel_late = _cancel_taken_late(monkeypatch, waits=cancel_waits)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     before = handles_on(players_db(settings))
     loop = asyncio.get_running_loop()
@@ -1657,31 +1675,9 @@ async def test_a_turn_cancelled_while_a_stuck_statements_connection_drops_closes
     # and the connection is dropped, waiting for the cancelled statement's thread, which a driver
     # may let run on. The turn cancelled meanwhile (its deadline) must not begin a second close
     # of the same cursor and connection, from another thread, beside the first.
-    endless = (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
-        " SELECT COUNT(*) FROM c"
-    )
-    monkeypatch.setattr(stats_sql, "TOTALS", endless)
-    cancel_late = asyncio.Event()
-    dropping = asyncio.Event()
-    closes: list[aioodbc.Connection] = []  # each close of a connection with a statement on it
-    cancel, close = odbc_stats._cancel_quietly, odbc_stats._close_quietly
-
-    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
-        async def later() -> None:
-            await cancel_late.wait()
-            await cancel(conn, cursor)
-
-        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
-
-    async def counted(conn: aioodbc.Connection, *rest: Any) -> None:
-        if rest and rest[-1] is not None:
-            closes.append(conn)
-            dropping.set()
-        await close(conn, *rest)
-
-    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
-    monkeypatch.setattr(odbc_stats, "_close_quietly", counted)
+    _endless_totals(monkeypatch, 2000000000)
+    cancel_late = _cancel_taken_late(monkeypatch)
+    dropping, closes = _drops(monkeypatch)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     try:
@@ -1705,30 +1701,10 @@ async def test_a_turn_cancelled_once_while_a_stuck_statements_connection_drops_e
     # and the connection drops, waiting for the cancelled statement's thread, which a driver may
     # let run on for minutes. One cancel of the turn (its deadline) must end it then, leaving the
     # close to go on by itself, not make it wait for that thread all the same.
-    endless = (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
-        " SELECT COUNT(*) FROM c"
-    )
     totals = stats_sql.TOTALS
-    monkeypatch.setattr(stats_sql, "TOTALS", endless)
-    cancel_late = asyncio.Event()
-    dropping = asyncio.Event()
-    cancel, close = odbc_stats._cancel_quietly, odbc_stats._close_quietly
-
-    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
-        async def later() -> None:
-            await cancel_late.wait()
-            await cancel(conn, cursor)
-
-        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
-
-    async def watched(conn: aioodbc.Connection, *rest: Any) -> None:
-        if rest and rest[-1] is not None:
-            dropping.set()
-        await close(conn, *rest)
-
-    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
-    monkeypatch.setattr(odbc_stats, "_close_quietly", watched)
+    _endless_totals(monkeypatch, 2000000000)
+    cancel_late = _cancel_taken_late(monkeypatch)
+    dropping, _ = _drops(monkeypatch)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     try:
@@ -1811,21 +1787,10 @@ async def test_a_connection_whose_close_fails_after_its_turn_was_cut_goes_back_t
     # no one foresaw: the pool must still get its connection back (closed), or with a pool of one
     # no player is served again until the bot restarts.
     totals = stats_sql.TOTALS
-    endless = (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
-        " SELECT COUNT(*) FROM c"
-    )
-    monkeypatch.setattr(stats_sql, "TOTALS", endless)
-    cancel_late = asyncio.Event()
+    _endless_totals(monkeypatch, 200000000)
+    cancel_late = _cancel_taken_late(monkeypatch)
     dropping = asyncio.Event()
-    cancel, close = odbc_stats._cancel_quietly, odbc_stats._close_quietly
-
-    async def late(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
-        async def later() -> None:
-            await cancel_late.wait()
-            await cancel(conn, cursor)
-
-        asyncio.get_running_loop().create_task(later())  # a driver slow to take the cancel
+    close = odbc_stats._close_quietly
 
     async def failing(conn: aioodbc.Connection, *rest: Any) -> None:
         if rest and rest[-1] is not None:
@@ -1834,7 +1799,6 @@ async def test_a_connection_whose_close_fails_after_its_turn_was_cut_goes_back_t
             raise RuntimeError("the driver manager's own failure")
         await close(conn, *rest)
 
-    monkeypatch.setattr(odbc_stats, "_cancel_quietly", late)
     monkeypatch.setattr(odbc_stats, "_close_quietly", failing)
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
