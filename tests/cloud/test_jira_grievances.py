@@ -2398,7 +2398,9 @@ async def test_an_outage_is_logged_once_and_its_end_once(fake, db, caplog) -> No
 
 async def test_status_asked_again_and_again_during_an_outage_warns_once(fake, db, caplog) -> None:
     # Each player who asked for their tickets while Jira was down added the same WARNING.
-    backend = await open_backend(fake, db)
+    # Its outages are 500s, answered at once: the file's half-second timeout, met by a first
+    # connection on a busy machine, would end the push before any outage began.
+    backend = await open_backend(fake, db, timeout_seconds=30.0)
     caplog.set_level(logging.INFO, logger="bot.tools.jira_grievances")
     try:
         await backend.register(NOVA, "wallet", "first")
