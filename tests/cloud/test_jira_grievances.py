@@ -1313,7 +1313,9 @@ async def test_jql_in_model_arguments_changes_nothing(fake, settings, scripted_a
 async def test_an_id_or_key_with_a_line_break_after_it_reaches_no_jql_nor_label(fake, db) -> None:
     # A pattern's `$` also matches before a final line break: "<id>\n" would pass for a Discord id
     # (a label and JQL with the break in them) and "GRV-1\n" for a key (a request for it).
-    backend = await open_backend(fake, db)
+    # Nothing in it times out: the file's half-second timeout, met by a first listing on a busy
+    # machine, would answer from the local record before any JQL was sent.
+    backend = await open_backend(fake, db, timeout_seconds=30.0)
     try:
         ticket = await backend.register(f"{NOVA}\n", "wallet", "charged twice for the battle pass")
         assert await backend.push_pending() == 0  # no Discord user's: kept local
