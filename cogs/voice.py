@@ -964,14 +964,14 @@ class VoiceNotes(commands.Cog):
         for notes sent before `sent_before`, which it answers no more: each holds its audio, and a
         note settled by another process, or too old, would otherwise keep it until MAX_UNSENT
         newer ones pushed it out."""
+        kept: tuple[dict[int, Any], ...] = (self._unsent, self._given_back)
         for message_id in message_ids:
-            self._unsent.pop(message_id, None)
-            self._given_back.pop(message_id, None)
+            for notes in kept:
+                notes.pop(message_id, None)
         if sent_before is not None:
-            for message_id in [m for m in self._unsent if discord.utils.snowflake_time(m) < sent_before]:
-                del self._unsent[message_id]
-            for message_id in [m for m in self._given_back if discord.utils.snowflake_time(m) < sent_before]:
-                del self._given_back[message_id]
+            for notes in kept:
+                for message_id in [m for m in notes if discord.utils.snowflake_time(m) < sent_before]:
+                    del notes[message_id]
 
     async def ask_given_back_again(self) -> None:
         """At a stop: the notes given back where the bot may not read history that no recheck has

@@ -762,6 +762,10 @@ class JiraTracker:
                 self._untranslated_at = time.monotonic()
             return known
 
+    def _key_labelled(self, local_key: str, limit: int = MAX_SAME_KEY) -> list[RemoteIssue]:
+        """The project's issues carrying `local_key`'s key label, whoever's they are."""
+        return self._search(self._jql(self.key_label(local_key)), limit=limit)
+
     def pushes_of_local_key(
         self, local_key: str, user_id: str, description: str, created_at: str = ""
     ) -> list[RemoteIssue]:
@@ -770,7 +774,7 @@ class JiraTracker:
         key label can name another grievance's issue too: one filed under the same key before the
         database was restored from a backup, or lost to a power cut, and so made before this
         grievance was; Jira may hand the words back otherwise than any rule here reads them."""
-        issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
+        issues = self._key_labelled(local_key)
         ours = [i for i in issues if self.may_be_push_of(i, user_id, description, created_at)]
         if len(ours) < len(issues):
             others = ", ".join(i.key for i in issues if i not in ours)
@@ -795,13 +799,13 @@ class JiraTracker:
     def pushes_for_player(self, local_key: str, user_id: str) -> list[RemoteIssue]:
         """Every issue of the project pushed for `local_key` that is `user_id`'s alone: after a
         restore from a backup, a key can label issues of several grievances."""
-        issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
+        issues = self._key_labelled(local_key)
         return [i for i in issues if self.user_of(i) == user_id]
 
     def issue_of_local_key(self, local_key: str) -> RemoteIssue | None:
         """The issue of our project pushed for `local_key` (by its key label), whatever its key
         is now: an issue moved or renumbered keeps its labels."""
-        issues = self._search(self._jql(self.key_label(local_key)), limit=2)
+        issues = self._key_labelled(local_key, limit=2)
         return issues[0] if issues else None
 
     def in_project(self, issue: RemoteIssue) -> bool:
