@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import sentences as say
 from bot.config import NewsSettings
 from bot.conversations import ConversationStore
 from bot.preferences import PreferenceStore
@@ -155,6 +156,31 @@ async def test_an_upgrade_keeps_preferences_and_conversations(version: str, tmp_
     assert [(t.user_text, t.reply_text) for t in heard] == [
         (said, replied) for user, said, replied, _ in turns if user == NOVA
     ]
+
+
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+async def test_staff_close_an_old_versions_grievances_without_a_fix(version: str, tmp_path: Path) -> None:
+    # A refusal is a status word, not a schema change: every grievance an older voxdesk kept is
+    # there after staff decline one and mark another a duplicate, and the schema stays one an
+    # older voxdesk opens after a rollback.
+    old = tmp_path / "old"
+    restore(version, old)
+    before = rows(old / "grievances.db", GRIEVANCE)
+    store = await LocalGrievanceStore.open(old / "grievances.db")
+    try:
+        opened = rows(old / "grievances.db", GRIEVANCE)  # with the spool's line filed
+        first, second = [key for key, owner, *_ in opened if owner == NOVA][:2]
+        assert await store.set_status_by_staff(first, "declined")
+        assert await store.set_status_by_staff(second, "duplicate")
+        said = {g.key: say.status_said(g.status) for g in await store.status(NOVA, limit=50)}
+    finally:
+        await store.aclose()
+    assert (said[first], said[second]) == ("closed without a fix", "closed as a duplicate")
+    after = rows(old / "grievances.db", GRIEVANCE)
+    closed = {first: "declined", second: "duplicate"}
+    assert after == [(k, u, c, d, closed.get(k, s), t) for k, u, c, d, s, t in opened]
+    assert after[: len(before)] == [(k, u, c, d, closed.get(k, s), t) for k, u, c, d, s, t in before]
+    assert user_version(old / "grievances.db") == SCHEMA_VERSION == 1
 
 
 async def test_ticket_news_found_under_the_old_key_is_kept_and_still_due(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from bot import paths
 from bot import sentences as say
 from bot.app import storage_paths
 from bot.config import load_settings
+from bot.tools import ticket_rows
 from bot.web import STATE, desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
@@ -995,29 +996,97 @@ async def test_the_desk_lists_grievances_jira_closed_without_a_fix_by_that_statu
         assert (await client.get("/desk", params={"status": "duplicate"})).status == 200
 
 
-async def test_a_declined_grievances_page_preselects_no_status_staff_did_not_choose(wsettings) -> None:
-    # Jira's "declined" is no status staff set, so no option of the form was selected, and the
+async def test_a_status_staff_cannot_set_is_preselected_by_no_option(wsettings) -> None:
+    # A status no option names (one set by hand in the database) selected no option, and the
     # browser showed the first, "open": one click on "Set status" reopened the ticket and told
     # its player so.
     async with web_client(wsettings) as (client, core):
         assert await log_in(client) == 303
         store = core.grievances.local_store
-        declined = await store.register(NOVA, "wallet", "charged twice for the battle pass")
-        await store.update_status(declined.key, "declined", "2026-12-01T10:00:00Z")
-        html = await (await client.get(f"/desk/ticket/{declined.key}")).text()
+        kept = await store.register(NOVA, "wallet", "charged twice for the battle pass")
+        await store.update_status(kept.key, "escalated", "2026-12-01T10:00:00Z")
+        html = await (await client.get(f"/desk/ticket/{kept.key}")).text()
         form = html[html.index('<select name="status"') : html.index("</select>")]
         chosen = re.findall(r'<option value="([^"]*)"[^>]*\bselected\b[^>]*>([^<]*)<', form)
-        assert chosen == [("", "declined")], chosen
+        assert chosen == [("", "escalated")], chosen
         assert "required" in form[: form.index(">")], "the form is sent only with a status chosen"
         # Sent anyway (a browser ignoring `required`), it changes nothing.
-        token = await csrf_of(client, f"/desk/ticket/{declined.key}")
+        token = await csrf_of(client, f"/desk/ticket/{kept.key}")
         sent = await client.post(
-            f"/desk/ticket/{declined.key}/status",
-            data={"csrf": token, "status": "", "was": "declined"},
+            f"/desk/ticket/{kept.key}/status",
+            data={"csrf": token, "status": "", "was": "escalated"},
             allow_redirects=False,
         )
         assert sent.status == 400
-        assert (await store.staff_get(declined.key)).status == "declined"  # type: ignore[union-attr]
+        assert (await store.staff_get(kept.key)).status == "escalated"  # type: ignore[union-attr]
+
+
+def offered_statuses(html: str) -> list[str]:
+    """The statuses a ticket page's form offers staff to set."""
+    form = html[html.index('<select name="status"') : html.index("</select>")]
+    return re.findall(r'<option value="([^"]+)"', form)
+
+
+async def test_staff_close_a_grievance_without_a_fix_and_its_player_hears_so(wsettings) -> None:
+    # The desk offered open to closed alone: a complaint staff turned down or found a duplicate
+    # of another on the local backend could only be "resolved", and its player waited for a fix.
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        store = core.grievances.local_store
+        declined = await store.register(NOVA, "wallet", "charged twice for the battle pass")
+        duplicate = await store.register(NOVA, "other", "lag spikes every evening")
+        after = max([e if isinstance(e, int) else e.id for e in await store.news_events(0)], default=0)
+        offered = offered_statuses(await (await client.get(f"/desk/ticket/{declined.key}")).text())
+        assert "declined" in offered and "duplicate" in offered, offered
+        token = await csrf_of(client, f"/desk/ticket/{declined.key}")
+        for ticket, status in ((declined, "declined"), (duplicate, "duplicate")):
+            moved = await client.post(
+                f"/desk/ticket/{ticket.key}/status",
+                data={"csrf": token, "status": status, "was": "open"},
+                allow_redirects=False,
+            )
+            assert moved.status == 303, await moved.text()
+        shown = await (await client.get(f"/desk/ticket/{declined.key}")).text()
+        assert 'id="ticket-status">declined<' in shown
+        listed = await (await client.get("/desk", params={"status": "duplicate"})).text()
+        assert f">{duplicate.key}<" in listed and f">{declined.key}<" not in listed
+        # Ticket news, the playground (a Discord player's words), and the tool's answer.
+        events = [e for e in await store.news_events(after) if not isinstance(e, int)]
+        closed = [(declined.key, "declined"), (duplicate.key, "duplicate")]
+        assert [(e.local_key, e.status) for e in events] == closed
+        assert await core.news.find() >= 2
+        told = {i.ticket: i.text for i in await core.news.store.due() if i.user_id == NOVA}
+        assert "closed without a fix" in told[declined.key], told
+        assert "closed as a duplicate" in told[duplicate.key], told
+        view = await (await client.get("/playground/tickets", params={"player": NOVA})).json()
+        said = {t["key"]: t["status"] for t in view["tickets"]}
+        assert (said[declined.key], said[duplicate.key]) == ("closed without a fix", "closed as a duplicate")
+        rows = ticket_rows(await store.status(NOVA, limit=50), private=True)
+        ended = {r["ticket_key"]: r["resolution"] for r in rows if "resolution" in r}
+        assert ended[declined.key].startswith("declined: staff closed it without a fix"), ended
+        assert ended[duplicate.key].startswith("a duplicate: staff closed it without a fix"), ended
+
+
+async def test_a_grievance_waiting_for_jira_is_not_closed_without_a_fix_on_the_desk(wsettings) -> None:
+    # Jira has no status for a refusal: the push would open the issue as To Do, and its player,
+    # told it was closed, would hear it open again.
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        store = core.grievances.local_store
+        pending = (await store.register(NOVA, "wallet", "top-up lost", push_state="pending")).key
+        html = await (await client.get(f"/desk/ticket/{pending}")).text()
+        offered = offered_statuses(html)
+        assert "resolved" in offered and "declined" not in offered and "duplicate" not in offered
+        assert "waits to reach Jira" in Page(html).text_of("refusals-wait")
+        token = await csrf_of(client, f"/desk/ticket/{pending}")
+        refused = await client.post(
+            f"/desk/ticket/{pending}/status",
+            data={"csrf": token, "status": "declined", "was": "open"},
+            allow_redirects=False,
+        )
+        assert refused.status == 409
+        assert "waits to reach Jira" in await refused.text()
+        assert (await store.staff_get(pending)).status == "open"  # type: ignore[union-attr]
 
 
 async def test_the_playground_shows_a_ticket_closed_without_a_fix_in_a_players_words(wsettings) -> None:

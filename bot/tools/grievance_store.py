@@ -205,6 +205,15 @@ class StatusChanged(Exception):
         self.row = row
 
 
+class WaitsForJira(Exception):
+    """A refusal (REFUSALS) set on a grievance that waits to reach Jira: the push would give its
+    issue Jira's To Do, and its player, told it was closed, would hear it open again."""
+
+    def __init__(self, row: StaffRow) -> None:
+        super().__init__(f"{row.local_key} waits to reach Jira")
+        self.row = row
+
+
 class WorkedInJira(Exception):
     """A staff status change or note refused: the tracker, not the desk, works the grievance now."""
 
@@ -249,12 +258,17 @@ class PendingGrievance:
 DESK_WORKS = "(push_state = 'local_only' OR gone_at IS NOT NULL)"
 
 
-# Statuses staff can set on the local backend; the seed and older rows use the same words.
-STAFF_STATUSES = ("open", "in progress", "waiting on player", "resolved", "closed")
+# Closing outcomes that say no fix was made: the words a Jira issue's copy reads as when staff
+# turned it down there, and that staff set on the desk. No Jira status category matches them (a
+# push could not give an issue one), so a grievance waiting for Jira cannot take them.
+REFUSALS = (DECLINED, DUPLICATE)
+# Statuses staff can set on the desk; the seed and older rows use the same words. The column is
+# free text: a refusal needs no new schema, and an older voxdesk reads one as Jira's copy.
+STAFF_STATUSES = ("open", "in progress", "waiting on player", "resolved", "closed", *REFUSALS)
 # Those a player has nothing more to wait for.
-FINISHED_STATUSES = ("resolved", "closed", DECLINED, DUPLICATE)
-# Every status a grievance has: staff's, and those a Jira issue's copy adds (the desk lists by them).
-STATUSES = (*STAFF_STATUSES, DECLINED, DUPLICATE)
+FINISHED_STATUSES = ("resolved", "closed", *REFUSALS)
+# Every status a grievance has (the desk lists by them).
+STATUSES = STAFF_STATUSES
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 
 
@@ -1493,17 +1507,19 @@ class LocalGrievanceStore:
         staff member changed meanwhile is left as they set it (StatusChanged), in the statement
         that would write it, so two desks setting it together cannot both win. With `jira` (the
         tracker), only a grievance the desk works: one Jira took back since it was looked at
-        (its issue found again) is Jira's to set (WorkedInJira)."""
+        (its issue found again) is Jira's to set (WorkedInJira). A refusal (REFUSALS) only on one
+        that does not wait to reach Jira (WaitsForJira)."""
         if status not in STAFF_STATUSES:
             raise ValueError(f"unknown status {status!r}")
+        refusal = status in REFUSALS
         async with self._writing():
             before = await self._status_before_write(local_key)
             at = utc_now()
             cursor = await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?"
                 " AND (? IS NULL OR status = ?)"
-                f" AND (NOT ? OR {DESK_WORKS})",
-                (status, at, local_key, status, was, was, jira),
+                f" AND (NOT ? OR {DESK_WORKS}) AND NOT (? AND push_state = 'pending')",
+                (status, at, local_key, status, was, was, jira, refusal),
             )
             if cursor.rowcount == 1 and before is not None:
                 await self._record_change(before[0], at, before[1], status, "staff")
@@ -1515,6 +1531,8 @@ class LocalGrievanceStore:
             return False
         if jira and not row.desk_works:
             raise WorkedInJira(row)
+        if refusal and row.push_state == "pending":
+            raise WaitsForJira(row)
         if was is not None and row.status not in (was, status):
             raise StatusChanged(row)
         return True

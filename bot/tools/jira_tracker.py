@@ -46,7 +46,8 @@ DONE_WORDS = (STATUS_WORDS["done"], DECLINED, DUPLICATE)
 # How long the project's statuses' untranslated names are trusted before a done status not among
 # them has them listed again: an admin adds statuses rarely, and players ask often.
 UNTRANSLATED_SECONDS = 300.0
-# The status category a local status (the desk's, grievance_store.STAFF_STATUSES) is in Jira.
+# The status category a local status (the desk's, grievance_store.STAFF_STATUSES) is in Jira. A
+# refusal has none: the desk sets one only on a grievance that never waits for a push.
 STATUS_CATEGORIES = {
     "open": "new",
     "in progress": "indeterminate",

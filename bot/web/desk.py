@@ -26,11 +26,13 @@ from bot.config import Settings, shown_url
 from bot.ticket_news import USER_ID
 from bot.tools.grievance_store import (
     CATEGORIES,
+    REFUSALS,
     STAFF_STATUSES,
     STATUSES,
     LocalGrievanceStore,
     StaffRow,
     StatusChanged,
+    WaitsForJira,
     WorkedInJira,
 )
 from bot.web import charts, security
@@ -519,7 +521,9 @@ async def ticket(request: web.Request) -> dict[str, Any] | web.Response:
         "notes": await store.staff_notes(key),
         "history": await store.status_history(key),
         "changed_by": CHANGED_BY,
-        "statuses": STAFF_STATUSES,
+        # A refusal has no Jira status a push could give the issue of one waiting to go there.
+        "statuses": [s for s in STAFF_STATUSES if not (row.push_state == "pending" and s in REFUSALS)],
+        "waits_for_jira": row.push_state == "pending",
         # A ticket Jira no longer has is worked here, as on the local backend.
         "jira_on": _jira_on(request) and row.gone_at is None,
         "gone": row.gone_at is not None,
@@ -671,6 +675,9 @@ async def set_status(request: web.Request) -> web.StreamResponse:
         return _status_refused(request, key, taken.row)
     except StatusChanged as changed:
         context = {"key": key, "wanted": status, "was": was, "g": changed.row}
+        return aiohttp_jinja2.render_template("status_refused.html", request, context, status=409)
+    except WaitsForJira as waiting:
+        context = {"key": key, "wanted": status, "g": waiting.row, "waits": True}
         return aiohttp_jinja2.render_template("status_refused.html", request, context, status=409)
     web_state(request).ticket_lists.clear()  # the playground shows the new status at once
     raise _back_to(request, key)
