@@ -269,6 +269,9 @@ class JiraSettings(_HoldsAddresses):
     # Names of done statuses and resolutions that say a grievance was turned down, besides the
     # English ones voxdesk knows (Won't Do, Duplicate, Declined...): a site's own, in its language.
     refusals: list[str] = field(default_factory=list)
+    # Those of them that say another issue covers the same problem, besides Duplicate: told
+    # "closed as a duplicate", not "closed without a fix"; refusals too, listed here alone.
+    duplicates: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, repr=False)

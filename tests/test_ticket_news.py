@@ -2298,6 +2298,61 @@ async def test_a_german_site_s_refusal_is_told_closed_without_a_fix_by_its_untra
     ]
 
 
+async def test_a_german_site_s_duplicate_in_jira_duplicates_is_told_closed_as_a_duplicate(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Duplikat" in jira.refusals was told "closed without a fix": only a refusal named
+    # Duplicate in English read as one. jira.duplicates names a site's own; each is a refusal too,
+    # never chosen to resolve what the desk closed.
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
+    front = Recorder()
+    jira = await open_jira(fake, tmp_path, refusals=["Abgelehnt"], duplicates=["Duplikat"])
+    async with news_over(tmp_path, jira) as p:
+        for player in CLOSED_PLAYERS[:3]:
+            await p.grievances.register(player, "wallet", f"charged twice, says {player}")
+        assert await p.grievances.push_pending() == 3
+        resolved_as(fake, "GRV-101", "Fertig", "Duplikat")
+        resolved_as(fake, "GRV-102", "Fertig", "Abgelehnt")
+        resolved_as(fake, "GRV-103", "Fertig", "Fertig")
+        assert await p.news.run_once(front) == 3
+        assert [(await p.local.status(player))[0].status for player in CLOSED_PLAYERS[:3]] == [
+            "duplicate",
+            "declined",
+            "resolved",
+        ]
+        # A player's own look, from Jira itself, and the tool's answer.
+        (looked,) = await p.grievances.status(CLOSED_PLAYERS[0], "GRV-101")
+    assert looked.status == "duplicate"
+    assert ticket_rows([looked], private=True)[0]["resolution"].startswith("a duplicate")
+    assert [text.split(" is now ")[1] for text in sorted(front.texts())] == [
+        "closed as a duplicate.",
+        "closed without a fix.",
+        "resolved.",
+    ]
+
+
+async def test_a_desk_resolution_never_goes_to_jira_as_a_duplicate_in_jira_duplicates(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A name in jira.duplicates is a refusal: the desk's "resolved" reaches a scheme that offers
+    # "Duplikat" first with the fix after it.
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    monkeypatch.setattr(jira_server, "TRANSITIONS", {"11": "Zu erledigen", "21": "In Arbeit", "31": "Fertig"})
+    fake.screens = {"Fertig": (resolution_field(("Duplikat", "Erledigt")),)}
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, duplicates=["Duplikat"])) as p:
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    issue = fake.issues["GRV-101"]
+    assert issue.resolution is not None and issue.resolution["name"] == "Erledigt"
+    assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
+
+
 @pytest.mark.parametrize("refused", [400, 403, 404])
 async def test_a_desk_resolution_reaches_jira_where_the_project_s_statuses_cannot_be_listed(
     fake: FakeJira, tmp_path: Path, refused: int

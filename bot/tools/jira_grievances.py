@@ -136,6 +136,7 @@ class JiraGrievances:
                 settings.user_label_prefix,
                 key_label_prefix,
                 tuple(settings.refusals),
+                tuple(settings.duplicates),
             )
         except BaseException:
             await store.aclose()

@@ -186,12 +186,13 @@ def status_words(
     resolution: dict[str, Any] | None = None,
     refusals: frozenset[str] = frozenset(),
     untranslated: dict[str, str] | None = None,
+    duplicates: frozenset[str] = frozenset(),
 ) -> str:
     """Jira's status category (to-do / in-progress / done) as the words a player hears. A done
     issue whose status or resolution turns the grievance down (NOT_DONE_RESOLUTIONS, `refusals`:
     jira.refusals, folded; a status also by its untranslated name, `untranslated` by status id)
-    reads DECLINED, or DUPLICATE for a duplicate: staff closed it without a fix, and a player told
-    "resolved" would wait for one."""
+    reads DECLINED, or DUPLICATE for a duplicate (Duplicate, or one of `duplicates`: jira.duplicates,
+    folded): staff closed it without a fix, and a player told "resolved" would wait for one."""
     status = status or {}
     category = (status.get("statusCategory") or {}).get("key", "")
     if category == "done":
@@ -202,7 +203,7 @@ def status_words(
             resolution.get("name") if isinstance(resolution, dict) else None,
         )
         said = [str(name) for name in names if name]
-        if any(folded(name) == "duplicate" for name in said):
+        if any(folded(name) == "duplicate" or folded(name) in duplicates for name in said):
             return DUPLICATE
         if any(_not_done(name, refusals) for name in said):
             return DECLINED
@@ -545,6 +546,7 @@ class JiraTracker:
         user_label_prefix: str = "discord-",
         key_label_prefix: str = "voxdesk-",
         refusals: tuple[str, ...] = (),
+        duplicates: tuple[str, ...] = (),
     ) -> None:
         if not PROJECT_KEY.match(project):
             raise ValueError(f"jira.project = {project!r} is not a Jira project key like GRV: fix it")
@@ -567,7 +569,10 @@ class JiraTracker:
         # jira.refusals: the names of a site's done statuses and resolutions that say a grievance
         # was turned down, in its language (no field of Jira's tells one from a fix: both are in
         # the done category, and their ids differ from site to site).
-        self.refusals = frozenset(folded(name) for name in refusals)
+        # jira.duplicates: those of a site's refusals that say another issue covers the same
+        # problem (a player told just "closed without a fix" would not know to follow that one).
+        self.duplicates = frozenset(folded(name) for name in duplicates)
+        self.refusals = frozenset(folded(name) for name in refusals) | self.duplicates
         # The project's statuses' untranslated names by id (_untranslated_statuses), and when
         # they were last listed: a done status on a site in another language is a refusal or
         # not by them.
@@ -990,7 +995,9 @@ class JiraTracker:
                 summary=str(fields.get("summary") or ""),
                 description=from_wiki_literal(description) if isinstance(description, str) else "",
                 labels=tuple(labels),
-                status=status_words(status, fields.get("resolution"), self.refusals, untranslated),
+                status=status_words(
+                    status, fields.get("resolution"), self.refusals, untranslated, self.duplicates
+                ),
                 created_at=iso_utc(fields.get("created")),
                 updated_at=iso_utc(fields.get("updated")),
                 version=str(fields.get("updated") or ""),
