@@ -862,6 +862,18 @@ async def test_grievance_list_shows_every_ticket_open_ones_first(settings, fake:
     assert len(newest) == 50 and "GRV-11" not in newest  # 61 in all: his oldest are left out
 
 
+async def test_a_ticket_staff_declined_on_the_desk_is_told_closed_without_a_fix(harness: Harness):
+    # The local backend's desk could not decline a ticket: its player read "resolved" and waited.
+    store = harness.bot.core.grievances
+    for key, status in (("GRV-10", "declined"), ("GRV-12", "duplicate")):
+        assert await store.set_status_by_staff(key, status)  # type: ignore[union-attr]
+    declined = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-10"))
+    assert "closed without a fix" in declined and "declined" not in declined, declined
+    listed = await ask(harness.fake, nova, "grievance", sub("list"))
+    assert "closed without a fix" in listed and "closed as a duplicate" in listed, listed
+    assert "resolved" not in listed, listed
+
+
 async def test_ticket_times_are_discord_timestamps(harness: Harness):
     text = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-10"))
     updated = dt.datetime(2026, 11, 18, 16, 40, tzinfo=dt.UTC)  # bot/data/grievances.json
