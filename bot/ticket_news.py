@@ -101,6 +101,14 @@ MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round
 MAX_ATTEMPTS = 5  # sends Discord failed or never got, before giving up on a piece of news
 RETRY_SECONDS = 30.0
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes are not news any more
+# Searches at most in one Jira poll: one, and more while the window asked falls short of the
+# cursor by Jira's clock (measured by the host's, stepped back, before Jira's first Date).
+WINDOW_TRIES = 3
+# A Date header is whole seconds, stamped before its answer travelled: Jira's clock read from it
+# is behind by up to this much.
+DATE_SLACK_SECONDS = 5.0
+# A cursor further ahead of Jira's clock than this is not Jira's time (see TicketNews._window).
+AHEAD_SECONDS = 60.0
 # A 429's Retry-After quiets the Jira poll at most this long. The poll's window reopens as far
 # back as the last poll, so a quiet loses no news, it only makes it late; a Retry-After of days
 # (a proxy's, or an HTTP date from a clock far off) would make it days late, while one poll per
@@ -1280,20 +1288,39 @@ class TicketNews:
         return 0
 
     async def _find_in_jira(self, jira: Any, local: LocalGrievanceStore) -> int:
-        started, ticked = time.time(), self._clock()
+        # The cursor is kept in Jira's own time (its answers' Date headers), which measures the
+        # window too (a relative "-Nm"): no step of the host's clock, while the bot runs or while
+        # it is down, moves either. The host's clock stands in only until Jira has answered.
+        began, ticked = time.monotonic(), self._clock()
+        jira_now: Callable[[], float | None] = getattr(jira, "jira_now", lambda: None)
+        said = jira_now()
         last = await self.store.cursor("jira-polled-at")
-        since = float(last) if last else started - self.settings.poll_seconds
-        away = started - since
-        if self._jira_polled is not None:
-            # The cursor is wall-clock time, kept across restarts: a host clock stepped back since
-            # it was written (NTP correcting a fast host) shrinks `away`, and the changes made in
-            # between would fall outside the window for good. A wider window only finds again
-            # what the markers already tell apart.
-            away = max(away, ticked - self._jira_polled)
-        # +1: a minute of overlap for Jira's search index lagging behind its updates, and clocks
-        minutes = min(MAX_WINDOW_MINUTES, math.ceil(max(0.0, away) / 60) + 1)
+        now = time.time() if said is None else said
+        since = float(last) if last else now - self.settings.poll_seconds
+        minutes = self._window(now - since, ticked, said is not None)
+        for _ in range(WINDOW_TRIES):
+            issues = await jira.updated_issues(await local.users(), minutes)
+            said = jira_now()
+            if said is None or not last:
+                # No Date header (a proxy dropping it): the host's clock is all there is. No
+                # cursor: a first poll, with no earlier one to reach back to.
+                break
+            # The search ran before its answer's Date: a window reaching the cursor from then
+            # reaches it from the search. Short of it, the host's clock was off: asked again, by
+            # Jira's, before anything is told (the wider search finds all the short one did).
+            needed = self._window(said - since + DATE_SLACK_SECONDS, ticked, True)
+            if needed <= minutes:
+                break
+            log.info(
+                "ticket news: by Jira's clock the last poll was %.0f s ago, beyond the %d min asked"
+                " by this host's: asking for %d min",
+                said - since,
+                minutes,
+                needed,
+            )
+            minutes = needed
         found = 0
-        for user_id, issue in await jira.updated_issues(await local.users(), minutes):
+        for user_id, issue in issues:
             mine, moved = await jira.follow_issue(user_id, issue)
             if mine is not None and mine.push_state == "pending":
                 # Made by a push not finished yet (which may still have to give it the status the
@@ -1329,9 +1356,28 @@ class TicketNews:
             )
             if mine is not None:
                 await local.update_status(mine.local_key, issue.status, issue.updated_at)
-        await self.store.set_cursor("jira-polled-at", repr(started))
+        # Jira's time when this poll began: its latest Date, less the time since by the monotonic
+        # clock. Never later than any search of this poll ran, so the next window reaches it.
+        said = jira_now()
+        polled_at = (time.time() if said is None else said) - (time.monotonic() - began)
+        await self.store.set_cursor("jira-polled-at", repr(polled_at))
         self._jira_polled = ticked
         return found
+
+    def _window(self, away: float, ticked: float, by_jira: bool) -> int:
+        """Minutes a poll looks back to take in changes since the last poll, `away` seconds ago by
+        the cursor's clock (`by_jira`: measured with Jira's)."""
+        if by_jira and away < -AHEAD_SECONDS:
+            # A cursor ahead of Jira's clock was written by a host clock ahead of it (a voxdesk
+            # that kept the cursor in the host's time): when the last poll was is unknown, so the
+            # poll looks back as far as it ever does, unless this process polled since it began.
+            away = MAX_WINDOW_MINUTES * 60.0 if self._jira_polled is None else 0.0
+        if self._jira_polled is not None:
+            # The time since this process's last poll, which no clock step can shorten. A wider
+            # window only finds again what the markers already tell apart.
+            away = max(away, ticked - self._jira_polled)
+        # +1: a minute of overlap for Jira's search index lagging behind its updates
+        return min(MAX_WINDOW_MINUTES, math.ceil(max(0.0, away) / 60) + 1)
 
     async def _add(
         self,

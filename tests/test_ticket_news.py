@@ -1304,6 +1304,54 @@ async def test_a_host_clock_stepped_back_between_polls_narrows_no_window(
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+def host_clock_set(monkeypatch: pytest.MonkeyPatch, ahead: float) -> None:
+    """The bot's host clock `ahead` seconds off true time (negative: behind), as ticket news reads
+    it; Jira's clock (the fake's, true time) and the host's monotonic clock are untouched."""
+    shifted = types.SimpleNamespace(**vars(time))
+    shifted.time = lambda: time.time() + ahead
+    monkeypatch.setattr(ticket_news, "time", shifted)
+
+
+async def test_a_change_made_while_the_bot_was_down_is_told_after_its_clock_stepped_back(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bot polled 20 minutes ago and stopped; staff resolved the ticket 10 minutes ago; the
+    # bot starts again on a host whose clock was set back half an hour meanwhile (NTP correcting a
+    # fast clock, a VM restored): by its own clock, its last poll is still to come.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        await p.store.set_cursor("jira-polled-at", repr(time.time() - 20 * 60))
+    fake.set_status("GRV-101", "Done")
+    fake.issues["GRV-101"].updated -= dt.timedelta(minutes=10)
+    host_clock_set(monkeypatch, -30 * 60)
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0  # a poll reading it again tells nothing
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
+async def test_a_cursor_ahead_of_jiras_clock_at_a_start_looks_back_a_week(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cursor kept in the host's time by a host running 20 minutes fast, its clock put right
+    # while the bot was down: how long ago that poll was is unknown.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        await p.store.set_cursor("jira-polled-at", repr(time.time() + 20 * 60))
+    fake.set_status("GRV-101", "Done")
+    fake.issues["GRV-101"].updated -= dt.timedelta(minutes=10)
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.news.run_once(front) == 1
+    assert fake.jql[-1].endswith(f'updated >= "-{7 * 24 * 60}m" ORDER BY updated ASC')
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
 async def _filed_then_resolved_in_jira(p: Parts, fake: FakeJira, front: Recorder) -> None:
     """A complaint filed and pushed (GRV-101), a round that finds nothing, then staff resolve it."""
     await p.grievances.register(NOVA, "wallet", "charged twice")

@@ -189,6 +189,11 @@ class JiraGrievances:
         (X-RateLimit-NearLimit): ticket news polls less while the count grows."""
         return self._tracker.near_limit_answers
 
+    def jira_now(self) -> float | None:
+        """Jira's own clock now (unix seconds), as its answers' Date headers tell it; None before
+        any (JiraTracker.jira_now)."""
+        return self._tracker.jira_now()
+
     @property
     def local_store(self) -> LocalGrievanceStore:
         """The outbox, which holds every grievance (ticket news reads its events)."""

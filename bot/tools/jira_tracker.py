@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.utils
 import html
 import logging
 import re
@@ -585,6 +586,9 @@ class JiraTracker:
         self._closed = False
         # How many of Jira's answers said X-RateLimit-NearLimit: true.
         self.near_limit_answers = 0
+        # Jira's clock as its latest answer's Date header read it: (unix seconds, the
+        # time.monotonic() the answer came at). See jira_now.
+        self._jira_date: tuple[float, float] | None = None
 
     # ---- labels and JQL, from validated values only -------------------------------------------
 
@@ -1035,6 +1039,29 @@ class JiraTracker:
             if not keep:
                 client.close()
 
+    def jira_now(self) -> float | None:
+        """Jira's own clock now, in unix seconds, as its answers tell it (None before an answer with
+        a Date header): the latest one's Date, and the time since by this host's monotonic clock,
+        which no step of the host's wall clock moves. Never ahead of Jira's: a Date is whole
+        seconds, stamped before its answer travelled."""
+        with self._lock:
+            said = self._jira_date
+        if said is None:
+            return None
+        date, at = said
+        return date + (time.monotonic() - at)
+
+    def _note_date(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        # Any answer, an error's too: each reads the same clock.
+        try:
+            date = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
+        except (TypeError, ValueError, IndexError):
+            return  # none (a proxy dropping it), or one unreadable: the last one read stands
+        if date.tzinfo is None:  # "-0000": an HTTP date is GMT
+            date = date.replace(tzinfo=dt.UTC)
+        with self._lock:
+            self._jira_date = (date.timestamp(), time.monotonic())
+
     def _note_near_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Jira Cloud marks an answer given with less than a fifth of a rate limit's budget left;
         # whoever can wait (the ticket news poll) reads the count and asks less.
@@ -1071,6 +1098,7 @@ class JiraTracker:
         )
         client._session.hooks["response"].append(self._refuse_failed_login)
         client._session.hooks["response"].append(self._note_near_limit)
+        client._session.hooks["response"].append(self._note_date)
         if client.deploymentType != "Cloud":
             client.close()
             raise TrackerError(
