@@ -45,14 +45,15 @@ a stop or unreadable preferences took before its DM was tried goes back to 'pend
 does a send that certainly never reached Discord (no connection). News left 'claimed' (news.db
 refusing to give it back) is sent later, since no DM was tried for it: given back at each later
 round of the same process, at its store's close, or, its process killed, by any process's round once
-its lease is over. A process starting on the same storage (a deploy overlapping the running bot,
-`voxdesk ask`) gives back at once only claims no lease holds (an older voxdesk's): a running bot's
-claim stays its own. A write news.db refuses for one player's news (how their DM went), or any other
-fault in it, ends that player's delivery alone, logged as what failed while doing what (and, once
-the DM was tried, how Discord took it): the round goes on to the others'. A player with
-`/notify off` gets nothing: their news is marked 'muted', not kept for later. A player whose DMs are
-closed is told so once, in the channel they last sent a voice note in, until a DM to them goes
-through again.
+its lease is over (one ending further off than a lease taken now, written by a clock since stepped
+back, is taken to end as that one would). A process starting on the same storage (a deploy
+overlapping the running bot, `voxdesk ask`) gives back at once only claims no lease holds (an older
+voxdesk's): a running bot's claim stays its own. A write news.db refuses for one player's news (how
+their DM went), or any other fault in it, ends that player's delivery alone, logged as what failed
+while doing what (and, once the DM was tried, how Discord took it): the round goes on to the
+others'. A player with `/notify off` gets nothing: their news is marked 'muted', not kept for later.
+A player whose DMs are closed is told so once, in the channel they last sent a voice note in, until
+a DM to them goes through again.
 
 The sending itself is the front end's (`Messenger`: cogs/news.py for Discord); the speech for a
 spoken DM is made here, off the event loop, by the app's speaker.
@@ -740,7 +741,17 @@ class NewsStore:
                 (len(LEASE_PREFIX), LEASE_PREFIX),
             )
             for name, value in rows:
-                ids, _, until = _lease_of(value)
+                ids, sending, until = _lease_of(value)
+                if until > now + CLAIM_LEASE_SECONDS and name != self._lease:
+                    # Further off than a lease taken now: written by a clock since stepped back
+                    # (NTP correcting a host that ran fast, a bad real-time clock at boot), which
+                    # would hold a killed process's news as long as the step. It lasts as one
+                    # taken now; a live process renews it at its next claim or mark.
+                    until = now + CLAIM_LEASE_SECONDS
+                    lease = {"ids": ids, "sending": sending, "until": until}
+                    await self._conn.execute(
+                        "UPDATE cursors SET value = ? WHERE name = ?", (json.dumps(lease), name)
+                    )
                 if until > now or name == self._lease:
                     live.update(ids)
                 else:

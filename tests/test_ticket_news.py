@@ -543,6 +543,31 @@ async def test_news_a_killed_bot_held_claimed_goes_out_from_a_running_one_once_i
     assert len(front.dms) == 1
 
 
+async def test_news_a_killed_bot_claimed_with_its_clock_a_year_ahead_goes_out_once_a_lease_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bot killed with Nova's news claimed on a host whose clock ran a year ahead (a bad
+    real-time clock at boot), since put right: its lease, a year off by the clock now, holds the
+    news no longer than a lease taken now would."""
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        await p.news.find()
+        host_clock_set(monkeypatch, 365 * 24 * 3600.0)
+        killed = await NewsStore.open(tmp_path / "news.db")
+        ids = [n.id for n in await killed.due()]
+        assert await killed.claim(ids) == ids
+        await killed._conn.close()  # killed: nothing given back
+        host_clock_set(monkeypatch, 0.0)
+        assert await p.news.run_once(front) == 0  # maybe a live process's, for all this one knows
+        host_clock_set(monkeypatch, ticket_news.CLAIM_LEASE_SECONDS + 1)
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+    assert len(front.dms) == 1
+
+
 async def test_news_db_refusing_to_give_back_a_killed_bots_claim_is_said_once_and_sent_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
