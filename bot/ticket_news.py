@@ -1323,10 +1323,10 @@ class TicketNews:
             if needed <= minutes:
                 break
             log.info(
-                "ticket news: by Jira's clock the last poll was %.0f s ago, beyond the %d min asked"
-                " by this host's: asking for %d min",
-                said - since,
+                "ticket news: a window of %d min, by this host's clock, fell short of the last poll"
+                " (%+.0f s from Jira's clock now): asking for %d min",
                 minutes,
+                since - said,
                 needed,
             )
             minutes = needed
