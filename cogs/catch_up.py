@@ -363,10 +363,13 @@ class CatchUp(commands.Cog):
                             log.debug("note %s waits for the bot that gave it back", left.message_id)
                             continue
                         if message is None:
-                            log.warning(
-                                "could not %s %s: %s; giving it up", what, left.message_id, NO_HISTORY
-                            )
-                            await give_up(left.message_id)
+                            # Given back or cut short by a process that died: its copy died
+                            # with it. The answer the ledger kept for it is sent; with none, its
+                            # player is asked to send it again rather than left waiting untold.
+                            user = left.user_id
+                            message = await voice.copy_from_the_ledger(channel, left.message_id, user)
+                        if message is None:
+                            await voice.ask_again_unfetchable(channel, left.message_id, left.user_id)
                             continue
                     else:
                         message = await channel.fetch_message(left.message_id) if channel else None

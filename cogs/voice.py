@@ -290,7 +290,8 @@ class VoiceNotes(commands.Cog):
         # back for the recheck to tell, their refusal logged and counted once.
         self._refusals_untold: dict[int, None] = {}
         # Notes given back where the bot may not read history: Discord refuses their fetch (403),
-        # so the recheck answers them from here (see `given_back`).
+        # so the recheck answers them from here (see `given_back`); once the process that gave one
+        # back is dead, from the ledger (see `copy_from_the_ledger`).
         self._given_back: dict[int, discord.Message] = {}
         self._asked_again: dict[tuple[str, int, int], None] = {}  # see _ask_again
         # (line, place) → the notes whose players a line on its way there is to name: see _ask_again
@@ -1029,6 +1030,49 @@ class VoiceNotes(commands.Cog):
         the note for a restart no process can fetch it in, and asks for it from the copy."""
         return self._given_back.get(message_id)
 
+    async def copy_from_the_ledger(
+        self, channel: discord.abc.Messageable, message_id: int, user_id: str
+    ) -> discord.Message | None:
+        """A note given back where the bot may not read history by a process that died before
+        its recheck answered it (kill -9, an out-of-memory kill): Discord refuses its fetch (403),
+        and that process's copy died with it. Where the ledger keeps the answer made for it, a
+        copy of the note made from what the ledger holds (its id, place and player), which is all
+        sending that answer takes: no download, and no reply link where history may not be read.
+        None where the ledger keeps no answer for it. Errors reading the ledger propagate: the
+        note waits for the next recheck rather than be given up."""
+        copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
+        kept = await self.bot.core.notes.kept_answer(message_id)
+        if kept is None:
+            return None
+        remember(self._unsent, message_id, kept, MAX_UNSENT)
+        # As a note given back here is: a stop before its answer is out asks its player for it.
+        remember(self._given_back, message_id, copy, MAX_UNSENT)
+        return copy
+
+    async def ask_again_unfetchable(
+        self, channel: discord.abc.Messageable, message_id: int, user_id: str
+    ) -> None:
+        """A note no process may fetch (no Read Message History where it was sent) and nothing on
+        this storage can answer: its turn cut by a process that died before an answer was made,
+        or given back by one before it made one. Its player is asked to send it again, as a stop
+        asks for the notes it cuts there, and the note is settled: given up on untold, the player
+        would wait for an answer that never comes."""
+        ledger = self.bot.core.notes
+        copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
+        if not await ledger.claim(message_id, copy.channel.id, user_id):
+            if ledger.crashed_out(message_id) is not None:  # the deaths were most likely its own
+                log.error("note %s from %s not answered: the bot died answering it", message_id, user_id)
+                metrics.note("discord", "refused", "crashes")
+                await self._tell(copy, say.NOTE_CRASHED)
+            return  # else answered or given up on elsewhere meanwhile
+        why = "no Read Message History there"
+        log.info("note %s from %s asked for again after a crash: %s", message_id, user_id, why)
+        try:
+            await self._ask_again(copy, say.RESTARTING_SEND_AGAIN)
+        finally:
+            # Also once a stop cuts the line: left claimed, the next start would count a crash.
+            await self._settle(ledger.unanswerable, copy)
+
     async def _kept(self, message: discord.Message) -> KeptAnswer | None:
         """The answer the ledger keeps for the note (made before a restart, by another process on
         this storage, or forgotten here for newer ones), kept in memory again; None if none."""
@@ -1610,6 +1654,45 @@ def _live_thread(message: discord.Message) -> discord.Thread | None:
     if not isinstance(channel, discord.Thread):
         return None
     return channel.guild.get_thread(channel.id) or channel
+
+
+def _note_from_the_ledger(
+    bot: VoxdeskBot, channel: discord.abc.Messageable, message_id: int, user_id: str
+) -> discord.Message:
+    """A voice message standing for note `message_id` of player `user_id` in `channel`, which
+    Discord will not let the bot fetch: what the ledger knows of it, with an attachment that is
+    never downloaded (the answer it is made for is kept). Its player is the guild's member where
+    cached, so the line naming them reads as one to a note heard live does."""
+    data: dict[str, Any] = {
+        "id": str(message_id),
+        "channel_id": str(getattr(channel, "id", 0)),
+        "type": 0,
+        "content": "",
+        "flags": discord.MessageFlags(voice=True).value,
+        "attachments": [
+            {
+                "id": "0",
+                "filename": "voice-message.ogg",
+                "size": 0,
+                "url": "",
+                "proxy_url": "",
+                "duration_secs": 0.0,
+                "waveform": "",
+            }
+        ],
+    }
+    message = discord.Message(state=bot._connection, channel=channel, data=data)  # type: ignore[arg-type]
+    guild = getattr(channel, "guild", None)
+    member = guild.get_member(int(user_id)) if guild is not None else None
+    # Not stored in discord.py's cache: a name made up here must not stand for the player's there.
+    message.author = (
+        member
+        or bot.get_user(int(user_id))
+        or discord.User(
+            state=bot._connection, data={"id": user_id, "username": "", "discriminator": "0", "avatar": None}
+        )
+    )
+    return message
 
 
 def _archived(message: discord.Message) -> bool:

@@ -1516,6 +1516,91 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_asked
     assert "giving it up" not in caplog.text
 
 
+async def _logged(log_path: Any, text: str, within: float) -> None:
+    """Until the bot process's log holds `text`."""
+    for _ in range(int(within / 0.1)):
+        if text in await asyncio.to_thread(log_path.read_text):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(text)
+
+
+@pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
+async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_answered_after_a_crash(
+    settings, fake, tmp_path
+) -> None:
+    # Given back for a recheck the process died before (kill -9, an out-of-memory kill): its copy
+    # of the note died with it, Discord refuses the next start's fetch (403), and the note was
+    # given up, its player neither answered nor told, though the ledger kept the answer made.
+    log_path = tmp_path / "bot.log"
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    env = {"VOXDESK_DISCORD_RECHECK_SECONDS": "3600"}  # no recheck answers it before the kill
+    with bot_process(settings, fake, log_path, env) as process:
+        await logged_in(fake, process, log_path)
+        fake.posts_unavailable = 2  # the voice message, then its words as text
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        given_back = _logged(log_path, "got no answer because Discord failed", 120)
+        await while_it_runs(given_back, process, log_path, "given the note back", 130)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert not any(r.is_voice_message for r in said)
+    fake.identified.clear()
+    env = {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}
+    with bot_process(settings, fake, log_path, env) as process:
+        await logged_in(fake, process, log_path)
+
+        def voiced(_: object) -> bool:
+            return any(r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL))
+
+        await while_it_runs(fake.wait_for(voiced, 90), process, log_path, "answered the note", 100)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()[-4000:]
+    logged = log_path.read_text()
+    assert "giving it up" not in logged, logged[-4000:]
+    assert f"note {note['id']} from {nova.id}: sending the answer Discord failed" in logged, logged[-4000:]
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert len([r for r in said if r.is_voice_message]) == 1
+    assert not any(RESTARTING_SEND_AGAIN in (r.body.get("content") or "") for r in said)
+    assert not any(r.kind == "get_message" for r in fake.received)
+    assert (await stored_states(settings))[note["id"]] == "answered"
+
+
+@pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
+async def test_a_note_whose_turn_was_killed_where_the_bot_may_not_read_history_is_asked_for_again(
+    settings, fake, tmp_path
+) -> None:
+    # Its turn cut by a kill before an answer was made: no process may fetch it back (403) to
+    # hear it, and the next start gave it up with a warning, its player never told.
+    log_path = tmp_path / "bot.log"
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    fake.cdn_stall_seconds = 60  # the turn starts, then waits on its download: a kill lands mid-turn
+    with bot_process(settings, fake, log_path) as process:
+        await logged_in(fake, process, log_path)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        began = fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
+        await while_it_runs(began, process, log_path, "begun the note's turn", 70)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+    fake.cdn_stall_seconds = 0
+    fake.identified.clear()
+    asked = f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"
+    with bot_process(settings, fake, log_path, {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}) as process:
+        await logged_in(fake, process, log_path)
+
+        def told(_: object) -> bool:
+            return any(r.body.get("content") == asked for r in fake.sent("message", ALLOWED_CHANNEL))
+
+        await while_it_runs(fake.wait_for(told, 90), process, log_path, "asked for the note", 100)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()[-4000:]
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [asked], said
+    logged = log_path.read_text()
+    assert "giving it up" not in logged, logged[-4000:]
+    assert (await stored_states(settings))[note["id"]] == "expired"
+
+
 async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_its_bot_by_another(
     settings, fake, caplog
 ) -> None:
