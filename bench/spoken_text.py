@@ -31,6 +31,7 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "clock-like": lambda n: "1:" * (n // 2),
     "date-like": lambda n: "2026-" * (n // 5),
     "products": lambda n: "1 *" * (n // 3),
+    "graphics cards": lambda n: "GTX 1050 Ti " * (n // 12),
 }
 
 

@@ -2405,3 +2405,21 @@ def test_large_figures_are_written_with_thousands_separators() -> None:
     assert _stats(result, "how many points do i have in poker") == (
         "In poker, you have 1,234,567 points from 1,500 games. You've won 12,345.50 dollars in cash at poker."
     )
+
+
+def test_a_graphics_cards_model_number_is_said_as_players_say_it() -> None:
+    # The system-requirements guide's cards, read as counts: "G T X one thousand fifty tie",
+    # "R T X three thousand sixty", "R X six thousand six hundred".
+    assert spoken("such as a GeForce GTX 1050 Ti or a Radeon RX 570.") == (
+        "such as a GeForce GTX 10 50 T I or a Radeon RX 5 70."
+    )
+    assert spoken("such as a GeForce RTX 3060 or a Radeon RX 6600.") == (
+        "such as a GeForce RTX 30 60 or a Radeon RX 66 hundred."
+    )
+    assert spoken("An RX 5700 XT, a GT 705 or an HD 7970.") == (
+        "An RX 57 hundred XT, a GT 7 oh 5 or an HD 79 70."
+    )
+    # A count, a year, a ticket key's number and a resolution stay as written.
+    assert spoken("You have 1,050 points since 2019. GRV-1050 is open. Full HD 1080p.") == (
+        "You have 1,050 points since 2019. G R V 1050 is open. Full HD 1080p."
+    )

@@ -259,17 +259,30 @@ _ISO_DATE = re.compile(
     r"(?:[T ]([01]\d|2[0-3]):([0-5]\d)(?::[0-5]\d(?:\.\d+)?)?(Z|[+-]\d\d:?\d\d)?)?(?![\d:])"
 )
 _MONTH_NAMES = "January February March April May June July August September October November December".split()
+# A graphics card's model number, which the voices read as a count: "G T X one thousand fifty tie"
+# for the guides' GTX 1050 Ti, "R X six thousand six hundred" for RX 6600. Players say it in pairs
+# ("ten fifty tee eye", "sixty-six hundred"). Only after a card series' letters: elsewhere four
+# figures are a count or a year, which the voices read well.
+_CARD = re.compile(r"\b(GTX|RTX|RX|GT|MX|HD) ([1-9]\d{2,3})\b(?: (Ti)\b)?")
 
 
 def spoken(text: str) -> str:
     """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123"),
     amounts in dollars and cents, clock times as said ("9 oh 5", "18 hundred"), months whole,
-    ISO dates as a day, a month and a year."""
+    ISO dates as a day, a month and a year, graphics cards' model numbers in pairs ("RTX 30 60")."""
     text = _KEY.sub(lambda m: " ".join(_LETTER_NAMES.get(c, c) for c in m.group(1)) + " " + m.group(2), text)
     text = _DOLLARS.sub(_said_dollars, text)
     text = _ISO_DATE.sub(_said_date, text)
     text = _CLOCK.sub(_said_clock, text)
-    return _DAY_MONTH.sub(lambda m: f"{m.group(1)} {_MONTHS[m.group(2)]}", text)
+    text = _DAY_MONTH.sub(lambda m: f"{m.group(1)} {_MONTHS[m.group(2)]}", text)
+    return _CARD.sub(_said_card, text)
+
+
+def _said_card(match: re.Match[str]) -> str:
+    series, figures, ti = match.groups()
+    first, last = figures[:-2], figures[-2:]
+    pair = "hundred" if last == "00" else f"oh {last[1]}" if last[0] == "0" else last
+    return f"{series} {first} {pair}" + (" T I" if ti else "")
 
 
 def _said_date(match: re.Match[str]) -> str:
