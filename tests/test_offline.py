@@ -2423,3 +2423,8 @@ def test_a_graphics_cards_model_number_is_said_as_players_say_it() -> None:
     assert spoken("You have 1,050 points since 2019. GRV-1050 is open. Full HD 1080p.") == (
         "You have 1,050 points since 2019. G R V 1050 is open. Full HD 1080p."
     )
+
+
+def test_a_weapons_name_said_in_the_plural_is_spelled_as_in_the_singular() -> None:
+    # Not taken for a key, "AK-47s" was read as a word: "ack forty-seven z".
+    assert spoken("Two AK-47s and an AK-47.") == "Two Eh K 47s and an Eh K 47."

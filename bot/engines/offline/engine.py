@@ -228,7 +228,9 @@ class OfflineEngine:
 
 # ---- speaking -------------------------------------------------------------------------------
 
-_KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)\b")
+# A ticket key. A weapon's name of its shape is spelled alike, as players say it (AK-47, which
+# the voices read "ack forty-seven"), and so is its plural (AK-47s).
+_KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)(?=s?\b)")
 # A lone "A" before another word is the article to eSpeak (and to Piper, which phonemizes with
 # it): "P L A Y 123" came out "pee el uh why". "Eh" is the letter's name in every English voice.
 _LETTER_NAMES = {"A": "Eh"}
