@@ -23,7 +23,7 @@ from bot import sentences as say
 from bot.app import running_app
 from bot.tools.base import ToolContext
 from bot.turns import PastTurn
-from tests.fakes.openai_server import Failure, answer, request_tokens, serving, tool_calls
+from tests.fakes.openai_server import Failure, Held, answer, request_tokens, serving, tool_calls
 from tests.fakes.search_server import running_fake_search
 from tests.fakes.token_server import self_signed
 from tests.test_openai import NOTE, azure_settings, openai_settings
@@ -500,35 +500,94 @@ async def _a_turn_waiting_for_the_request_gone_first(storage, fake) -> Any:
         await engine.client.close()
 
 
-async def test_a_late_answer_of_the_burst_lets_the_turns_waiting_for_the_request_gone_first_go(
-    storage, fake
+@pytest.mark.parametrize("late", [200, 400])
+async def test_a_late_answer_of_the_burst_leaves_the_turns_waiting_for_the_request_gone_first(
+    storage, fake, late
 ) -> None:
     """An answer that is no 429 or 5xx, of a request out before the pause and come while the
-    request gone first after it is out, says the service takes requests again: the turns waiting
-    for that request's answer go then, as a turn that comes after it does, not once that request
-    (a long generation) is done."""
-    late, first_out = asyncio.Event(), asyncio.Event()
-    fake.failures = [
-        # The burst's request out first, answered late: refused for what it holds, not the limit.
-        Failure(status=400, error_type="invalid_request_error", held=late),
+    request gone first after it is out, tells nothing of the limit now: a 200 of a long generation
+    the limit let in before it ran out, a 400 about what that request holds. The turns waiting for
+    the answer of the request gone first still wait for it, rather than go together into the
+    limit, and go once it is answered."""
+    late_in, first_out = asyncio.Event(), asyncio.Event()
+    fake.script = [
+        # The burst's request out first, answered late.
+        Held(late_in)
+        if late == 200
+        else Failure(status=400, error_type="invalid_request_error", held=late_in),
         Failure(status=429, retry_after=0.3),  # the burst's other
-        Failure(status=500, held=first_out),  # the request gone first after the pause
+        Held(first_out),  # the request gone first after the pause: answered, the limit is over
     ]
-    async with _a_turn_waiting_for_the_request_gone_first(storage, fake) as (_, burst, gone_first, waiting):
-        late.set()
-        await asyncio.wait([burst[0]])  # the late 400 in
-        # Answered while the request gone first is still held (the fake has no more failures).
-        await asyncio.wait([waiting], timeout=5.0)
-        answered_while_out = waiting.done() and not waiting.exception()
+    async with _a_turn_waiting_for_the_request_gone_first(storage, fake) as (
+        asked,
+        burst,
+        gone_first,
+        waiting,
+    ):
+        late_in.set()
+        await asyncio.wait([burst[0]])  # the late answer in
+        await asyncio.sleep(0.3)
+        sent_while_out = sorted(asked)
         first_out.set()
         answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
-    assert answered_while_out, answers[3]
-    assert [type(a).__name__ for a in answers[:3]] == [
-        "BadRequestError",
+    assert sent_while_out == [0, 1, 2], sent_while_out
+    late_answer = "ChatCompletion" if late == 200 else "BadRequestError"
+    assert [type(a).__name__ for a in answers] == [
+        late_answer,
         "RateLimitError",
-        "InternalServerError",
+        "ChatCompletion",
+        "ChatCompletion",
     ]
-    assert not isinstance(answers[3], BaseException), answers[3]
+    assert sorted(asked) == [0, 1, 2, 3], asked
+
+
+async def test_a_late_answer_of_the_burst_during_the_pause_still_lets_one_request_go_first(
+    storage, fake
+) -> None:
+    """A 200 of a request out before a 429 (a long generation the limit let in before it ran
+    out), come during the pause that 429 began, tells nothing of the limit now: once the pause is
+    over one request still goes first, and the turns that waited it out go once it is answered,
+    not all together into the limit."""
+    from bot.engines.openai import create_openai_engine
+
+    late_in, first_out = asyncio.Event(), asyncio.Event()
+    fake.script = [
+        Held(late_in),  # the burst's request out first, answered late
+        Failure(status=429, retry_after=3),  # the burst's other: a pause the turns wait out
+        Held(first_out),  # the request gone first after the pause
+    ]
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings, verify=False)
+    gate = engine.chat_gate
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
+        )
+
+    try:
+        burst = [turn(0)]
+        while not fake.chats:  # out first, so that the 429 is the other's
+            assert not burst[0].done(), burst[0]
+            await asyncio.sleep(0.01)
+        burst.append(turn(1))
+        await asyncio.wait([burst[1]])  # the 429 in
+        waiting = [turn(i) for i in (2, 3, 4)]  # come during the pause, they wait it out
+        late_in.set()
+        await asyncio.wait([burst[0]])  # the late answer in
+        assert gate.wait() > 0, "the late answer came after the pause: the test proves nothing"
+        await asyncio.sleep(gate.wait() + 0.3)
+        sent_while_out = list(asked)
+        first_out.set()
+        answers = await asyncio.gather(*burst, *waiting, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert len(sent_while_out) == 3 and sent_while_out[:2] == [0, 1], sent_while_out
+    assert [type(a).__name__ for a in answers] == ["ChatCompletion", "RateLimitError"] + [
+        "ChatCompletion"
+    ] * 3
+    assert sorted(asked) == [0, 1, 2, 3, 4], asked
 
 
 @pytest.mark.parametrize(

@@ -256,8 +256,15 @@ class Gate:
         if self.probe is probe:
             self.probe = None
 
-    def answered(self) -> None:
-        """Any answer but a 429 or a 5xx: the service is there."""
+    def answered(self, sent: float | None = None) -> None:
+        """Any answer but a 429 or a 5xx, of a request sent at `sent`: the service is there. One
+        sent before the last 429 counted in `limited` came was out with it: a long generation
+        the limit let in before it ran out, a refusal of what that request holds. It tells
+        nothing of the limit now, and the pause, the request out alone after it (the turns
+        waiting for that one's answer) and the 429s in a row stand."""
+        if sent is not None and self.limited and sent < self.limited_at:
+            self.failures = 0
+            return
         self.failures = self.limited = 0
         self._let_go()
         self.spent = False
@@ -271,12 +278,12 @@ class Gate:
         on waiting, as they do after any other 5xx or 429 of the burst."""
         if self.probe is not None and self.holding and sent < self.probe_sent:
             return
-        self.answered()
+        self.answered(sent)
 
     def _let_go(self) -> None:
-        # Another request's answer (one sent before the request out alone) decided what that one
-        # was out to learn: the turns waiting for it decide again now, not once it is done, which
-        # a long generation may not be for a while.
+        # An answer that tells of the service now, or a spent quota, decided what the request out
+        # alone was out to learn: the turns waiting for it decide again now, not once
+        # it is done, which a long generation may not be for a while.
         if self.probe is not None:
             self.probe.set()
         self.probe = None
@@ -789,7 +796,7 @@ class OpenAIEngine:
             except (openai.APIConnectionError, openai.APIStatusError) as exc:
                 status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
                 if status is not None and status != NEVER_HAD_WHOLE and status < 500:
-                    gate.answered()
+                    gate.answered(sent)
                     raise
                 if status is not None and _model_error(exc):
                     # The service answered, about what this request holds: its tries are no
@@ -836,7 +843,7 @@ class OpenAIEngine:
             finally:
                 if probe is not None:
                     gate.probed(probe)
-            gate.answered()
+            gate.answered(sent)
             return result
 
     def _trimmed(

@@ -10,7 +10,8 @@ declares, and, as the audio models it stands for do, a request with neither audi
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
 audio ids it gave out (an assistant message naming any other, or one expired by its clock, which
 may run ahead of this host's, is a 400 `audio_not_found`), stops
-at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
+at `max_completion_tokens` with finish_reason "length", can be told to take its time (or hold one
+answer until a test lets it go), and to fail
 (chat and transcription apart, or at a step of the script): 429 with retry-after, 500, a hang
 past the client's timeout, a connection closed with no answer once the request is read, or reset
 before its body is, malformed
@@ -181,9 +182,18 @@ class Failure:
 
 
 @dataclass
+class Held:
+    """A script's answer that waits for `released` to be set (or the fake to stop) before it
+    comes: a test lets a request's answer come late, at the step of its own that it chooses."""
+
+    released: asyncio.Event
+    then: Responder = field(default_factory=lambda: answer("Here is your answer."))
+
+
+@dataclass
 class FakeOpenAI(Strict):
-    # One per chat request, in order: a reply, or a Failure of that request.
-    script: list[Responder | Failure] = field(default_factory=list)
+    # One per chat request, in order: a reply, a reply held back (Held), or a Failure of it.
+    script: list[Responder | Held | Failure] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)  # consumed before the script
     transcription_failures: list[Failure] = field(default_factory=list)  # one per transcription
     model_failures: list[Failure] = field(default_factory=list)  # one per model lookup
@@ -610,6 +620,9 @@ class FakeOpenAI(Strict):
         responder = responder or answer("Here is your answer.")
         if isinstance(responder, Failure):
             return await self._fail(request, responder)
+        if isinstance(responder, Held):
+            await self._held(responder.released)
+            responder = responder.then
         deployment = request.match_info.get("deployment")
         model = self.deployments[deployment] if deployment else body["model"]
         completion = self._completion(body, responder(body), model)
