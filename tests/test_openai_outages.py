@@ -648,8 +648,15 @@ async def test_a_late_5xx_or_429_of_the_burst_about_itself_leaves_the_turns_wait
         {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "37"},
         # Azure's too, spelled rate-limit, beside the remaining counts spelled ratelimit.
         {"x-ratelimit-remaining-requests": "12", "x-rate-limit-reset-tokens": "55"},
+        # Both run out: the later reset, as the sooner one would end with the other still out.
+        {
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1s",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "1m0s",
+        },
     ],
-    ids=["openai", "azure", "azure-rate-limit"],
+    ids=["openai", "azure", "azure-rate-limit", "both"],
 )
 async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake, reset) -> None:
     # A 429 names its wait in the reset of the limit it ran out of: tried again sooner, the

@@ -1388,12 +1388,19 @@ def _filtered(why: str, usage: Usage | None) -> EngineReply:
 
 def _pause_asked(headers: Any) -> float | None:
     """Seconds a 429 asks to wait: its Retry-After (`_wait_named`), else the reset of the limit it
-    ran out of (x-ratelimit-reset-requests when no request is left, else -tokens), with units as
-    OpenAI gives it or in bare seconds as Azure does."""
+    ran out of (x-ratelimit-reset-requests when no request is left, -tokens when no token is, the
+    later of the two when neither is, else -tokens), with units as OpenAI gives it or in bare
+    seconds as Azure does."""
     named = _wait_named(headers)
     if named is not None:
         return named
-    limit = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
+    run_out = [k for k in ("requests", "tokens") if headers.get(f"x-ratelimit-remaining-{k}") == "0"]
+    resets = [r for k in run_out or ["tokens"] if (r := _reset(headers, k)) is not None]
+    return max(resets, default=None)
+
+
+def _reset(headers: Any, limit: str) -> float | None:
+    """Seconds until the limit named ("requests" or "tokens") resets, None when it names none."""
     # Azure's 429 has named it x-rate-limit-reset-tokens too ("55", beside an
     # x-ratelimit-remaining-requests, and no retry-after: openai/openai-python#937).
     reset = (
