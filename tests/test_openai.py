@@ -27,6 +27,7 @@ from tests.fakes.openai_server import (
     API_KEY,
     AZURE_KEY,
     Failure,
+    Held,
     answer,
     audio_reply,
     filtered,
@@ -2044,6 +2045,40 @@ async def test_an_exhausted_quota_pauses_only_until_credit_answers_and_other_429
     assert any(
         "answers again" in r.getMessage() and "insufficient_quota" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_a_late_answer_of_a_request_out_before_an_exhausted_quota_leaves_it_spent(
+    storage, fake, caplog
+) -> None:
+    """A 200 of a request out before OpenAI's 429 insufficient_quota came (a long generation the
+    quota let in before it ran out) tells nothing of the credit now: /healthz still says not
+    ready, the log does not say OpenAI answers again, and the quota stays spent (after the pause
+    one request looks for credit first)."""
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    late_in = asyncio.Event()
+    fake.script = [
+        Held(late_in, answer("You have 100 points.")),
+        Failure(status=429, code="insufficient_quota"),
+    ]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (client, core):
+        out = asyncio.create_task(core.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        while not fake.chats:  # out first, so that the 429 is the other's
+            assert not out.done(), out
+            await asyncio.sleep(0.01)
+        spent = await core.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        late_in.set()
+        late = await out
+        health = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+        still_spent = engine.chat_gate.spent
+    await engine.aclose()
+    assert (late.engine, late.text, spent.engine) == ("openai", "You have 100 points.", "offline")
+    assert (health, still_spent) == (False, True)
+    assert not any("answers again" in r.getMessage() for r in caplog.records)
 
 
 async def test_after_an_exhausted_quotas_pause_one_request_looks_for_credit(storage, fake) -> None:

@@ -227,6 +227,7 @@ class Gate:
         self.probe_sent = 0.0  # time.monotonic() when that request went
         self.holding = False  # the other turns wait for that request's answer
         self.spent = False  # a 429 insufficient_quota, and no answer since
+        self.spent_at = 0.0  # time.monotonic() when that 429 came
         # The logged pause: said when it begins, however often it is prolonged, and when it ends.
         self.outage = Outage(log, "OpenAI %s answers again after a pause of %.0f s (%s)")
 
@@ -258,11 +259,14 @@ class Gate:
 
     def answered(self, sent: float | None = None) -> None:
         """Any answer but a 429 or a 5xx, of a request sent at `sent`: the service is there. One
-        sent before the last 429 counted in `limited` came was out with it: a long generation
-        the limit let in before it ran out, a refusal of what that request holds. It tells
-        nothing of the limit now, and the pause, the request out alone after it (the turns
-        waiting for that one's answer) and the 429s in a row stand."""
-        if sent is not None and self.limited and sent < self.limited_at:
+        sent before the last 429 counted in `limited` came, or the 429 insufficient_quota, was
+        out with it: a long generation the limit or the quota let in before it ran out, a refusal
+        of what that request holds. It tells nothing of the limit or the credit now, and the
+        pause, the request out alone after it (the turns waiting for that one's answer), the 429s
+        in a row and the spent quota stand."""
+        if sent is not None and (
+            (self.limited and sent < self.limited_at) or (self.spent and sent < self.spent_at)
+        ):
             self.failures = 0
             return
         self.failures = self.limited = 0
@@ -323,6 +327,7 @@ class Gate:
         self.failures = self.limited = 0
         self._let_go()
         self.spent = True
+        self.spent_at = time.monotonic()
         self._pause(
             LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
         )
@@ -360,8 +365,8 @@ class Gate:
 class OpenAIEngine:
     name = "openai"
     # False once the provider refused the key (401/403) or the account is out of quota (429
-    # insufficient_quota), until a request succeeds: /healthz says not ready instead of every note
-    # quietly going to the fallback.
+    # insufficient_quota), until a request succeeds (one sent after the quota ran out): /healthz
+    # says not ready instead of every note quietly going to the fallback.
     ready = True
 
     def __init__(
@@ -535,10 +540,10 @@ class OpenAIEngine:
             if _too_large(exc) or exc.status_code == PAYLOAD_TOO_LARGE:
                 # Too large without the history too: the note, not the history, is over the limit,
                 # and the conversation goes on from the history (`complete` keeps it).
-                self.ready = True
+                self.ready = not self.chat_gate.spent
                 raise NoteTooLarge(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             if exc.code in FILTERED:
-                self.ready = True
+                self.ready = not self.chat_gate.spent
                 # Refused with no earlier turn in it (none, or asked again without them).
                 return replace(_filtered(f"{exc.status_code} {exc.code}", None), blocked=True)
             if (
@@ -551,7 +556,8 @@ class OpenAIEngine:
             raise EngineError(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
-        self.ready = True
+        # Not of a request out before an exhausted quota's 429 came: that tells nothing of credit.
+        self.ready = not self.chat_gate.spent
         return await self._read(turn, response)
 
     def _audio_refused(self, request: dict[str, Any], exc: openai.APIStatusError) -> None:
