@@ -1067,11 +1067,18 @@ class VoiceNotes(commands.Cog):
             return  # else answered or given up on elsewhere meanwhile
         why = "no Read Message History there"
         log.info("note %s from %s asked for again after a crash: %s", message_id, user_id, why)
+        reached = None
         try:
-            await self._ask_again(copy, say.RESTARTING_SEND_AGAIN)
+            reached = await self._ask_again(copy, say.RESTARTING_SEND_AGAIN)
         finally:
-            # Also once a stop cuts the line: left claimed, the next start would count a crash.
-            await self._settle(ledger.unanswerable, copy)
+            if reached is Reached.LATER:
+                # Discord failed the line (a 5xx): settled, its player would hear nothing. Given
+                # back, a later recheck asks again, until the note is too old to answer.
+                self._asked_again.pop((say.RESTARTING_SEND_AGAIN, copy.channel.id, copy.author.id), None)
+                await self._mark(ledger.release, copy)
+            else:
+                # Also once a stop cuts the line: left claimed, the next start would count a crash.
+                await self._settle(ledger.unanswerable, copy)
 
     async def _kept(self, message: discord.Message) -> KeptAnswer | None:
         """The answer the ledger keeps for the note (made before a restart, by another process on
@@ -1209,21 +1216,22 @@ class VoiceNotes(commands.Cog):
             log.info("note %s from %s kept for after the restart", message.id, message.author.id)
             await self._react(message, LATER)
 
-    async def _ask_again(self, message: discord.Message, text: str) -> None:
+    async def _ask_again(self, message: discord.Message, text: str) -> Reached | None:
         """`text`, a stop's request to send notes again, told a player once in each place: each of
         their notes there is asked for by the one line (a plain message naming them, as the bot
         may not reply where it may not read history). The players a stop cuts at once in one place
         are named in one line, as many as fit: a raid's queued notes would otherwise cost the stop
         a line a player, five a channel in Discord's five seconds. Awaited by the first of them, to
-        be sent; the others, whose handlers run in the same pass of the loop, join it."""
+        be sent; the others, whose handlers run in the same pass of the loop, join it. What
+        reached the player by the line this call sent; None where it sent none."""
         key = (text, message.channel.id, message.author.id)
         if key in self._asked_again:
-            return
+            return None
         remember(self._asked_again, key, None, MAX_ASKED_AGAIN)
         place = (text, message.channel.id)
         if (joining := self._asking.get(place)) is not None and len(joining) < NAMED_AT_ONCE:
             joining.append(message)
-            return
+            return None
         self._asking[place] = named = [message]
         try:
             await asyncio.sleep(0)  # the notes cut with this one ask to join it
@@ -1232,7 +1240,7 @@ class VoiceNotes(commands.Cog):
                 del self._asking[place]
         # The first player's name leads the line (send_text's, as the bot may not reply here).
         others = dict.fromkeys(m.author.mention for m in named[1:] if m.author.id != message.author.id)
-        await self._tell(message, " ".join([*others, text]))
+        return await self._tell(message, " ".join([*others, text]))
 
     async def _remember_place(self, message: discord.Message) -> None:
         # DMs are where catch-up looks after a restart, beside the configured channels.

@@ -1601,6 +1601,24 @@ async def test_a_note_whose_turn_was_killed_where_the_bot_may_not_read_history_i
     assert (await stored_states(settings))[note["id"]] == "expired"
 
 
+async def test_a_note_a_dead_bot_left_where_the_bot_may_not_read_history_is_asked_for_past_a_5xx(
+    settings, fake
+) -> None:
+    # Kept for a restart by a bot since gone, with no answer made: the recheck asks its player to
+    # send it again. Discord failing that line (a 503) settled the note all the same, its player
+    # neither answered nor asked.
+    note = {"id": str(discord.utils.time_snowflake(discord.utils.utcnow()))}
+    await kept_by_another_process(settings, note, ALLOWED_CHANNEL, str(nova.id))
+    fake.posts_unavailable = 1  # the line asking for the note
+    async with running_without_history(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 3)
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "expired"
+    asked = f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert said == [asked], said
+
+
 async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_its_bot_by_another(
     settings, fake, caplog
 ) -> None:
