@@ -1060,10 +1060,8 @@ class VoiceNotes(commands.Cog):
         ledger = self.bot.core.notes
         copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
         if not await ledger.claim(message_id, copy.channel.id, user_id):
-            if ledger.crashed_out(message_id) is not None:  # the deaths were most likely its own
-                log.error("note %s from %s not answered: the bot died answering it", message_id, user_id)
-                metrics.note("discord", "refused", "crashes")
-                await self._tell(copy, say.NOTE_CRASHED)
+            if (crashes := ledger.crashed_out(message_id)) is not None:  # most likely its own deaths
+                await self._refuse_crashing(copy, crashes)
             return  # else answered or given up on elsewhere meanwhile
         why = "no Read Message History there"
         log.info("note %s from %s asked for again after a crash: %s", message_id, user_id, why)

@@ -1619,6 +1619,23 @@ async def test_a_note_a_dead_bot_left_where_the_bot_may_not_read_history_is_aske
     assert said == [asked], said
 
 
+async def test_a_crashing_note_where_the_bot_may_not_read_history_is_told_past_a_5xx(settings, fake) -> None:
+    # A note the bot died answering MAX_CRASHES times, its refusal untold (Discord failed the
+    # line): the recheck's claim refuses it again and tells its player. Discord failing that line
+    # too left the note refused for good, its player never told.
+    note = {"id": str(discord.utils.time_snowflake(discord.utils.utcnow()))}
+    await kept_by_another_process(settings, note, ALLOWED_CHANNEL, str(nova.id))
+    with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as db, db:
+        db.execute("UPDATE notes SET crashes = ? WHERE message_id = ?", (MAX_CRASHES, int(note["id"])))
+    fake.posts_unavailable = 1  # the line telling the refusal
+    async with running_without_history(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 3)
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "refused"
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    assert len(said) == 1 and NOTE_CRASHED in (said[0] or ""), said
+
+
 async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_its_bot_by_another(
     settings, fake, caplog
 ) -> None:
