@@ -2687,6 +2687,45 @@ async def test_one_client_has_only_a_few_forms_read_at_once(settings, path: str)
         assert again.status != 429
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /nope HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n",
+        b"PUT /nope HTTP/1.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n",
+        b"DELETE /desk/ticket/GRV-10 HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n",
+    ],
+    ids=["unknown-path", "unknown-path-chunked", "method-not-allowed"],
+)
+async def test_a_stalled_body_no_route_reads_holds_its_connection_only_for_aiohttps_linger(
+    wsettings, head
+) -> None:
+    """A body that is no form, sent to a path or method no route takes, is read by nothing of
+    ours: the router's refusal goes out at once, and the connection lasts only as long as aiohttp
+    reads on after an answer (lingering_time, 10 s by default; short here) before it closes it."""
+    from bot.app import build_app
+    from bot.web import build_web
+    from tests.frontend_engine import FrontendEngine
+
+    core = await build_app(wsettings, FrontendEngine())  # type: ignore[arg-type]
+    server = TestServer(await build_web(core))
+    try:
+        await server.start_server(lingering_time=0.5)
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        # A little of the body, then nothing.
+        writer.write(head + b"Host: localhost\r\n\r\n" + (b"1\r\n{\r\n" if b"chunked" in head else b"{"))
+        try:
+            # Not timing assertions: guards, so a connection held for good fails the test.
+            said = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+            assert said.split(b"\r\n")[0].split()[1] in (b"404", b"405"), said
+            await asyncio.wait_for(reader.read(), 15)  # the server ends it, the body still owed
+            assert reader.at_eof()
+        finally:
+            writer.close()
+    finally:
+        await server.close()
+        await core.aclose()
+
+
 async def test_a_staff_note_sent_as_a_file_is_refused_not_saved_as_its_python_name(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         assert await log_in(client) == 303
