@@ -2428,3 +2428,13 @@ def test_a_graphics_cards_model_number_is_said_as_players_say_it() -> None:
 def test_a_weapons_name_said_in_the_plural_is_spelled_as_in_the_singular() -> None:
     # Not taken for a key, "AK-47s" was read as a word: "ack forty-seven z".
     assert spoken("Two AK-47s and an AK-47.") == "Two Eh K 47s and an Eh K 47."
+
+
+def test_a_graphics_cards_round_thousand_is_said_as_a_count() -> None:
+    # Players say Intel's HD 4000 and the RTX 4000 series "four thousand", as the voices read it:
+    # in pairs it would be "forty hundred", which no one says.
+    assert spoken("An Intel HD 4000, the RTX 4000 series, an RX 7000 or a GTX 1000.") == (
+        "An Intel HD 4000, the RTX 4000 series, an RX 7000 or a GTX 1000."
+    )
+    # A hundred still goes in pairs: "sixty-six hundred".
+    assert spoken("An RX 6600 or an HD 5000.") == "An RX 66 hundred or an HD 5000."

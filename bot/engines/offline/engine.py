@@ -282,6 +282,10 @@ def spoken(text: str) -> str:
 
 def _said_card(match: re.Match[str]) -> str:
     series, figures, ti = match.groups()
+    if figures.endswith("000"):
+        # Players say a round thousand as the voices read it, "four thousand" (Intel's HD 4000,
+        # the RTX 4000 series): in pairs it would be "forty hundred", which no one says.
+        return match.group(0)
     first, last = figures[:-2], figures[-2:]
     pair = "hundred" if last == "00" else f"oh {last[1]}" if last[0] == "0" else last
     return f"{series} {first} {pair}" + (" T I" if ti else "")
