@@ -714,6 +714,13 @@ class OdbcStats:
                     raise failure from None
                 except BaseException as exc:
                     failure = exc
+                    if statement.done():
+                        # Refused by the database, not cut with this turn: freed now, as an
+                        # answered one is. Left to the garbage collector, a connection kept after
+                        # it and later closed first keeps the SQLite driver's file open for good.
+                        statement, freeing = asyncio.ensure_future(_free_quietly(cursor)), True
+                        await asyncio.shield(statement)
+                        running, statement, freeing = None, None, False
                     raise
                 # Freed apart from this turn too: cut meanwhile, the drop waits for it, rather
                 # than cancel or free the statement from another thread while it is freed.
@@ -794,6 +801,13 @@ class OdbcStats:
 async def _rows(cursor: aioodbc.cursor.Cursor, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
     await cursor.execute(sql, *params)
     return list(await cursor.fetchall())
+
+
+async def _free_quietly(cursor: aioodbc.cursor.Cursor) -> None:
+    try:
+        await cursor.close()
+    except pyodbc.Error as exc:  # the connection underneath was already gone
+        log.debug("freeing a failed ODBC statement: %s", describe(exc))
 
 
 async def _cancel_quietly(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:

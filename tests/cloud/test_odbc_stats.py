@@ -1821,6 +1821,32 @@ async def test_a_connection_whose_close_fails_after_its_turn_was_cut_goes_back_t
         await asyncio.wait_for(stats.aclose(), 30)
 
 
+async def test_a_failed_read_of_every_total_frees_its_statement_on_the_kept_connection(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A statement the database refuses as it runs (here an integer overflow; on Azure SQL a
+    # conversion or arithmetic error) is no sign of a broken connection: the summary answers
+    # without the rank, and the connection is kept. Its failed statement was left allocated on
+    # it until the garbage collector came by; the connection closed first (idle too long,
+    # shutdown), the SQLite driver kept the database file open for good.
+    db = players_db(settings)
+    monkeypatch.setattr(stats_sql, "TOTALS", "SELECT abs(-9223372036854775807 - 1) FROM players")
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    before = handles_on(db)
+    stats = await OdbcStats.open(odbc_string(db), one)
+    try:
+        summary = await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard, not a timing
+        assert summary is not None and summary.player_name == "Nova" and summary.rank is None
+        assert stats._pool.size == stats._pool.freesize == 1  # kept, not dropped
+        kept = stats._pool._free[0]
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+        assert list(stats._pool._free) == [kept]
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(db) == before
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
