@@ -662,22 +662,33 @@ class OdbcStats:
         failure: BaseException | None = None  # the last statement's, if it failed
         closing: asyncio.Future[None] | None = None  # the connection's, once dropped
 
-        async def drop(exc: BaseException, cancel: bool = False) -> None:
+        async def drop(exc: BaseException, cancel: bool = False, within: float | None = None) -> None:
             """Close the connection, in an unknown state after `exc`, so that the pool drops it
             (a closed connection is not put back) and the next attempt opens a fresh one; first
-            cancel its statement if `cancel`. Once: dropped again, it waits for the first."""
+            cancel its statement if `cancel`. Once: dropped again, it waits for the first. With
+            `within`, waited for that many seconds at most, then left to close by itself."""
             nonlocal closing
             if closing is None:
                 # Shielded: the turn cancelled while the cancel or the statement's thread runs
                 # on, the connection would go back to the pool open, that statement still in the
                 # driver, or a second close of it would begin beside the first.
                 closing = asyncio.ensure_future(dropping(exc, cancel))
-            await asyncio.shield(closing)
+            if within is None:
+                await asyncio.shield(closing)
+                return
+            await asyncio.wait({closing}, timeout=within)
+            if closing.done() and not closing.cancelled() and (failed := closing.exception()) is not None:
+                log.warning("player stats: closing a dropped connection: %s", describe(failed))
 
         async def dropping(exc: BaseException, cancel: bool) -> None:
-            if cancel and running is not None and not freeing:
-                await _cancel_quietly(conn, running)
-            await _close_quietly(conn, running, statement)
+            cursor, pending = running, statement
+            try:
+                if cancel and cursor is not None and pending is not None and not freeing:
+                    await _cancel_quietly(conn, cursor)
+            finally:
+                # Whatever the cancel's outcome: else the connection goes back to the pool open,
+                # its statement unfreed, for the next player.
+                await _close_quietly(conn, cursor, pending)
             if is_connection_lost(exc):
                 # Else each idle one would be handed to the next attempt, and to the next
                 # player, to fail in turn: more of them than a summary has attempts.
@@ -709,8 +720,10 @@ class OdbcStats:
                         rows = await asyncio.shield(statement)
                 except TimeoutError:
                     stuck = True
-                    await _cancel_quietly(conn, cursor)
                     failure = StatementStuck(stuck_after)
+                    # The cancel may itself wait on the network, or not take, the close behind it
+                    # waiting for the statement: the player waits one query timeout more at most.
+                    await drop(failure, cancel=True, within=limit)
                     raise failure from None
                 except BaseException as exc:
                     failure = exc
@@ -733,7 +746,8 @@ class OdbcStats:
             result = await work(fetch)
             if gated:
                 self._breaker.answered()
-            if in_doubt and failure is not None and (is_connection_lost(failure) or _timed_out(failure)):
+            lost = failure is not None and (is_connection_lost(failure) or _timed_out(failure))
+            if in_doubt and lost and closing is None:
                 # The summary answered without its last statement, the read of every total: a
                 # connection that read says is gone, or that ran out of time (the statement maybe
                 # still in the driver), is not handed out again. One refused a statement is kept.

@@ -1847,6 +1847,70 @@ async def test_a_failed_read_of_every_total_frees_its_statement_on_the_kept_conn
     assert handles_on(db) == before
 
 
+async def test_a_stuck_statement_whose_cancel_hangs_holds_its_player_no_longer(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLCancel may wait on the network itself (a server gone silent), or not take (a driver that
+    # ignores it), the statement then staying in the driver: the player whose read of every total
+    # was cancelled at twice the query timeout waited for that cancel, and for the close behind
+    # it, as long as it lasted. Their own figures answer; the connection closes by itself.
+    db = players_db(settings)
+    own = await embedded_summary(db, NOVA)
+    totals = stats_sql.TOTALS
+    _endless_totals(monkeypatch, 2000000000)
+    cancel_late = _cancel_taken_late(monkeypatch, waits=True)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
+    before = handles_on(db)
+    stats = await OdbcStats.open(odbc_string(db), one)
+    try:
+        summary = await asyncio.wait_for(stats.player_summary(NOVA), 15)  # a guard, not a timing
+        assert summary == replace(own, rank=None, players_ranked=None)  # type: ignore[type-var]
+        assert [conn for conn in stats._pool._free if not conn.closed] == []
+        cancel_late.set()
+        await asyncio.wait_for(asyncio.gather(*stats._closing), 30)
+        monkeypatch.setattr(stats_sql, "TOTALS", totals)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)  # its turn given back
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        cancel_late.set()
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(db) == before
+
+
+async def test_a_stuck_statement_whose_cancel_fails_still_has_its_connection_closed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cancel of a statement stuck past twice the query timeout failing in a way no one
+    # foresaw (not a driver error): its connection, the cursor unfreed, went back to the pool
+    # open, for the next player, and kept the database file open for good once closed.
+    db = players_db(settings)
+    totals = stats_sql.TOTALS
+    _endless_totals(monkeypatch, 2000000000)
+    cancel = odbc_stats._cancel_quietly
+
+    async def failing(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+        await cancel(conn, cursor)
+        raise RuntimeError("the driver manager's own failure")
+
+    monkeypatch.setattr(odbc_stats, "_cancel_quietly", failing)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
+    before = handles_on(db)
+    stats = await OdbcStats.open(odbc_string(db), one)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bot.tools.odbc_stats"):
+            summary = await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard, not a timing
+            await asyncio.wait_for(asyncio.gather(*stats._closing), 30)
+        assert summary is not None and summary.rank is None
+        assert [conn for conn in stats._pool._free if not conn.closed] == []
+        assert [r for r in caplog.records if "the driver manager's own failure" in r.getMessage()]
+        monkeypatch.setattr(stats_sql, "TOTALS", totals)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(db) == before
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
