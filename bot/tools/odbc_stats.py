@@ -655,6 +655,7 @@ class OdbcStats:
         running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
         statement: asyncio.Future[Any] | None = None  # its run in the driver, or its freeing
         freeing = False  # `statement` is its cursor's close, the rows read
+        making = False  # `statement` is its cursor being made, nothing run on it yet
         started = 0.0  # loop time the last statement was begun at
         limit = self._settings.query_timeout_seconds
         stuck_after = STUCK_STATEMENT_TIMEOUTS * limit if limit > 0 else None
@@ -682,6 +683,12 @@ class OdbcStats:
 
         async def dropping(exc: BaseException, cancel: bool) -> None:
             cursor, pending = running, statement
+            if making and statement is not None:
+                # Cut while its cursor was made: the driver allocating a statement on the
+                # connection while another thread closes it may use what that close freed.
+                await asyncio.wait({statement})
+                made = not statement.cancelled() and statement.exception() is None
+                cursor, pending = (statement.result() if made else None), None
             try:
                 if cancel and cursor is not None and pending is not None and not freeing:
                     await _cancel_quietly(conn, cursor)
@@ -704,14 +711,23 @@ class OdbcStats:
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt, running, statement, freeing, started, stuck, failure
+                nonlocal in_doubt, running, statement, freeing, making, started, stuck, failure
                 if stuck:
                     # The cancelled statement's thread may still be in the driver: the connection
                     # is not used again, and the summary fails over to a fresh one.
                     raise StatementStuck(stuck_after)
                 in_doubt = True
                 started = asyncio.get_running_loop().time()
-                cursor = running = await conn.cursor()
+                # Made apart from this turn too: cut meanwhile, the drop waits for it and frees
+                # what it made before it closes the connection.
+                statement, making = asyncio.ensure_future(_cursor(conn)), True
+                try:
+                    cursor = running = await asyncio.shield(statement)
+                except BaseException as exc:
+                    if statement.done() and (statement.cancelled() or statement.exception() is not None):
+                        failure, statement, making = exc, None, False  # nothing made to free
+                    raise
+                making = False
                 # Run apart from this turn: abandoned (cancelled, or stuck), it goes on in its
                 # thread, and its cursor is closed only once it has returned (`drop`).
                 statement = asyncio.ensure_future(_rows(cursor, sql, params))
@@ -815,6 +831,10 @@ class OdbcStats:
 async def _rows(cursor: aioodbc.cursor.Cursor, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
     await cursor.execute(sql, *params)
     return list(await cursor.fetchall())
+
+
+async def _cursor(conn: aioodbc.Connection) -> aioodbc.cursor.Cursor:
+    return await conn.cursor()
 
 
 async def _free_quietly(cursor: aioodbc.cursor.Cursor) -> None:

@@ -1911,6 +1911,72 @@ async def test_a_stuck_statement_whose_cancel_fails_still_has_its_connection_clo
     assert handles_on(db) == before
 
 
+def _calls_beside_on_a_connection(
+    monkeypatch: pytest.MonkeyPatch, slow: str
+) -> tuple[asyncio.Event, list[tuple[str, list[str]]]]:
+    """Each call begun on a driver connection while another of its calls is still in the driver;
+    the first `slow` call (a driver slow to make it) is set apart by the event returned."""
+    calls: dict[int, list[str]] = {}
+    beside: list[tuple[str, list[str]]] = []
+    lock = threading.Lock()
+    begun = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    execute = aioodbc.Connection._execute
+
+    def watched(func: Callable[..., Any]) -> Callable[..., Any]:
+        owner = getattr(func, "__self__", None)
+        if not isinstance(owner, pyodbc.Connection):
+            return func
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                if calls.get(id(owner)):
+                    beside.append((func.__name__, list(calls[id(owner)])))
+                calls.setdefault(id(owner), []).append(func.__name__)
+            try:
+                if func.__name__ == slow and not begun.is_set():
+                    loop.call_soon_threadsafe(begun.set)
+                    threading.Event().wait(0.3)
+                return func(*args, **kwargs)
+            finally:
+                with lock:
+                    calls[id(owner)].remove(func.__name__)
+
+        return run
+
+    def _execute(self: aioodbc.Connection, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return execute(self, watched(func), *args, **kwargs)
+
+    monkeypatch.setattr(aioodbc.Connection, "_execute", _execute)
+    return begun, beside
+
+
+async def test_a_turn_cancelled_while_its_cursor_is_made_closes_the_connection_after(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A driver connection is not thread-safe either: closed (SQLDisconnect, its handle freed) on
+    # one of the driver's threads while another is still allocating a statement on it, the driver
+    # manager may use freed memory. The turn cancelled while its cursor is made must leave the
+    # making to end, and free what it made, before the connection is dropped.
+    begun, beside = _calls_beside_on_a_connection(monkeypatch, "cursor")
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    before = handles_on(players_db(settings))
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(begun.wait(), 30)
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()
+        await asyncio.wait_for(asyncio.gather(*stats._closing), 30)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert beside == []
+    assert handles_on(players_db(settings)) == before
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
