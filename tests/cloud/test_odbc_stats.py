@@ -1977,6 +1977,44 @@ async def test_a_turn_cancelled_while_its_cursor_is_made_closes_the_connection_a
     assert handles_on(players_db(settings)) == before
 
 
+@pytest.mark.parametrize("cut_at", ["FIND_PLAYER", "GAMES_BY_TYPE", "ACHIEVEMENTS", "TOTALS"])
+async def test_a_turn_cancelled_with_a_statement_answered_unread_leaks_no_rows_to_the_next(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, cut_at: str
+) -> None:
+    # One connection, two players: the first's turn cancelled just as a statement of theirs is
+    # answered, its rows not yet fetched. The next player on that pool is answered with their own
+    # rows only, never what was left unread of the first's.
+    db = players_db(settings)
+    quill = await embedded_summary(db, QUILL)
+    sql = getattr(stats_sql, cut_at)
+    answered = asyncio.Event()
+    execute = aioodbc.cursor.Cursor.execute
+    cut: list[bool] = []
+
+    async def watched(cursor: aioodbc.cursor.Cursor, statement: str, *params: object) -> object:
+        done = await execute(cursor, statement, *params)
+        if statement == sql and not cut:
+            cut.append(True)
+            answered.set()
+            await asyncio.sleep(0.2)  # the turn is cancelled with the rows unread
+        return done
+
+    monkeypatch.setattr(aioodbc.cursor.Cursor, "execute", watched)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(db), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(answered.wait(), 30)
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()
+        await asyncio.wait_for(asyncio.gather(*stats._closing), 30)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert again == quill
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
