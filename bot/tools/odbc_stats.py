@@ -401,6 +401,10 @@ _UNGATED: contextvars.ContextVar[bool] = contextvars.ContextVar("odbc_ungated", 
 _LOGGING_IN: contextvars.ContextVar[LoginBreaker | None] = contextvars.ContextVar(
     "odbc_logging_in", default=None
 )
+# Set while aioodbc logs in: the threads of this lookup's logins, each listed as submitted.
+_LOGINS: contextvars.ContextVar[list[concurrent.futures.Future[Any]] | None] = contextvars.ContextVar(
+    "odbc_logins", default=None
+)
 
 
 class _DriverThreads(ThreadPoolExecutor):
@@ -412,7 +416,25 @@ class _DriverThreads(ThreadPoolExecutor):
         thread = super().submit(fn, *args, **kwargs)
         if (breaker := _LOGGING_IN.get()) is not None:
             breaker.login_thread(thread)
+        if (logins := _LOGINS.get()) is not None:
+            logins.append(thread)
         return thread
+
+
+def _close_when_made(login: concurrent.futures.Future[Any]) -> None:
+    """Close the driver connection `login`'s thread makes, if it makes one: its lookup was cut
+    while it was in the driver, and nobody takes it. Else it stays open, outside the pool and
+    uncounted by it (a session more on the server), until the last reference to it goes."""
+
+    def close(done: concurrent.futures.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        try:
+            done.result().close()  # in the login's own thread, as it returns
+        except pyodbc.Error as exc:
+            log.debug("closing a login nobody waited for: %s", describe(exc))
+
+    login.add_done_callback(close)
 
 
 async def _returned(threads: Sequence[concurrent.futures.Future[Any]], seconds: float | None) -> None:
@@ -446,10 +468,16 @@ class _GatedPool(aioodbc.Pool):
                 # probe is refused instead): the driver may not keep its login timeout, and a
                 # login begun beside it might stay there too. Once it is overdue, one may.
                 await _returned(earlier, self.breaker.overdue_in())
-            logging_in = _LOGGING_IN.set(self.breaker)
+            logins: list[concurrent.futures.Future[Any]] = []
+            logging_in, listing = _LOGGING_IN.set(self.breaker), _LOGINS.set(logins)
             try:
                 await super()._fill_free_pool(override_min)
+            except asyncio.CancelledError:
+                for login in logins:
+                    _close_when_made(login)
+                raise
             finally:
+                _LOGINS.reset(listing)
                 _LOGGING_IN.reset(logging_in)
         except asyncio.CancelledError:
             if gated:

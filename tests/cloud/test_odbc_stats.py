@@ -933,6 +933,49 @@ async def test_a_login_cut_with_its_turn_is_waited_for_until_overdue_then_one_be
         await stats.aclose()
 
 
+async def test_a_login_cut_with_its_turn_that_then_succeeds_leaves_no_session_open(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lookup's login cut (its turn cancelled, or its deadline) while still in the driver: the
+    # driver connection the login makes after all is nobody's. It stayed open, outside the pool
+    # and uncounted by it (a session more on the server than the pool's size), held by the
+    # breaker's list of login threads until the next login, and past shutdown.
+    db = players_db(settings)
+    logging_in, returns, returned = threading.Event(), threading.Event(), threading.Event()
+    connect = pyodbc.connect
+
+    def slow(*args: Any, **kwargs: Any) -> pyodbc.Connection:
+        logging_in.set()
+        returns.wait(60)  # a guard: set by the test
+        try:
+            return connect(*args, **kwargs)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(pyodbc, "connect", slow)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    before = handles_on(db)
+    stats = await OdbcStats.open(odbc_string(db), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(asyncio.to_thread(logging_in.wait), 30)  # a guard
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()
+        returns.set()
+        await asyncio.wait_for(asyncio.to_thread(returned.wait), 30)  # a guard
+        for _ in range(200):  # a guard, not a timing: closed in the login's thread as it returns
+            if handles_on(db) == before:
+                break
+            await asyncio.sleep(0.05)
+        assert handles_on(db) == before
+        assert stats._pool.size == 0
+    finally:
+        returns.set()
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(db) == before
+
+
 async def test_a_statement_in_the_driver_after_its_login_holds_off_no_other_login(
     settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
 ) -> None:
