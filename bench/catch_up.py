@@ -8,8 +8,16 @@ from a day apart. While the bot was down, three notes were sent: in the DM heard
 the configured channel, and in the DM heard from longest ago. The fake Discord (on its own thread)
 answers each history read `--latency` seconds late, as a round trip to Discord takes. Times are
 from the catch-up's first request; "reads/s" is the most history reads in any one second (Discord
-allows 50 requests a second in all, answers included). `--old`: the commit whose
-`CatchUp._catch_up` is measured as "old" (the one before reads were ordered and paced).
+allows 50 requests a second in all, answers included).
+
+The baseline, "old": `CatchUp._catch_up` as it is at `--old` (by default the commit before reads
+were ordered and paced: every place read one after another in the order of its id, unpaced,
+and the notes found answered once all are read), taken from git and run in today's bot in place
+of today's `_catch_up`; the helpers it calls (`_channel`, `_sort`, `_within_flood_limit`, ...)
+and the ledger are today's. It lists the DMs with `NoteLedger.places("dm")`, a read the ledger
+no longer has: the bench gives the old code that read, the same rows of the same table (see
+`_places`). Any failure of the measured catch-up ends the run with it, not with a wait for
+answers that never come.
 """
 
 from __future__ import annotations
@@ -54,6 +62,15 @@ def old_catch_up(rev: str) -> Any:
     return module.CatchUp._catch_up
 
 
+async def _places(ledger: NoteLedger, kind: str) -> list[int]:
+    """`NoteLedger.places(kind)` as the old catch-up calls it: the ids of the places of that kind,
+    from the ledger's places table, which keeps the rows it read. Old code asks only for DMs,
+    which `dms()` reads; the old method's order (none) does not matter, as it takes them as a set."""
+    if kind != "dm":
+        raise NotImplementedError(kind)
+    return [place_id for place_id, _ in await ledger.dms()]
+
+
 async def run(dms: int, latency: float, note: bytes, round_: int, method: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="voxdesk-bench-") as tmp:
         settings = load_settings(
@@ -90,9 +107,25 @@ async def run(dms: int, latency: float, note: bytes, round_: int, method: Any) -
             # Logged in, the cogs loaded afresh (discord.py execs each extension anew), not yet
             # connected: the catch-up begins at READY.
             cog = bot.get_cog("CatchUp")
-            cog._catch_up = types.MethodType(method, cog)
+            failures: list[Exception] = []
+
+            async def measured(self: Any, *args: Any, **kwargs: Any) -> None:
+                try:
+                    await method(self, *args, **kwargs)
+                except Exception as exc:
+                    failures.append(exc)
+                    raise
+
+            cog._catch_up = types.MethodType(measured, cog)
+            if method is not catch_up.CatchUp._catch_up and not hasattr(bot.core.notes, "places"):
+                bot.core.notes.places = types.MethodType(_places, bot.core.notes)
             await asyncio.wait_for(bot.wait_until_ready(), 60)
             await asyncio.wait_for(bot.get_cog("CatchUp").caught_up.wait(), 600)
+            if failures:
+                # Retried at each recheck, it would fail alike: no note would be answered.
+                stop.set()
+                await task
+                raise RuntimeError("the measured catch-up failed") from failures[0]
             notes = list(sent.values())
             await ft.call(fake.wait_for(lambda _: all(fake.replies_to(n["id"]) for n in notes), 120))
             stop.set()
