@@ -77,6 +77,8 @@ async def main() -> None:
     parser.add_argument("--kind", action="append", help="short, ramble, double (default: all)")
     parser.add_argument("--condition", action="append", help="default: clean and noisy")
     args = parser.parse_args()
+    # Before the Whisper pass, which takes minutes: a missing package is said at once.
+    moonshine = Moonshine()
     conditions = args.condition or ["clean", "noisy"]
     settings = load_settings()
     meaning.use(settings.offline.meaning_model)
@@ -91,7 +93,7 @@ async def main() -> None:
         outcomes = await neural_eval.hear_all(whisper, "whisper", made, settings.audio)
     finally:
         await whisper.aclose()
-    outcomes += await neural_eval.hear_all(Moonshine(), "moonshine", made, settings.audio)  # type: ignore[arg-type]
+    outcomes += await neural_eval.hear_all(moonshine, "moonshine", made, settings.audio)  # type: ignore[arg-type]
     for split in args.split:
         print(neural_eval.report(outcomes, split, models))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
