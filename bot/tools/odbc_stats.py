@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -421,16 +422,26 @@ class _DriverThreads(ThreadPoolExecutor):
         return thread
 
 
-def _close_when_made(login: concurrent.futures.Future[Any]) -> None:
+def _close_when_made(login: concurrent.futures.Future[Any], threads: ThreadPoolExecutor) -> None:
     """Close the driver connection `login`'s thread makes, if it makes one: its lookup was cut
     while it was in the driver, and nobody takes it. Else it stays open, outside the pool and
     uncounted by it (a session more on the server), until the last reference to it goes."""
+    loop_thread = threading.get_ident()
 
     def close(done: concurrent.futures.Future[Any]) -> None:
         if done.cancelled() or done.exception() is not None:
             return
+        if threading.get_ident() == loop_thread:
+            # Returned before its lookup was cut, and called here at once: the driver's disconnect
+            # may wait on the network, holding the loop. ThreadPoolExecutor's own submit: this is
+            # no login, for the breaker to wait for or to list.
+            try:
+                ThreadPoolExecutor.submit(threads, close, done)
+                return
+            except RuntimeError:  # the threads shut down: no other thread to close it on
+                pass
         try:
-            done.result().close()  # in the login's own thread, as it returns
+            done.result().close()  # in the login's own thread as it returns, or another driver thread
         except pyodbc.Error as exc:
             log.debug("closing a login nobody waited for: %s", describe(exc))
 
@@ -450,9 +461,10 @@ async def _returned(threads: Sequence[concurrent.futures.Future[Any]], seconds: 
 class _GatedPool(aioodbc.Pool):
     """aioodbc's pool with its logins let through, or refused, by a LoginBreaker."""
 
-    def __init__(self, breaker: LoginBreaker, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, breaker: LoginBreaker, *, executor: ThreadPoolExecutor, **kwargs: Any) -> None:
+        super().__init__(executor=executor, **kwargs)
         self.breaker = breaker
+        self._driver_threads = executor
 
     async def _fill_free_pool(self, override_min: bool) -> None:
         # aioodbc logs in here (minsize is 0) when no connection is free and the pool has room.
@@ -474,7 +486,7 @@ class _GatedPool(aioodbc.Pool):
                 await super()._fill_free_pool(override_min)
             except asyncio.CancelledError:
                 for login in logins:
-                    _close_when_made(login)
+                    _close_when_made(login, self._driver_threads)
                 raise
             finally:
                 _LOGINS.reset(listing)

@@ -8,6 +8,7 @@ the pool, retry, timeout and error handling that production relies on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import inspect
 import logging
@@ -972,6 +973,62 @@ async def test_a_login_cut_with_its_turn_that_then_succeeds_leaves_no_session_op
         assert stats._pool.size == 0
     finally:
         returns.set()
+        await asyncio.wait_for(stats.aclose(), 30)
+    assert handles_on(db) == before
+
+
+async def test_a_login_cut_just_as_it_returns_closes_its_connection_off_the_loop(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lookup cut (its turn cancelled, or its deadline) once the driver's login has returned but
+    # before the loop has taken the connection it made: that connection, nobody's, is closed, but
+    # not on the event loop's thread, where the driver's disconnect, which may wait on the
+    # network, would hold every voice and every other player meanwhile.
+    db = players_db(settings)
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    closed_on: list[int] = []
+    connect = pyodbc.connect
+    turns: list[asyncio.Task[Any]] = []
+
+    class Watched:
+        """The driver connection the login makes, each close of it told."""
+
+        def __init__(self, conn: pyodbc.Connection) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
+        def close(self) -> None:
+            closed_on.append(threading.get_ident())
+            self._conn.close()
+
+    def cut_as_it_returns() -> None:
+        login = stats._breaker._threads[-1][0]
+        concurrent.futures.wait([login], timeout=30)  # a guard: the loop held until it has returned
+        turns[0].cancel()
+
+    def returning(*args: Any, **kwargs: Any) -> Watched:
+        made = Watched(connect(*args, **kwargs))
+        loop.call_soon_threadsafe(cut_as_it_returns)
+        return made
+
+    monkeypatch.setattr(pyodbc, "connect", returning)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    before = handles_on(db)
+    stats = await OdbcStats.open(odbc_string(db), one)
+    try:
+        turns.append(asyncio.create_task(stats.player_summary(NOVA)))
+        done, _ = await asyncio.wait(turns, timeout=30)  # a guard, not a timing assertion
+        assert done and turns[0].cancelled()
+        for _ in range(200):  # a guard, not a timing: closed in a driver thread
+            if closed_on:
+                break
+            await asyncio.sleep(0.05)
+        assert len(closed_on) == 1 and closed_on[0] != loop_thread
+        assert stats._pool.size == 0
+    finally:
         await asyncio.wait_for(stats.aclose(), 30)
     assert handles_on(db) == before
 
