@@ -298,6 +298,8 @@ class VoiceAgent:
             log, "usage.db is written again", level=logging.ERROR, beside=self.usage_unread
         )
         self.usage_unread.beside = self._usage_unwritten
+        # A full or read-only disk refuses every turn's save alike: said once, not once a note.
+        self._history_unwritten = Outage(log, "conversations.db is written again", level=logging.ERROR)
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -640,7 +642,11 @@ class VoiceAgent:
             if not kept:
                 log.info("%s was sent before its player's /forget: its turn is not kept", context.who)
         except Exception as exc:
-            log.error("could not save the turn of user %s: %s", context.speaker, _reason(exc))
+            self._history_unwritten.failed(
+                _reason(exc), "could not save the turn of user %s: %s", context.speaker, _reason(exc)
+            )
+        else:
+            self._history_unwritten.answered()
 
     async def _canned(
         self, text: str, kind: str, user_text: str | None, voice: str | None, watch: _Stopwatch

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, opening, prune_due, while_locked, writing
+from bot.db import add_missing_columns, naming, opening, prune_due, while_locked, writing
 from bot.engines.base import PastTurn
 from bot.turns import MAX_HISTORY_CHARS, chars_of
 
@@ -90,6 +91,9 @@ class ConversationStore:
         self.forget_seconds = max(self.idle_seconds, answered_minutes * 60 + ANSWER_MARGIN_SECONDS)
         self._pruned_at = 0.0
         self._write_lock = asyncio.Lock()
+        # Named in a refused write's error: nine databases share the storage folder, and SQLite's
+        # "database or disk is full" or "attempt to write a readonly database" names none.
+        self.path: Path | None = None
 
     @classmethod
     async def open(
@@ -103,6 +107,7 @@ class ConversationStore:
             )
             await conn.executescript(INDEXES)
             store = cls(conn, max_turns, idle_minutes, answered_minutes=answered_minutes)
+            store.path = Path(path)
             await store.prune()
             return store
 
@@ -172,6 +177,23 @@ class ConversationStore:
         kept, not by `at`: a clock stepped back would put a newer turn's `at` before it).
         `sent_at`, when its request was sent: one sent before the player's latest /forget (or in
         its millisecond, which Discord's ids cannot order) is not kept."""
+        try:
+            return await self._append(user_id, turn, conversation, request_id, afresh, sent_at, since)
+        except sqlite3.Error as exc:
+            if self.path is None:
+                raise
+            raise naming(self.path, exc) from exc
+
+    async def _append(
+        self,
+        user_id: str,
+        turn: PastTurn,
+        conversation: str,
+        request_id: str,
+        afresh: bool,
+        sent_at: float,
+        since: float,
+    ) -> bool:
         at = turn.at or time.time()
         async with writing(self._conn, self._write_lock):
             # One transaction from the look at the /forget to the insert: another process's

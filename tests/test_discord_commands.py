@@ -209,6 +209,35 @@ async def test_a_filing_the_disk_refuses_is_held_and_the_player_told_so(harness:
     assert said == HELD_FOR_LATER  # as it stands: not "Sorry, I couldn't file that: I couldn't..."
 
 
+async def test_history_a_read_only_disk_refuses_is_said_once_by_file_and_kept_again_after(
+    harness: Harness, caplog
+):
+    """conversations.db turns read-only while the bot runs (a disk remounted read-only, a file
+    chowned away): every note is answered without its turn kept, and the log says so once, naming
+    the file, rather than an ERROR a note naming none; the first turn kept again says it ended."""
+    from bot.app import storage_paths
+
+    fake = harness.fake
+    store = harness.bot.core.conversations
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+    await store._conn.execute("PRAGMA query_only = ON")  # SQLite's own SQLITE_READONLY on each write
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="bot.agent")
+    for _ in range(2):  # answered from the history as it was: one turn, however many notes
+        assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")
+    assert (await reply_to_note(fake, blaze))[1].content.endswith("History 0.")
+    path = storage_paths(harness.settings).conversations
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert f"{path}: attempt to write a readonly database" in errors[0], errors
+    await store._conn.execute("PRAGMA query_only = OFF")  # the disk takes writes again
+    caplog.clear()
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 2.")
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.agent"]
+    assert said == ["conversations.db is written again"], said
+
+
 async def test_a_command_both_bots_of_an_overlapping_deploy_get_is_answered_and_filed_once(
     settings, fake: FakeDiscord, caplog
 ):
