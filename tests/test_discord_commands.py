@@ -238,6 +238,44 @@ async def test_history_a_read_only_disk_refuses_is_said_once_by_file_and_kept_ag
     assert said == ["conversations.db is written again"], said
 
 
+async def test_a_complaint_a_read_only_store_and_a_full_spool_refuse_is_logged_by_file_then_filed(
+    harness: Harness, monkeypatch, caplog
+):
+    """grievances.db turns read-only while the bot runs and the disk has no room for the spool's
+    line either: the player hears no key, only that it is held; the one ERROR names the database,
+    SQLite's cause, the spool and the disk's cause (no path in an ENOSPC of its own), so staff know
+    which disk to free; once it takes writes again the next filing files both, each once."""
+    import errno
+
+    from bot.app import storage_paths
+    from bot.sentences import HELD_FOR_LATER
+    from bot.tools import grievance_spool
+
+    def full_disk(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fake = harness.fake
+    conn = harness.bot.core.grievances.local_store._conn
+    await conn.execute("PRAGMA query_only = ON")  # SQLite's own SQLITE_READONLY on each write
+    monkeypatch.setattr(grievance_spool, "_write_all", full_disk)
+    caplog.clear()
+    said = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
+    assert said == HELD_FOR_LATER
+    assert "GRV-14" not in await ask(fake, blaze, "grievance", sub("list"))
+    paths = storage_paths(harness.settings)
+    store = "bot.tools.grievance_store"
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == store]
+    assert f"{paths.grievances}: attempt to write a readonly database" in error, error
+    assert f"{paths.grievances}.spool.jsonl ([Errno 28] No space left on device)" in error, error
+    await conn.execute("PRAGMA query_only = OFF")  # room again
+    monkeypatch.undo()
+    filing = sub("file", category="reward_points", description="Badge gone.")
+    again = await ask(fake, blaze, "grievance", filing)
+    assert again.startswith("Filed ticket `GRV-15`"), again
+    mine = [g.description for g in await harness.bot.core.grievances.local_store.status(BLAZE)]
+    assert mine.count("Gems gone.") == 1 and mine.count("Badge gone.") == 1, mine
+
+
 async def test_a_command_both_bots_of_an_overlapping_deploy_get_is_answered_and_filed_once(
     settings, fake: FakeDiscord, caplog
 ):

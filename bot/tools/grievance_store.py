@@ -32,6 +32,7 @@ from bot import sentences as say
 from bot.db import (
     add_missing_columns,
     first,
+    naming,
     no_database,
     only_in_log,
     open_read_only,
@@ -515,6 +516,9 @@ class LocalGrievanceStore:
         self._renewer: asyncio.Task[None] | None = None
         # Why a read-only open found no database (counted as none), or "".
         self._absent = ""
+        # The database's file, named in what a refused filing logs: SQLite's "database or disk is
+        # full" names none, and staff free the disk it is on.
+        self._path: Path | None = None
         self._store_id: str | None = None
         self._store_id_lock = asyncio.Lock()
 
@@ -557,6 +561,7 @@ class LocalGrievanceStore:
             attached = await _attach_recent_or_memory(conn, recent)
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
             store._recent, store._recent_id = recent, attached
+            store._path = Path(path)
             if emptied:
                 # SQLite takes an empty file for a new database: a store truncated by a failed
                 # copy or restore would go on as if it never held a grievance.
@@ -628,7 +633,8 @@ class LocalGrievanceStore:
                 except sqlite3.Error as exc:
                     await self._rollback()
                     row = _spool_row(user_id, category, description, now, state, choice, filing_id)
-                    await self._keep_for_later(exc, filing_id, row)
+                    named = exc if self._path is None else naming(self._path, exc)
+                    await self._keep_for_later(named, filing_id, row)
                     metrics.GRIEVANCES.labels("kept").inc()
                     raise ToolError(say.KEPT_FOR_LATER) from None
                 except BaseException:
@@ -789,9 +795,16 @@ class LocalGrievanceStore:
             raise exc
         try:
             await asyncio.to_thread(self._spool.keep, filing_id, **row)
-        except OSError:
-            # The words survive in this line for an operator whatever becomes of them.
-            log.exception("grievance could be neither filed nor kept on disk: %s", json.dumps(row))
+        except OSError as refused:
+            # The words survive in this line for an operator whatever becomes of them. Both causes
+            # and both files: an ENOSPC from write() names no file, nor SQLite's error its database.
+            log.exception(
+                "grievance could be neither filed (%s) nor kept in %s (%s): %s",
+                exc,
+                self._spool.path,
+                refused,
+                json.dumps(row),
+            )
             if not self._hold(filing_id, row):
                 raise exc from None
             raise ToolError(say.HELD_FOR_LATER) from None
