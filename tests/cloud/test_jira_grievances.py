@@ -46,9 +46,15 @@ def pushed_keys(fake: FakeJira) -> list[str]:
     return sorted(m[1] for i in fake.issues.values() for x in i.labels if (m := PUSH_LABEL.match(x)))
 
 
+# The client's timeout is long enough for any request the fake answers: on a busy machine (CI's
+# xdist workers, each with its fake Jira) an answered request can take more than a second. It is
+# shorter than the fake's hang, which a client then always gives up on first. A test of a hang or
+# of a timeout names SHORT_TIMEOUT, which it waits out, and is no slower for this one.
+TIMEOUT = 10.0
+SHORT_TIMEOUT = 0.5
 FAST = {
     "push_interval_seconds": 0.05,
-    "timeout_seconds": 0.5,
+    "timeout_seconds": TIMEOUT,
     "max_backoff_seconds": 0.2,
     "settle_seconds": 0.0,
 }
@@ -325,7 +331,7 @@ async def test_a_round_pushes_every_pending_grievance_batch_after_batch(fake, db
 
 async def test_pending_grievances_are_pushed_after_a_restart(fake, db) -> None:
     fake.fail("hang")  # Jira times out while these are filed
-    first = await open_backend(fake, db)
+    first = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     await first.start()
     keys = [(await first.register(BLAZE, "wallet", f"refund {i} missing")).key for i in range(3)]
     await asyncio.sleep(0.2)
@@ -347,7 +353,7 @@ async def test_pending_grievances_are_pushed_after_a_restart(fake, db) -> None:
 
 async def test_a_timeout_after_jira_created_the_issue_does_not_duplicate_it(fake, db) -> None:
     fake.fail("create_then_hang", times=1)
-    backend = await open_backend(fake, db)
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     await backend.start()
     try:
         ticket = await backend.register(NOVA, "gaming_experience", "the game froze during the final")
@@ -406,7 +412,7 @@ async def test_a_lost_create_answer_finds_the_issue_in_the_words_jira_cloud_wrot
     # words; Jira writing those words back otherwise made the push create a second issue.
     fake.stored_description = stored
     fake.fail("create_then_hang", times=1)
-    backend = await open_backend(fake, db)
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     await backend.start()
     try:
         ticket = await backend.register(NOVA, "wallet", words)
@@ -432,7 +438,8 @@ async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice
     # or a proxy between them cuts it off: a 502), and Jira makes the issue afterwards. Its
     # search showing no such issue yet proves nothing while that create may still be under way.
     fake.fail(mode, times=1)
-    backend = await open_backend(fake, db, max_backoff_seconds=60.0)  # settle_seconds is 0 here
+    # settle_seconds is 0 here
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT, max_backoff_seconds=60.0)
     try:
         ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
         with pytest.raises(TrackerError, match=said):
@@ -517,7 +524,7 @@ async def test_a_listing_while_the_push_waits_to_find_its_issue_tells_jiras_stat
     # Jira made the issue, but the create's answer was lost: the push looks for it again only
     # after the longest backoff. Staff resolved it meanwhile; the player asks for their tickets.
     fake.fail("create_then_hang", times=1)
-    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT, max_backoff_seconds=60.0)
     try:
         await backend.register(NOVA, "wallet", "charged twice for the season pass")
         with pytest.raises(TrackerError, match="did not answer"):
@@ -624,7 +631,7 @@ async def test_after_a_restore_from_a_backup_a_reused_key_is_not_taken_for_the_l
     restore(db, saved)
 
     fake.fail("create_then_hang", times=1)
-    backend = await open_backend(fake, db)
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     await backend.start()
     try:
         ticket = await backend.register(BLAZE, "gaming_experience", "the lobby *kicks* me out\n")
@@ -794,7 +801,7 @@ async def test_ten_grievances_survive_an_outage_a_restart_and_a_lost_answer(fake
     assert fake.issues == {}
 
     fake.fail("create_then_hang", times=1)  # Jira is back, but the first answer gets lost
-    second = await open_backend(fake, db)
+    second = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     await second.start()
     try:
         await eventually(lambda: len(fake.issues) == 10)
@@ -1136,13 +1143,13 @@ async def test_a_grievance_that_cannot_go_to_jira_stays_local_and_holds_up_nothi
 # ---- status -------------------------------------------------------------------------------------
 
 
-def jira_env(fake: FakeJira, token: str | None = None) -> dict[str, str]:
+def jira_env(fake: FakeJira, token: str | None = None, **changes: object) -> dict[str, str]:
     return {
         "VOXDESK_TOOLS_GRIEVANCES": "jira",
         "VOXDESK_JIRA_URL": fake.url,
         "JIRA_EMAIL": fake.email,
         "JIRA_API_TOKEN": token or fake.token,
-        **{f"VOXDESK_JIRA_{k.upper()}": str(v) for k, v in FAST.items()},
+        **{f"VOXDESK_JIRA_{k.upper()}": str(v) for k, v in {**FAST, **changes}.items()},
     }
 
 
@@ -1156,7 +1163,8 @@ async def tool(app, user: str, name: str, **arguments: object) -> dict:
 async def test_status_while_jira_is_down_comes_from_the_local_record_with_a_note(
     fake, settings, scripted_app_engine
 ) -> None:
-    settings = make_settings(settings.storage_dir, **jira_env(fake))
+    # Its lookups on a hanging Jira each wait out the timeout.
+    settings = make_settings(settings.storage_dir, **jira_env(fake, timeout_seconds=SHORT_TIMEOUT))
     async with running_app(settings, scripted_app_engine) as app:
         filed = await tool(app, NOVA, "register_grievance", category="wallet", description="double charge")
         assert filed == {"ticket_key": "GRV-14", "status": "open", "category": "wallet"}
@@ -1313,9 +1321,7 @@ async def test_jql_in_model_arguments_changes_nothing(fake, settings, scripted_a
 async def test_an_id_or_key_with_a_line_break_after_it_reaches_no_jql_nor_label(fake, db) -> None:
     # A pattern's `$` also matches before a final line break: "<id>\n" would pass for a Discord id
     # (a label and JQL with the break in them) and "GRV-1\n" for a key (a request for it).
-    # Nothing in it times out: the file's half-second timeout, met by a first listing on a busy
-    # machine, would answer from the local record before any JQL was sent.
-    backend = await open_backend(fake, db, timeout_seconds=30.0)
+    backend = await open_backend(fake, db)
     try:
         ticket = await backend.register(f"{NOVA}\n", "wallet", "charged twice for the battle pass")
         assert await backend.push_pending() == 0  # no Discord user's: kept local
@@ -2085,14 +2091,14 @@ async def test_a_grievance_due_before_the_clock_was_set_back_waits_no_longer_tha
     backend = await open_backend(fake, db, push_interval_seconds=60.0, max_backoff_seconds=600.0)
     # Nothing the pusher sets lies further off: its claim's timeouts, Jira's search lag and the
     # longest backoff together.
-    longest = 3 * 0.5 + 0.0 + 600.0
+    longest = 3 * TIMEOUT + 0.0 + 600.0
     try:
         ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
         if left == "refusal's retry":
             fake.fail("reject_create", times=1)
             assert await backend.push_pending() == 0
         else:
-            assert await backend.local_store.claim(ticket.key, clock.time() + 2 * 0.5 + 600.0)
+            assert await backend.local_store.claim(ticket.key, clock.time() + 2 * TIMEOUT + 600.0)
         clock.back = 3600.0
         assert await backend.push_pending() == 0  # what it waits for may still be under way
         clock.back -= longest + 1.0
@@ -2333,7 +2339,7 @@ async def test_a_push_whose_answer_was_lost_takes_no_issue_staff_gave_another_pl
     # Jira made Nova's issue but its answer was lost; before the push looked again, staff gave
     # that issue to Blaze. It is his now: Nova's grievance gets an issue of its own.
     fake.fail("create_then_hang", times=1)
-    backend = await open_backend(fake, db)
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     try:
         ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
         with pytest.raises(TrackerError):
@@ -2400,9 +2406,7 @@ async def test_an_outage_is_logged_once_and_its_end_once(fake, db, caplog) -> No
 
 async def test_status_asked_again_and_again_during_an_outage_warns_once(fake, db, caplog) -> None:
     # Each player who asked for their tickets while Jira was down added the same WARNING.
-    # Its outages are 500s, answered at once: the file's half-second timeout, met by a first
-    # connection on a busy machine, would end the push before any outage began.
-    backend = await open_backend(fake, db, timeout_seconds=30.0)
+    backend = await open_backend(fake, db)
     caplog.set_level(logging.INFO, logger="bot.tools.jira_grievances")
     try:
         await backend.register(NOVA, "wallet", "first")
