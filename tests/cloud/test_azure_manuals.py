@@ -59,22 +59,27 @@ async def fake() -> AsyncIterator[FakeSearch]:
         yield server
 
 
+# A request's timeout long enough for any request the fake answers, on a busy machine too. A test
+# of a hang, or of a Retry-After longer than a request's timeout, names SHORT_TIMEOUT.
+TIMEOUT = 10.0
+SHORT_TIMEOUT = 1.0
+
+
 def search_settings(fake: FakeSearch, **overrides: object) -> SearchSettings:
-    values: dict[str, object] = {"endpoint": fake.endpoint, "timeout_seconds": 1.0, "retries": 1}
+    values: dict[str, object] = {"endpoint": fake.endpoint, "timeout_seconds": TIMEOUT, "retries": 1}
     return SearchSettings(**(values | overrides))  # type: ignore[arg-type]
 
 
 def app_settings(settings: Settings, fake: FakeSearch, **env: str) -> Settings:
     """The seeded test settings, switched to Azure manuals by configuration alone."""
-    return make_settings(
-        settings.storage_dir,
-        VOXDESK_TOOLS_MANUALS="azure",
-        VOXDESK_SEARCH_ENDPOINT=fake.endpoint,
-        VOXDESK_SEARCH_TIMEOUT_SECONDS="1",
-        VOXDESK_SEARCH_RETRIES="1",
-        AZURE_SEARCH_API_KEY=fake.api_key,
-        **env,
-    )
+    defaults = {
+        "VOXDESK_TOOLS_MANUALS": "azure",
+        "VOXDESK_SEARCH_ENDPOINT": fake.endpoint,
+        "VOXDESK_SEARCH_TIMEOUT_SECONDS": f"{TIMEOUT:g}",
+        "VOXDESK_SEARCH_RETRIES": "1",
+        "AZURE_SEARCH_API_KEY": fake.api_key,
+    }
+    return make_settings(settings.storage_dir, **{**defaults, **env})
 
 
 async def ask(app, query: str):  # type: ignore[no-untyped-def]
@@ -227,7 +232,7 @@ async def test_over_a_thousand_sections_removed_are_deleted_in_batches(
 
 async def test_index_manuals_waits_out_a_throttled_service(fake: FakeSearch) -> None:
     # No player waits on an upload: a Retry-After longer than a request's timeout is waited out.
-    settings = search_settings(fake)
+    settings = search_settings(fake, timeout_seconds=SHORT_TIMEOUT)
     await index_manuals(settings, fake.api_key, MANUALS)
     fake.fail_with(429, retry_after=1.5, times=1)
     summary = await index_manuals(settings, fake.api_key, MANUALS)
@@ -239,7 +244,7 @@ async def test_index_manuals_says_it_waits_out_a_long_retry_after(
 ) -> None:
     # A throttled upload asking for an hour was slept on without a word: the operator (or a
     # deploy job) saw index-manuals hang, with nothing to tell a wait from a hang.
-    settings = search_settings(fake)
+    settings = search_settings(fake, timeout_seconds=SHORT_TIMEOUT)
     await index_manuals(settings, fake.api_key, MANUALS)
     fake.fail_with(429, retry_after=1.5, times=1)  # past the 1 s timeout of a request
     with caplog.at_level(logging.WARNING, logger="bot.tools.azure_manuals"):
@@ -767,6 +772,8 @@ async def test_search_down_is_a_sentence_the_player_hears(
 ) -> None:
     await index_manuals(search_settings(fake), fake.api_key, MANUALS)
     env = {"VOXDESK_SEARCH_INDEX": "missing"} if failure == "no index" else {}
+    if failure == "hang":  # waited out
+        env["VOXDESK_SEARCH_TIMEOUT_SECONDS"] = f"{SHORT_TIMEOUT:g}"
     async with running_app(app_settings(settings, fake, **env), scripted_app_engine) as app:
         if failure == "500":
             fake.fail_with(500)
@@ -1060,7 +1067,7 @@ async def test_an_endpoint_that_is_no_search_service_is_said_to_be_one(tmp_path:
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    settings = SearchSettings(endpoint=f"http://127.0.0.1:{runner.addresses[0][1]}", timeout_seconds=1.0)
+    settings = SearchSettings(endpoint=f"http://127.0.0.1:{runner.addresses[0][1]}", timeout_seconds=TIMEOUT)
     said = []
     try:
         with pytest.raises(SearchServiceError) as raised:
@@ -1210,7 +1217,7 @@ async def test_check_says_in_one_line_why_no_entra_token_could_be_had(
         VOXDESK_TOOLS_MANUALS="azure",
         VOXDESK_SEARCH_ENDPOINT=fake.endpoint,
         VOXDESK_SEARCH_AUTH="entra",
-        VOXDESK_SEARCH_TIMEOUT_SECONDS="1",
+        VOXDESK_SEARCH_TIMEOUT_SECONDS=f"{TIMEOUT:g}",
         VOXDESK_SEARCH_RETRIES="1",
     )
     line = {r.service: r for r in await check_all(wrong)}["manuals"]
