@@ -58,10 +58,16 @@ def fast(settings: Settings) -> Settings:
     return settings.replace(news=NEWS)
 
 
-def with_jira(settings: Settings, jira: FakeJira) -> Settings:
+def with_jira(settings: Settings, jira: FakeJira, timeout_seconds: float = 10.0) -> Settings:
+    # The timeout is long enough for any request the fake answers, on a busy machine too.
     return fast(settings).replace(
         tools={"grievances": "jira"},
-        jira={"url": jira.url, "push_interval_seconds": 0.05, "timeout_seconds": 1.0, "settle_seconds": 0.0},
+        jira={
+            "url": jira.url,
+            "push_interval_seconds": 0.05,
+            "timeout_seconds": timeout_seconds,
+            "settle_seconds": 0.0,
+        },
         secrets={"jira_email": jira.email, "jira_api_token": jira.token},
     )
 
@@ -548,7 +554,8 @@ async def test_a_filing_cut_by_a_stop_and_told_in_the_answer_is_no_news_after_it
 async def test_a_filing_cut_by_a_stop_that_reaches_jira_first_is_told_once_by_its_jira_key(
     settings: Settings, fake: FakeDiscord, jira: FakeJira, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = with_jira(settings, jira)
+    # The push the stop cut off holds its claim for 3 timeouts, which the restart waits out.
+    settings = with_jira(settings, jira, timeout_seconds=1.0)
     notes = await cut_mid_filing(settings, fake, caplog, [(nova, 0.0)])
     engine = Complains()
     engine.gate.clear()
