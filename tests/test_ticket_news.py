@@ -31,7 +31,7 @@ from bot.tools import ticket_rows
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
-from tests.cloud.test_jira_grievances import Delays, eventually, jira_settings
+from tests.cloud.test_jira_grievances import SHORT_TIMEOUT, Delays, eventually, jira_settings
 from tests.conftest import BLAZE, NOVA
 from tests.fakes.jira_server import (
     JQL,
@@ -1761,7 +1761,8 @@ async def test_a_change_staff_make_while_a_late_made_issue_waits_for_its_push_is
     # left to the push's news. The push finds it minutes later, past the next poll's window.
     front = Recorder()
     fake.fail("create_then_hang", times=1)
-    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+    jira = await open_jira(fake, tmp_path, timeout_seconds=SHORT_TIMEOUT)  # its lost create waits this out
+    async with news_over(tmp_path, jira) as p:
         await p.grievances.register(NOVA, "wallet", "charged twice")  # heard GRV-1
         with pytest.raises(Exception, match="did not answer"):
             await p.grievances.push_pending()
