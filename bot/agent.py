@@ -646,7 +646,8 @@ class VoiceAgent:
                 _reason(exc), "could not save the turn of user %s: %s", context.speaker, _reason(exc)
             )
         else:
-            self._history_unwritten.answered()
+            if kept:  # a turn a /forget drops writes nothing: no sign the disk takes writes
+                self._history_unwritten.answered()
 
     async def _canned(
         self, text: str, kind: str, user_text: str | None, voice: str | None, watch: _Stopwatch

@@ -238,6 +238,43 @@ async def test_history_a_read_only_disk_refuses_is_said_once_by_file_and_kept_ag
     assert said == ["conversations.db is written again"], said
 
 
+async def test_a_turn_a_forget_drops_while_history_is_refused_is_no_sign_the_disk_is_back(
+    harness: Harness, caplog
+):
+    """A turn sent before its player's /forget writes nothing (its transaction only reads): while
+    conversations.db is refused, that is no "written again", nor is the next refusal news."""
+    from bot.conversations import FORGOTTEN
+
+    fake = harness.fake
+    store = harness.bot.core.conversations
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+    # Nova's /forget, already on disk, is later than any note nova sends during this test.
+    await store._conn.execute(
+        "INSERT INTO turns (user_id, conversation, at, reply_text) VALUES (?, ?, ?, '')",
+        (str(nova.id), FORGOTTEN, time.time() + 3600),
+    )
+    await store._conn.commit()
+    # SQLite's own SQLITE_FULL on a write that needs a page more; a read-only database would
+    # refuse the transaction's BEGIN IMMEDIATE too, a full disk does not.
+    (pages,) = (await store._conn.execute_fetchall("PRAGMA page_count"))[0]
+    await store._conn.execute(f"PRAGMA max_page_count = {pages}")
+    with contextlib.suppress(sqlite3.OperationalError):  # the room left in those pages, filled
+        for _ in range(10_000):
+            await store._conn.execute(
+                "INSERT INTO turns (user_id, conversation, at, reply_text) VALUES ('0', 'filler', ?, ?)",
+                (time.time(), "x" * 50),
+            )
+            await store._conn.commit()  # one at a time: SQLITE_FULL rolls back its transaction
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="bot.agent")
+    await reply_to_note(fake, blaze)  # refused: said
+    await reply_to_note(fake, nova)  # dropped by the /forget: nothing written
+    await reply_to_note(fake, blaze)  # refused alike: no news
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.agent" and r.levelno >= logging.INFO]
+    assert "conversations.db is written again" not in said, said
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, said
+
+
 async def test_a_complaint_a_read_only_store_and_a_full_spool_refuse_is_logged_by_file_then_filed(
     harness: Harness, monkeypatch, caplog
 ):
