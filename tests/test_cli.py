@@ -27,9 +27,16 @@ def voxdesk(
     *args: str, storage: Path, timeout: float = 300, cwd: Path = REPO, unprivileged: bool = False, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """`unprivileged`: with file modes applied to it, as a service's user has them. One speech
-    worker, as conftest's settings have: a command that loads the engine (`ask`, `check`, `demo`)
-    otherwise starts one per core, each loading every speech model."""
-    environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), "VOXDESK_OFFLINE_WORKERS": "1", **env}
+    worker and eSpeak's voice, as conftest's settings have: a command that loads the engine
+    (`ask`, `check`, `demo`) otherwise starts one per core, each loading every speech model, and
+    loads and speaks the neural voice, which doubles an `ask`. No test here is of the voice."""
+    environ = {
+        **os.environ,
+        "VOXDESK_STORAGE_DIR": str(storage),
+        "VOXDESK_OFFLINE_WORKERS": "1",
+        "VOXDESK_OFFLINE_VOICE": "en-us",
+        **env,
+    }
     return subprocess.run(
         [*(_without_root_override() if unprivileged else []), sys.executable, "-m", "bot", *args],
         cwd=cwd,
