@@ -178,6 +178,9 @@ def bot_process(
         "DISCORD_TOKEN": TOKEN,
         "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
         "VOXDESK_OFFLINE_WORKERS": "1",
+        # As conftest's settings: the neural voice's load and speech double a turn, and no test
+        # of a process is of the voice.
+        "VOXDESK_OFFLINE_VOICE": "en-us",
         **(env or {}),
     }
     with open(log_path, "ab") as log_file:
