@@ -1126,6 +1126,12 @@ async def test_a_turn_on_a_model_openai_does_not_serve_is_answered_by_the_fallba
     assert "engine openai failed" in caplog.text and "404" in caplog.text
 
 
+# The offline engine a `python -m bot` here loads beside OpenAI's, as conftest's settings have it:
+# one speech worker (not one per core, each loading every speech model) and eSpeak's voice (the
+# neural one's load doubles a start). No test of the command is of the offline engine.
+LIGHT_FALLBACK = {"VOXDESK_OFFLINE_WORKERS": "1", "VOXDESK_OFFLINE_VOICE": "en-us"}
+
+
 async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, fake) -> None:
     import asyncio
     import os
@@ -1140,6 +1146,7 @@ async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, f
         "VOXDESK_AGENT_ENGINE": "openai",
         "OPENAI_BASE_URL": fake.base_url,  # the SDK's own variable, not ours
         "OPENAI_API_KEY": API_KEY,
+        **LIGHT_FALLBACK,
     }
     note = paths.SAMPLES / "2-how-many-points.ogg"
     process = await asyncio.create_subprocess_exec(
@@ -1204,6 +1211,7 @@ async def test_a_key_a_server_echoes_is_masked_in_the_cli_log(storage, fake) -> 
         "VOXDESK_OPENAI_MAX_RETRIES": "0",
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": marker,
+        **LIGHT_FALLBACK,
     }
     note = paths.SAMPLES / "2-how-many-points.ogg"
     process = await asyncio.create_subprocess_exec(
