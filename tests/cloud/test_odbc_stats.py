@@ -1824,38 +1824,37 @@ async def test_a_turn_cancelled_once_while_a_stuck_statements_connection_drops_e
         await asyncio.wait_for(stats.aclose(), 30)
 
 
-async def test_a_turn_cancelled_while_its_statement_is_freed_makes_no_call_on_it_beside(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A pyodbc cursor is not thread-safe: a cancel or a second free of its statement, on another
-    # of the driver's threads while the first free is still in the driver, may crash the process.
-    # The turn cancelled while its answered statement is being freed (a driver slow to free it)
-    # must leave that free to end before the connection is dropped.
-    calls: dict[int, list[str]] = {}  # each cursor's calls in the driver now
-    beside: list[tuple[str, list[str]]] = []  # a call begun while others ran on its cursor
+def _calls_beside(
+    monkeypatch: pytest.MonkeyPatch, handle: type, slow: str
+) -> tuple[asyncio.Event, list[tuple[str, list[str]]]]:
+    """Each call begun on a driver `handle` (a pyodbc cursor or connection) while another of its
+    calls is still in the driver; the first `slow` call (a driver slow to make it) sets the event
+    returned as it begins. Neither handle is thread-safe: a call beside another may crash."""
+    calls: dict[int, list[str]] = {}
+    beside: list[tuple[str, list[str]]] = []
     lock = threading.Lock()
-    freeing = asyncio.Event()
+    begun = asyncio.Event()
     loop = asyncio.get_running_loop()
     execute = aioodbc.Connection._execute
 
     def watched(func: Callable[..., Any]) -> Callable[..., Any]:
-        cursor = getattr(func, "__self__", None)
-        if not isinstance(cursor, pyodbc.Cursor):
+        owner = getattr(func, "__self__", None)
+        if not isinstance(owner, handle):
             return func
 
         def run(*args: Any, **kwargs: Any) -> Any:
             with lock:
-                if calls.get(id(cursor)):
-                    beside.append((func.__name__, list(calls[id(cursor)])))
-                calls.setdefault(id(cursor), []).append(func.__name__)
+                if calls.get(id(owner)):
+                    beside.append((func.__name__, list(calls[id(owner)])))
+                calls.setdefault(id(owner), []).append(func.__name__)
             try:
-                if func.__name__ == "close" and not freeing.is_set():
-                    loop.call_soon_threadsafe(freeing.set)
-                    threading.Event().wait(0.3)  # a driver slow to free the statement
+                if func.__name__ == slow and not begun.is_set():
+                    loop.call_soon_threadsafe(begun.set)
+                    threading.Event().wait(0.3)  # a driver slow to make that call
                 return func(*args, **kwargs)
             finally:
                 with lock:
-                    calls[id(cursor)].remove(func.__name__)
+                    calls[id(owner)].remove(func.__name__)
 
         return run
 
@@ -1863,6 +1862,17 @@ async def test_a_turn_cancelled_while_its_statement_is_freed_makes_no_call_on_it
         return execute(self, watched(func), *args, **kwargs)
 
     monkeypatch.setattr(aioodbc.Connection, "_execute", _execute)
+    return begun, beside
+
+
+async def test_a_turn_cancelled_while_its_statement_is_freed_makes_no_call_on_it_beside(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pyodbc cursor is not thread-safe: a cancel or a second free of its statement, on another
+    # of the driver's threads while the first free is still in the driver, may crash the process.
+    # The turn cancelled while its answered statement is being freed (a driver slow to free it)
+    # must leave that free to end before the connection is dropped.
+    freeing, beside = _calls_beside(monkeypatch, pyodbc.Cursor, "close")
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     try:
@@ -2011,46 +2021,6 @@ async def test_a_stuck_statement_whose_cancel_fails_still_has_its_connection_clo
     assert handles_on(db) == before
 
 
-def _calls_beside_on_a_connection(
-    monkeypatch: pytest.MonkeyPatch, slow: str
-) -> tuple[asyncio.Event, list[tuple[str, list[str]]]]:
-    """Each call begun on a driver connection while another of its calls is still in the driver;
-    the first `slow` call (a driver slow to make it) is set apart by the event returned."""
-    calls: dict[int, list[str]] = {}
-    beside: list[tuple[str, list[str]]] = []
-    lock = threading.Lock()
-    begun = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    execute = aioodbc.Connection._execute
-
-    def watched(func: Callable[..., Any]) -> Callable[..., Any]:
-        owner = getattr(func, "__self__", None)
-        if not isinstance(owner, pyodbc.Connection):
-            return func
-
-        def run(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                if calls.get(id(owner)):
-                    beside.append((func.__name__, list(calls[id(owner)])))
-                calls.setdefault(id(owner), []).append(func.__name__)
-            try:
-                if func.__name__ == slow and not begun.is_set():
-                    loop.call_soon_threadsafe(begun.set)
-                    threading.Event().wait(0.3)
-                return func(*args, **kwargs)
-            finally:
-                with lock:
-                    calls[id(owner)].remove(func.__name__)
-
-        return run
-
-    def _execute(self: aioodbc.Connection, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return execute(self, watched(func), *args, **kwargs)
-
-    monkeypatch.setattr(aioodbc.Connection, "_execute", _execute)
-    return begun, beside
-
-
 async def test_a_turn_cancelled_while_its_cursor_is_made_closes_the_connection_after(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2058,7 +2028,7 @@ async def test_a_turn_cancelled_while_its_cursor_is_made_closes_the_connection_a
     # one of the driver's threads while another is still allocating a statement on it, the driver
     # manager may use freed memory. The turn cancelled while its cursor is made must leave the
     # making to end, and free what it made, before the connection is dropped.
-    begun, beside = _calls_beside_on_a_connection(monkeypatch, "cursor")
+    begun, beside = _calls_beside(monkeypatch, pyodbc.Connection, "cursor")
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     before = handles_on(players_db(settings))
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
