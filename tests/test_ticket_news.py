@@ -2232,6 +2232,22 @@ GERMAN_UNTRANSLATED = {
     "Wird nicht erledigt": "Won't Do",
     "Fertig": "Done",
 }
+# A German workflow whose only done status is Jira's own "Fertig".
+GERMAN_WORKFLOW = {"11": "Zu erledigen", "21": "In Arbeit", "31": "Fertig"}
+
+
+def on_a_german_site(
+    monkeypatch: pytest.MonkeyPatch, *, untranslated: bool, transitions: dict[str, str] | None = None
+) -> None:
+    """The fake Jira speaks German: its statuses (GERMAN_STATUSES), listed with the English name
+    Jira Cloud gives its own where `untranslated`, and its workflow's `transitions` if given."""
+    from tests.fakes import jira_server
+
+    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
+    if untranslated:
+        monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
+    if transitions is not None:
+        monkeypatch.setattr(jira_server, "TRANSITIONS", transitions)
 
 
 @pytest.mark.parametrize(
@@ -2250,13 +2266,10 @@ async def test_a_desk_resolution_reaches_a_german_workflow_as_done_not_as_a_refu
     # "Fertig" is, and nothing Jira sends tells the two apart in every language (their ids differ
     # from site to site). Known by English names alone, the desk's "resolved" went to the first
     # done status offered, here the refusal, with the first resolution offered.
-    from tests.fakes import jira_server
-
-    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(
-        jira_server,
-        "TRANSITIONS",
-        {"11": "Zu erledigen", "21": "In Arbeit", "51": "Wird nicht erledigt", "31": "Fertig"},
+    on_a_german_site(
+        monkeypatch,
+        untranslated=False,
+        transitions={"11": "Zu erledigen", "21": "In Arbeit", "51": "Wird nicht erledigt", "31": "Fertig"},
     )
     fake.screens = {"Fertig": (resolution_field(resolutions),), "Wird nicht erledigt": (resolution_field(),)}
     key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
@@ -2275,14 +2288,10 @@ async def test_jira_s_own_refusal_status_is_known_in_german_by_its_untranslated_
 ) -> None:
     # Jira's own statuses in German, its "Won't Do" offered first, and no jira.refusals: the
     # project's statuses list each with its untranslated name, which says which is the refusal.
-    from tests.fakes import jira_server
-
-    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
-    monkeypatch.setattr(
-        jira_server,
-        "TRANSITIONS",
-        {"11": "Zu erledigen", "21": "In Arbeit", "51": "Wird nicht erledigt", "31": "Fertig"},
+    on_a_german_site(
+        monkeypatch,
+        untranslated=True,
+        transitions={"11": "Zu erledigen", "21": "In Arbeit", "51": "Wird nicht erledigt", "31": "Fertig"},
     )
     key = await desk_set_while_jira_was_off(fake, tmp_path, "closed")
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
@@ -2306,6 +2315,20 @@ def resolved_as(fake: FakeJira, key: str, status: str, resolution: str | None) -
 CLOSED_PLAYERS = ("930000000000000001", "930000000000000002", "930000000000000003", "930000000000000004")
 
 
+async def filed_then_closed_in_jira(
+    p: Parts, fake: FakeJira, front: Recorder, closes: list[tuple[str, str | None]]
+) -> None:
+    """A complaint each from the first CLOSED_PLAYERS, pushed (GRV-101 on), staff close each in
+    Jira as `closes` says (done status, resolution), and one round of news tells every player."""
+    players = CLOSED_PLAYERS[: len(closes)]
+    for player in players:
+        await p.grievances.register(player, "wallet", f"charged twice, says {player}")
+    assert await p.grievances.push_pending() == len(closes)
+    for n, (status, resolution) in enumerate(closes):
+        resolved_as(fake, f"GRV-{101 + n}", status, resolution)
+    assert await p.news.run_once(front) == len(closes)
+
+
 async def test_a_ticket_staff_closed_without_a_fix_is_never_told_resolved(
     fake: FakeJira, tmp_path: Path
 ) -> None:
@@ -2314,12 +2337,7 @@ async def test_a_ticket_staff_closed_without_a_fix_is_never_told_resolved(
     front = Recorder()
     closes = [("Done", "Won't Do"), ("Done", "Duplicate"), ("Won't Do", None), ("Done", "Done")]
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-        for player in CLOSED_PLAYERS:
-            await p.grievances.register(player, "wallet", f"charged twice, says {player}")
-        assert await p.grievances.push_pending() == 4
-        for n, (status, resolution) in enumerate(closes):
-            resolved_as(fake, f"GRV-{101 + n}", status, resolution)
-        assert await p.news.run_once(front) == 4
+        await filed_then_closed_in_jira(p, fake, front, closes)
         # The local copy follows: the desk, and the player when Jira is down, read it alike.
         assert [(await p.local.status(player))[0].status for player in CLOSED_PLAYERS] == [
             "declined",
@@ -2349,19 +2367,11 @@ async def test_a_german_site_s_refusal_is_told_closed_without_a_fix_by_its_untra
 ) -> None:
     # "Wird nicht erledigt" is Jira's own Won't Do, known by the untranslated name the project's
     # statuses list; "Duplikat", a resolution with no untranslated name, by jira.refusals.
-    from tests.fakes import jira_server
-
-    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
+    on_a_german_site(monkeypatch, untranslated=True)
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path, refusals=["Duplikat"])) as p:
-        for player in CLOSED_PLAYERS[:3]:
-            await p.grievances.register(player, "wallet", f"charged twice, says {player}")
-        assert await p.grievances.push_pending() == 3
-        resolved_as(fake, "GRV-101", "Wird nicht erledigt", "Fertig")
-        resolved_as(fake, "GRV-102", "Fertig", "Duplikat")
-        resolved_as(fake, "GRV-103", "Fertig", "Fertig")
-        assert await p.news.run_once(front) == 3
+        closes = [("Wird nicht erledigt", "Fertig"), ("Fertig", "Duplikat"), ("Fertig", "Fertig")]
+        await filed_then_closed_in_jira(p, fake, front, closes)
         # A player's own look reads it so too (an issue a key names, from Jira itself).
         resolved_as(fake, "GRV-103", "Wird nicht erledigt", None)
         assert [g.status for g in await p.grievances.status(CLOSED_PLAYERS[2], "GRV-103")] == ["declined"]
@@ -2378,20 +2388,12 @@ async def test_a_german_site_s_duplicate_in_jira_duplicates_is_told_closed_as_a_
     # "Duplikat" in jira.refusals was told "closed without a fix": only a refusal named
     # Duplicate in English read as one. jira.duplicates names a site's own; each is a refusal too,
     # never chosen to resolve what the desk closed.
-    from tests.fakes import jira_server
-
-    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(jira_server, "UNTRANSLATED", GERMAN_UNTRANSLATED)
+    on_a_german_site(monkeypatch, untranslated=True)
     front = Recorder()
     jira = await open_jira(fake, tmp_path, refusals=["Abgelehnt"], duplicates=["Duplikat"])
     async with news_over(tmp_path, jira) as p:
-        for player in CLOSED_PLAYERS[:3]:
-            await p.grievances.register(player, "wallet", f"charged twice, says {player}")
-        assert await p.grievances.push_pending() == 3
-        resolved_as(fake, "GRV-101", "Fertig", "Duplikat")
-        resolved_as(fake, "GRV-102", "Fertig", "Abgelehnt")
-        resolved_as(fake, "GRV-103", "Fertig", "Fertig")
-        assert await p.news.run_once(front) == 3
+        closes = [("Fertig", "Duplikat"), ("Fertig", "Abgelehnt"), ("Fertig", "Fertig")]
+        await filed_then_closed_in_jira(p, fake, front, closes)
         assert [(await p.local.status(player))[0].status for player in CLOSED_PLAYERS[:3]] == [
             "duplicate",
             "declined",
@@ -2413,10 +2415,7 @@ async def test_a_desk_resolution_never_goes_to_jira_as_a_duplicate_in_jira_dupli
 ) -> None:
     # A name in jira.duplicates is a refusal: the desk's "resolved" reaches a scheme that offers
     # "Duplikat" first with the fix after it.
-    from tests.fakes import jira_server
-
-    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(jira_server, "TRANSITIONS", {"11": "Zu erledigen", "21": "In Arbeit", "31": "Fertig"})
+    on_a_german_site(monkeypatch, untranslated=False, transitions=GERMAN_WORKFLOW)
     fake.screens = {"Fertig": (resolution_field(("Duplikat", "Erledigt")),)}
     key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
     async with news_over(tmp_path, await open_jira(fake, tmp_path, duplicates=["Duplikat"])) as p:
@@ -2448,10 +2447,7 @@ async def test_a_german_done_status_s_resolution_is_the_one_named_like_it_with_n
     # A workflow whose only done status is Jira's own ("Fertig"), its screen offering the site's
     # resolutions in an admin's order: the one named like that status says the work was done,
     # in whatever language the site speaks; the first offered was the refusal.
-    from tests.fakes import jira_server
-
-    monkeypatch.setattr(jira_server, "STATUSES", {**jira_server.STATUSES, **GERMAN_STATUSES})
-    monkeypatch.setattr(jira_server, "TRANSITIONS", {"11": "Zu erledigen", "21": "In Arbeit", "31": "Fertig"})
+    on_a_german_site(monkeypatch, untranslated=False, transitions=GERMAN_WORKFLOW)
     fake.screens = {"Fertig": (resolution_field(("Wird nicht erledigt", "Duplikat", "Fertig")),)}
     await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
