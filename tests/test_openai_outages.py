@@ -185,6 +185,36 @@ def _turns_asking(engine: Any) -> tuple[list[int], Callable[[int], Any]]:
     return asked, request
 
 
+@contextlib.asynccontextmanager
+async def _an_engine_sending_turns(storage, fake) -> Any:
+    """An OpenAI engine on the fake, its client closed after: (gate, asked, turn), where turn(i)
+    sends turn i's chat request through the engine's chat gate, as a task of its own, and `asked`
+    lists the turns whose requests went out. A task each, as players' turns come together."""
+    from bot.engines.openai import create_openai_engine
+
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings, verify=False)
+    gate = engine.chat_gate
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int, retries: int = 0) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=retries)
+        )
+
+    try:
+        yield gate, asked, turn
+    finally:
+        await engine.client.close()
+
+
+async def _out_first(fake, first: asyncio.Task) -> None:
+    """Until `first`'s request is out, so that the fake's next failure answers the next one's."""
+    while not fake.chats:
+        assert not first.done(), first
+        await asyncio.sleep(0.01)
+
+
 async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_holds_no_one(
     storage, fake
 ) -> None:
@@ -356,8 +386,6 @@ async def test_a_late_failure_of_the_burst_before_a_pause_lets_no_second_request
     out, is the burst's that the pause was for: it neither ends that request's watch nor pauses
     again, after which a second request would go while the first is still out. Nor does a 5xx
     of one, which says nothing of the limit that request looks at."""
-    from bot.engines.openai import create_openai_engine
-
     late, first_out = asyncio.Event(), asyncio.Event()
     fake.failures = [
         Failure(status=429, retry_after=0.3),
@@ -365,20 +393,11 @@ async def test_a_late_failure_of_the_burst_before_a_pause_lets_no_second_request
         Failure(status=status, retry_after=0.3 if status == 429 else None, held=late),
         Failure(status=500, held=first_out),  # the request gone first after the pause
     ]
-    settings = openai_settings(storage, fake)
-    engine = await create_openai_engine(settings, verify=False)
-    gate = engine.chat_gate
-    asked, request = _turns_asking(engine)
+    async with _an_engine_sending_turns(storage, fake) as (gate, asked, turn):
 
-    def turn(i: int) -> asyncio.Task:
-        return asyncio.create_task(
-            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
-        )
+        async def pause_out() -> None:
+            await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
 
-    async def pause_out() -> None:
-        await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
-
-    try:
         burst = [turn(0), turn(1)]
         await asyncio.wait(burst, return_when=asyncio.FIRST_COMPLETED)  # one 429 in
         # The fake takes a request's failure only once it has read it against the spec, in a
@@ -400,8 +419,6 @@ async def test_a_late_failure_of_the_burst_before_a_pause_lets_no_second_request
         asked_while_out = list(asked)
         first_out.set()
         answers = await asyncio.gather(*burst, gone_first, after, return_exceptions=True)
-    finally:
-        await engine.client.close()
     assert sorted(asked_while_out) == [0, 1, 2], asked_while_out
     late_error = "RateLimitError" if status == 429 else "InternalServerError"
     assert sorted(type(a).__name__ for a in answers[:2]) == sorted(["RateLimitError", late_error])
@@ -416,29 +433,15 @@ async def test_a_late_5xx_of_the_burst_is_tried_again_once_the_request_gone_firs
     """A 500 with a try to spare, of a request out before the pause and answered while the
     request gone first after it is out, is tried again once that one's answer came, as its turn's
     late 429 would be: not given up on for the wait a second request may not go beside it."""
-    from bot.engines.openai import create_openai_engine
-
     late, first_out = asyncio.Event(), asyncio.Event()
     fake.failures = [
         Failure(status=500, held=late),  # the burst's request with a try to spare, answered late
         Failure(status=429, retry_after=0.3),  # the burst's other
         Failure(status=500, held=first_out),  # the request gone first after the pause
     ]
-    settings = openai_settings(storage, fake)
-    engine = await create_openai_engine(settings, verify=False)
-    gate = engine.chat_gate
-    asked, request = _turns_asking(engine)
-
-    def turn(i: int, retries: int) -> asyncio.Task:
-        return asyncio.create_task(
-            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=retries)
-        )
-
-    try:
+    async with _an_engine_sending_turns(storage, fake) as (gate, asked, turn):
         burst = [turn(1, 1)]
-        while not fake.chats:  # out first, so that the 429 is the other's
-            assert not burst[0].done(), burst[0]
-            await asyncio.sleep(0.01)
+        await _out_first(fake, burst[0])  # so that the 429 is the other's
         burst.insert(0, turn(0, 0))
         await asyncio.wait([burst[0]])  # the 429 in
         await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
@@ -453,8 +456,6 @@ async def test_a_late_5xx_of_the_burst_is_tried_again_once_the_request_gone_firs
         asked_while_out = list(asked)
         first_out.set()
         answers = await asyncio.gather(*burst, gone_first, return_exceptions=True)
-    finally:
-        await engine.client.close()
     assert sorted(asked_while_out) == [0, 1, 2], asked_while_out
     assert type(answers[0]).__name__ == "RateLimitError"
     assert not isinstance(answers[1], BaseException), answers[1]
@@ -468,23 +469,9 @@ async def _a_turn_waiting_for_the_request_gone_first(storage, fake) -> Any:
     429 that pauses requests), the pause over, turn 2's request gone first after it and out, and
     turn 3 waiting for that request's answer: (asked, [turn 0, turn 1], turn 2, turn 3). The
     fake's failures say what each request is answered, and when."""
-    from bot.engines.openai import create_openai_engine
-
-    settings = openai_settings(storage, fake)
-    engine = await create_openai_engine(settings, verify=False)
-    gate = engine.chat_gate
-    asked, request = _turns_asking(engine)
-
-    def turn(i: int) -> asyncio.Task:
-        return asyncio.create_task(
-            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
-        )
-
-    try:
+    async with _an_engine_sending_turns(storage, fake) as (gate, asked, turn):
         burst = [turn(0)]
-        while not fake.chats:  # out first, so that the 429 is the other's
-            assert not burst[0].done(), burst[0]
-            await asyncio.sleep(0.01)
+        await _out_first(fake, burst[0])  # so that the 429 is the other's
         burst.append(turn(1))
         await asyncio.wait([burst[1]])  # the 429 in
         await asyncio.sleep(max(0.0, gate.until - time.monotonic()) + 0.01)
@@ -496,8 +483,6 @@ async def _a_turn_waiting_for_the_request_gone_first(storage, fake) -> Any:
         await asyncio.sleep(0.05)
         assert not waiting.done() and sorted(asked) == [0, 1, 2], asked
         yield asked, burst, gone_first, waiting
-    finally:
-        await engine.client.close()
 
 
 @pytest.mark.parametrize("late", [200, 400])
@@ -548,29 +533,15 @@ async def test_a_late_answer_of_the_burst_during_the_pause_still_lets_one_reques
     out), come during the pause that 429 began, tells nothing of the limit now: once the pause is
     over one request still goes first, and the turns that waited it out go once it is answered,
     not all together into the limit."""
-    from bot.engines.openai import create_openai_engine
-
     late_in, first_out = asyncio.Event(), asyncio.Event()
     fake.script = [
         Held(late_in),  # the burst's request out first, answered late
         Failure(status=429, retry_after=3),  # the burst's other: a pause the turns wait out
         Held(first_out),  # the request gone first after the pause
     ]
-    settings = openai_settings(storage, fake)
-    engine = await create_openai_engine(settings, verify=False)
-    gate = engine.chat_gate
-    asked, request = _turns_asking(engine)
-
-    def turn(i: int) -> asyncio.Task:
-        return asyncio.create_task(
-            engine._send(gate, lambda: request(i), deadline=time.monotonic() + 30, retries=0)
-        )
-
-    try:
+    async with _an_engine_sending_turns(storage, fake) as (gate, asked, turn):
         burst = [turn(0)]
-        while not fake.chats:  # out first, so that the 429 is the other's
-            assert not burst[0].done(), burst[0]
-            await asyncio.sleep(0.01)
+        await _out_first(fake, burst[0])  # so that the 429 is the other's
         burst.append(turn(1))
         await asyncio.wait([burst[1]])  # the 429 in
         waiting = [turn(i) for i in (2, 3, 4)]  # come during the pause, they wait it out
@@ -581,8 +552,6 @@ async def test_a_late_answer_of_the_burst_during_the_pause_still_lets_one_reques
         sent_while_out = list(asked)
         first_out.set()
         answers = await asyncio.gather(*burst, *waiting, return_exceptions=True)
-    finally:
-        await engine.client.close()
     assert len(sent_while_out) == 3 and sent_while_out[:2] == [0, 1], sent_while_out
     assert [type(a).__name__ for a in answers] == ["ChatCompletion", "RateLimitError"] + [
         "ChatCompletion"
