@@ -1337,6 +1337,21 @@ def host_clock_set(monkeypatch: pytest.MonkeyPatch, ahead: float) -> None:
     monkeypatch.setattr(ticket_news, "time", shifted)
 
 
+async def _resolved_while_the_bot_was_down(
+    fake: FakeJira, tmp_path: Path, front: Recorder, polled_at: float
+) -> None:
+    """A complaint filed and pushed (GRV-101), a round that finds nothing, and the bot stops with
+    its last poll kept as `polled_at` (its host's time); staff resolve the ticket 10 minutes ago,
+    while it is down. What the next start makes of that cursor is each test's own."""
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        await p.store.set_cursor("jira-polled-at", repr(polled_at))
+    fake.set_status("GRV-101", "Done")
+    fake.issues["GRV-101"].updated -= dt.timedelta(minutes=10)
+
+
 async def test_a_change_made_while_the_bot_was_down_is_told_after_its_clock_stepped_back(
     fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1344,13 +1359,7 @@ async def test_a_change_made_while_the_bot_was_down_is_told_after_its_clock_step
     # bot starts again on a host whose clock was set back half an hour meanwhile (NTP correcting a
     # fast clock, a VM restored): by its own clock, its last poll is still to come.
     front = Recorder()
-    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-        await p.grievances.register(NOVA, "wallet", "charged twice")
-        await p.grievances.push_pending()
-        await p.news.run_once(front)
-        await p.store.set_cursor("jira-polled-at", repr(time.time() - 20 * 60))
-    fake.set_status("GRV-101", "Done")
-    fake.issues["GRV-101"].updated -= dt.timedelta(minutes=10)
+    await _resolved_while_the_bot_was_down(fake, tmp_path, front, polled_at=time.time() - 20 * 60)
     host_clock_set(monkeypatch, -30 * 60)
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
         assert await p.news.run_once(front) == 1
@@ -1364,13 +1373,7 @@ async def test_a_cursor_ahead_of_jiras_clock_at_a_start_looks_back_a_week(
     # A cursor kept in the host's time by a host running 20 minutes fast, its clock put right
     # while the bot was down: how long ago that poll was is unknown.
     front = Recorder()
-    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-        await p.grievances.register(NOVA, "wallet", "charged twice")
-        await p.grievances.push_pending()
-        await p.news.run_once(front)
-        await p.store.set_cursor("jira-polled-at", repr(time.time() + 20 * 60))
-    fake.set_status("GRV-101", "Done")
-    fake.issues["GRV-101"].updated -= dt.timedelta(minutes=10)
+    await _resolved_while_the_bot_was_down(fake, tmp_path, front, polled_at=time.time() + 20 * 60)
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
         assert await p.news.run_once(front) == 1
     assert fake.jql[-1].endswith(f'updated >= "-{7 * 24 * 60}m" ORDER BY updated ASC')
