@@ -485,6 +485,17 @@ async def _a_turn_waiting_for_the_request_gone_first(storage, fake) -> Any:
         yield asked, burst, gone_first, waiting
 
 
+async def _asked_after_the_late_answer(
+    late_in: asyncio.Event, late: asyncio.Task, asked: list[int]
+) -> list[int]:
+    """The turns whose requests went out once `late`'s answer (let go by `late_in`) is in, and
+    0.3 s on: a waiting turn that answer wrongly let go has sent its request by then."""
+    late_in.set()
+    await asyncio.wait([late])
+    await asyncio.sleep(0.3)
+    return sorted(asked)
+
+
 @pytest.mark.parametrize("late", [200, 400])
 async def test_a_late_answer_of_the_burst_leaves_the_turns_waiting_for_the_request_gone_first(
     storage, fake, late
@@ -509,10 +520,7 @@ async def test_a_late_answer_of_the_burst_leaves_the_turns_waiting_for_the_reque
         gone_first,
         waiting,
     ):
-        late_in.set()
-        await asyncio.wait([burst[0]])  # the late answer in
-        await asyncio.sleep(0.3)
-        sent_while_out = sorted(asked)
+        sent_while_out = await _asked_after_the_late_answer(late_in, burst[0], asked)
         first_out.set()
         answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
     assert sent_while_out == [0, 1, 2], sent_while_out
@@ -598,10 +606,7 @@ async def test_a_late_5xx_or_429_of_the_burst_about_itself_leaves_the_turns_wait
         gone_first,
         waiting,
     ):
-        late_in.set()
-        await asyncio.wait([burst[0]])  # the late answer in
-        await asyncio.sleep(0.3)
-        sent_while_out = sorted(asked)
+        sent_while_out = await _asked_after_the_late_answer(late_in, burst[0], asked)
         first_out.set()  # its 429: one of the waiting turn's tries, as its own would have been
         answers = await asyncio.gather(*burst, gone_first, waiting, return_exceptions=True)
     assert sent_while_out == [0, 1, 2], sent_while_out
