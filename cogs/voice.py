@@ -1063,8 +1063,11 @@ class VoiceNotes(commands.Cog):
             if (crashes := ledger.crashed_out(message_id)) is not None:  # most likely its own deaths
                 await self._refuse_crashing(copy, crashes)
             return  # else answered or given up on elsewhere meanwhile
-        why = "no Read Message History there"
-        log.info("note %s from %s asked for again after a crash: %s", message_id, user_id, why)
+        log.info(
+            "note %s from %s asked for again: no Read Message History there, and no answer kept",
+            message_id,
+            user_id,
+        )
         reached = None
         try:
             reached = await self._ask_again(copy, say.RESTARTING_SEND_AGAIN)

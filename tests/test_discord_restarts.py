@@ -2773,14 +2773,17 @@ async def test_a_kept_note_discord_refuses_to_fetch_is_given_up_with_one_line(se
 
 
 @pytest.mark.parametrize("told", [True, False], ids=["told", "cache-behind"])
-async def test_a_kept_note_in_a_channel_the_bot_may_no_longer_read_is_given_up_with_one_line(
+async def test_a_kept_note_in_a_channel_the_bot_may_no_longer_read_is_settled_with_one_line(
     settings, fake, caplog, told
 ) -> None:
     # An admin took Read Message History from the bot after another process kept a channel note
     # for it: Discord refuses the fetch of one message there (403 50001), as it would at every
-    # recheck. The note is given up at once, in one line, not fetched until it is too old; told of
-    # the change, the bot does not ask Discord for what it knows would be refused.
+    # recheck. The note is settled at once, in one line, not fetched until it is too old. Told of
+    # the change, the bot does not ask Discord for what it knows would be refused, and asks its
+    # player to send it again (new notes still reach it there); not told, the 403 may as well mean
+    # it can no longer post there, and the note is given up.
     caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    caplog.set_level(logging.INFO, logger="cogs.voice")
     fake.expect_refusals()
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
@@ -2792,8 +2795,14 @@ async def test_a_kept_note_in_a_channel_the_bot_may_no_longer_read_is_given_up_w
     fetched = [r for r in fake.received if r.kind == "get_message" and r.path.endswith(f"/{note['id']}")]
     assert [r.error for r in fetched] == ([] if told else [50001]) and answers(fake, note) == 0
     said = [r.getMessage() for r in caplog.records if str(note["id"]) in r.getMessage()]
-    why = "no Read Message History permission" if told else "403 Missing Access"
-    assert said == [f"could not fetch note {note['id']}: {why}; giving it up"]
+    asked = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    if told:
+        why = "no Read Message History there, and no answer kept"
+        assert said == [f"note {note['id']} from {nova.id} asked for again: {why}"]
+        assert asked == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], asked
+    else:
+        assert said == [f"could not fetch note {note['id']}: 403 Missing Access; giving it up"]
+        assert asked == [], asked
 
 
 async def expired(ledger: NoteLedger, note: dict, within: float = 15.0) -> bool:
