@@ -2089,6 +2089,40 @@ async def test_a_late_answer_of_a_request_out_before_an_exhausted_quota_leaves_i
     assert not any("answers again" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_late_answer_of_a_request_out_before_a_refused_key_leaves_it_not_ready(
+    storage, fake, status
+) -> None:
+    """A 200 of a request out before OpenAI refused the key (401: revoked; 403: no longer allowed
+    the model) tells nothing of the key now: /healthz still says not ready. A request sent after
+    the refusal that succeeds makes it ready again."""
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    late_in = asyncio.Event()
+    fake.script = [
+        Held(late_in, answer("You have 100 points.")),
+        Failure(status=status, code="invalid_api_key", error_type="invalid_request_error"),
+    ]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (client, core):
+        out = asyncio.create_task(core.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        while not fake.chats:  # out first, so that the refusal is the other's
+            assert not out.done(), out
+            await asyncio.sleep(0.01)
+        refused = await core.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        late_in.set()
+        late = await out
+        health = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+        fake.script = [answer("Hello again.")]
+        after = await core.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        healthy = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+    await engine.aclose()
+    assert (late.engine, refused.engine, after.engine) == ("openai", "offline", "openai")
+    assert (health, healthy) == (False, True)
+
+
 async def test_after_an_exhausted_quotas_pause_one_request_looks_for_credit(storage, fake) -> None:
     """When the pause ends, the notes that come while the first request is out do not each go to
     OpenAI for a 429 of their own: the fallback answers them until that one's outcome."""

@@ -228,6 +228,8 @@ class Gate:
         self.holding = False  # the other turns wait for that request's answer
         self.spent = False  # a 429 insufficient_quota, and no answer since
         self.spent_at = 0.0  # time.monotonic() when that 429 came
+        self.refused = False  # a 401 or a 403 refused the key, and no answer since of one sent after
+        self.refused_at = 0.0  # time.monotonic() when that refusal came
         # The logged pause: said when it begins, however often it is prolonged, and when it ends.
         self.outage = Outage(log, "OpenAI %s answers again after a pause of %.0f s (%s)")
 
@@ -263,7 +265,10 @@ class Gate:
         out with it: a long generation the limit or the quota let in before it ran out, a refusal
         of what that request holds. It tells nothing of the limit or the credit now, and the
         pause, the request out alone after it (the turns waiting for that one's answer), the 429s
-        in a row and the spent quota stand."""
+        in a row and the spent quota stand. Nor does one sent before the key was refused say that
+        the key is taken now."""
+        if self.refused and (sent is None or sent >= self.refused_at):
+            self.refused = False
         if sent is not None and (
             (self.limited and sent < self.limited_at) or (self.spent and sent < self.spent_at)
         ):
@@ -283,6 +288,17 @@ class Gate:
         if self.probe is not None and self.holding and sent < self.probe_sent:
             return
         self.answered(sent)
+
+    @property
+    def ready(self) -> bool:
+        """Neither the quota spent nor the key refused: what no wait cures, /healthz's to say."""
+        return not (self.spent or self.refused)
+
+    def key_refused(self) -> None:
+        """A 401 or a 403: the provider refuses the key (revoked, or not allowed the model). A
+        request out before it may still be answered; only one sent after it shows the key taken."""
+        self.refused = True
+        self.refused_at = time.monotonic()
 
     def _let_go(self) -> None:
         # An answer that tells of the service now, or a spent quota, decided what the request out
@@ -365,8 +381,8 @@ class Gate:
 class OpenAIEngine:
     name = "openai"
     # False once the provider refused the key (401/403) or the account is out of quota (429
-    # insufficient_quota), until a request succeeds (one sent after the quota ran out): /healthz
-    # says not ready instead of every note quietly going to the fallback.
+    # insufficient_quota), until a request sent after that refusal succeeds: /healthz says not
+    # ready instead of every note quietly going to the fallback.
     ready = True
 
     def __init__(
@@ -540,24 +556,25 @@ class OpenAIEngine:
             if _too_large(exc) or exc.status_code == PAYLOAD_TOO_LARGE:
                 # Too large without the history too: the note, not the history, is over the limit,
                 # and the conversation goes on from the history (`complete` keeps it).
-                self.ready = not self.chat_gate.spent
+                self.ready = self.chat_gate.ready
                 raise NoteTooLarge(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             if exc.code in FILTERED:
-                self.ready = not self.chat_gate.spent
+                self.ready = self.chat_gate.ready
                 # Refused with no earlier turn in it (none, or asked again without them).
                 return replace(_filtered(f"{exc.status_code} {exc.code}", None), blocked=True)
-            if (
-                isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError)
-                or exc.code == OUT_OF_QUOTA
-            ):
+            if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+                self.chat_gate.key_refused()
+                self.ready = False
+            elif exc.code == OUT_OF_QUOTA:
                 self.ready = False
             # The provider's reason: a request it refuses for a setting (a token limit over the
             # model's, a voice it does not speak) is refused for every note, and `check` passes.
             raise EngineError(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
-        # Not of a request out before an exhausted quota's 429 came: that tells nothing of credit.
-        self.ready = not self.chat_gate.spent
+        # Not of a request out before an exhausted quota's 429 or the key's refusal came: that tells
+        # nothing of the credit or the key now.
+        self.ready = self.chat_gate.ready
         return await self._read(turn, response)
 
     def _audio_refused(self, request: dict[str, Any], exc: openai.APIStatusError) -> None:
@@ -948,10 +965,12 @@ class OpenAIEngine:
         except openai.NotFoundError:
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
         except openai.AuthenticationError as exc:
+            self.chat_gate.key_refused()
             self.ready = False
             log.error("%s refused the API key (401: %s): check OPENAI_API_KEY", where, _said(exc))
             return
         except openai.PermissionDeniedError as exc:
+            self.chat_gate.key_refused()
             self.ready = False
             log.error("%s: the API key may not use model %s (403: %s)", where, self.model, _said(exc))
         except openai.OpenAIError as exc:
