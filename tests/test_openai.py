@@ -2123,6 +2123,40 @@ async def test_a_late_answer_of_a_request_out_before_a_refused_key_leaves_it_not
     assert (health, healthy) == (False, True)
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        Failure(status=403, code="model_not_allowed", error_type="invalid_request_error"),
+        Failure(status=429, code="insufficient_quota", error_type="insufficient_quota"),
+    ],
+    ids=["403", "insufficient_quota"],
+)
+async def test_a_refused_transcription_alone_leaves_healthz_ready_and_a_refused_key_does_not(
+    storage, fake, refusal
+) -> None:
+    """The transcription feeds the history only (a turn is kept without the words) and goes with
+    the chat's key: a key or a quota refused for both is told by the note's chat request, and a
+    transcription refused while the chat answers (a project not allowed the transcription model)
+    leaves every note answered by OpenAI, which /healthz says by staying ready."""
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (client, core):
+        fake.transcription_failures = [refusal]
+        fake.script = [answer("You have 100 points.")]
+        heard_not = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        ready = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+        fake.transcription_failures = [refusal]
+        fake.failures = [refusal]  # the key or the account refused for the chat too
+        refused = await core.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        not_ready = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+    await engine.aclose()
+    assert (heard_not.engine, heard_not.user_text, refused.engine) == ("openai", None, "offline")
+    assert (ready, not_ready) == (True, False)
+
+
 async def test_after_an_exhausted_quotas_pause_one_request_looks_for_credit(storage, fake) -> None:
     """When the pause ends, the notes that come while the first request is out do not each go to
     OpenAI for a 429 of their own: the fallback answers them until that one's outcome."""
