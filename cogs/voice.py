@@ -1646,6 +1646,10 @@ async def _keep_typing(message: discord.Message, done: asyncio.Event) -> None:
     """ "typing…" now and every TYPING_EVERY seconds, as discord.py's typing() does, until
     `done`; a channel that refuses it, or a connection that drops on it, ends it."""
     while not done.is_set():
+        # Looked at before each request: a timeout (or Send Messages taken away) heard during
+        # the turn makes every later one a sure refusal (50013), counted toward an address ban.
+        if not may_send(message):
+            return
         try:
             await message.channel.typing()  # one request
         except Exception as exc:  # decoration: whatever became of it, the answer is still owed

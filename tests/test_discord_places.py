@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -1220,6 +1221,24 @@ async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_tim
         await settle(fake)
     assert len(voice_replies(fake, two)) == 1
     assert [r.content for r in fake.replies_to(two["id"])].count(ONE_AT_A_TIME) == 1
+
+
+async def test_typing_stops_once_the_bot_learns_it_is_timed_out_mid_turn(settings, fake, caplog, monkeypatch):
+    # "typing…" goes again every TYPING_EVERY s while a turn lasts (a slow agent takes longer than
+    # one): once discord.py has the bot's timeout, each more is refused (50013), into the rate limit.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.5), recheck_seconds=0.2) as h:
+        monkeypatch.setattr(sys.modules["cogs.voice"], "TYPING_EVERY", 0.2)  # loaded by the bot
+        await caught_up(h.bot)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))
+        await fake.time_out_the_bot(600.0)
+        await fake.read_by_the_bot()
+        await eventually(lambda: waits_out_the_timeout(caplog, note))
+        await fake.time_out_the_bot(0.0)
+        await answered(fake, note)
+        await settle(fake)
+    assert [f"{r.kind} {r.path}" for r in fake.received if r.error is not None] == []
 
 
 async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_request(settings, fake, caplog):
