@@ -37,11 +37,20 @@ def seconds_named(value: str | None, past: float | None = 0.0) -> float | None:
             # By the server's clock, as an HTTP date is.
             seconds -= time.time()
             return seconds if seconds > 0 else past
+    when = http_date(value)
+    if when is None:
+        return None
+    seconds = when - time.time()
+    return seconds if seconds > 0 else past
+
+
+def http_date(value: str | None) -> float | None:
+    """An HTTP date ("Wed, 21 Oct 2026 07:28:00 GMT", a Date or Retry-After header) as Unix
+    seconds; None when `value` is none or no date."""
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value or "")
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # an HTTP date is GMT even when it does not say so
         when = when.replace(tzinfo=dt.UTC)
-    seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    return seconds if seconds > 0 else past
+    return when.timestamp()

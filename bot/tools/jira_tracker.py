@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils
 import html
 import logging
 import re
@@ -29,7 +28,7 @@ from urllib3.exceptions import NewConnectionError
 
 from bot import logs
 from bot.config import shown_url
-from bot.retry_after import seconds_named
+from bot.retry_after import http_date, seconds_named
 from bot.tools import TICKET_KEY, USER_ID, cluster_start, well_formed
 from bot.tools.base import DECLINED, DUPLICATE
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
@@ -1053,14 +1052,11 @@ class JiraTracker:
 
     def _note_date(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Any answer, an error's too: each reads the same clock.
-        try:
-            date = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
-        except (TypeError, ValueError, IndexError):
+        date = http_date(response.headers.get("Date"))
+        if date is None:
             return  # none (a proxy dropping it), or one unreadable: the last one read stands
-        if date.tzinfo is None:  # "-0000": an HTTP date is GMT
-            date = date.replace(tzinfo=dt.UTC)
         with self._lock:
-            self._jira_date = (date.timestamp(), time.monotonic())
+            self._jira_date = (date, time.monotonic())
 
     def _note_near_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Jira Cloud marks an answer given with less than a fifth of a rate limit's budget left;
