@@ -877,11 +877,11 @@ async def _cursor(conn: aioodbc.Connection) -> aioodbc.cursor.Cursor:
     return await conn.cursor()
 
 
-async def _free_quietly(cursor: aioodbc.cursor.Cursor) -> None:
+async def _free_quietly(cursor: aioodbc.cursor.Cursor, what: str = "freeing a failed ODBC statement") -> None:
     try:
         await cursor.close()
     except pyodbc.Error as exc:  # the connection underneath was already gone
-        log.debug("freeing a failed ODBC statement: %s", describe(exc))
+        log.debug("%s: %s", what, describe(exc))
 
 
 async def _cancel_quietly(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
@@ -905,14 +905,11 @@ async def _close_quietly(
         if not statement.cancelled():
             statement.exception()  # its failure was the turn's to tell, and was told
     if cursor is not None:
-        try:
-            # Its statement first: a connection closed with one still allocated (interrupted, or
-            # not read to its end) keeps the SQLite driver's database file open for good, pyodbc
-            # freeing a statement only while its connection is open: a descriptor more with each
-            # statement cancelled or stuck, until the bot runs out of them.
-            await cursor.close()
-        except pyodbc.Error as exc:  # the connection underneath was already gone
-            log.debug("closing an abandoned ODBC statement: %s", describe(exc))
+        # Its statement first: a connection closed with one still allocated (interrupted, or not
+        # read to its end) keeps the SQLite driver's database file open for good, pyodbc freeing a
+        # statement only while its connection is open: a descriptor more with each statement
+        # cancelled or stuck, until the bot runs out of them.
+        await _free_quietly(cursor, "closing an abandoned ODBC statement")
     try:
         await conn.close()
     except pyodbc.Error as exc:  # the driver connection underneath was already gone
