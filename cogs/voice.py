@@ -1040,10 +1040,10 @@ class VoiceNotes(commands.Cog):
         sending that answer takes: no download, and no reply link where history may not be read.
         None where the ledger keeps no answer for it. Errors reading the ledger propagate: the
         note waits for the next recheck rather than be given up."""
-        copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
         kept = await self.bot.core.notes.kept_answer(message_id)
         if kept is None:
             return None
+        copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
         remember(self._unsent, message_id, kept, MAX_UNSENT)
         # As a note given back here is: a stop before its answer is out asks its player for it.
         remember(self._given_back, message_id, copy, MAX_UNSENT)
