@@ -2437,6 +2437,15 @@ def test_a_weapons_name_said_in_the_plural_is_spelled_as_in_the_singular() -> No
     assert spoken("Two AK-47s and an AK-47.") == "Two Eh K 47s and an Eh K 47."
 
 
+def test_a_weapons_name_players_say_as_a_word_is_not_spelled_but_a_ticket_key_is() -> None:
+    # Spelled like a ticket key, eSpeak said "em ay see ten", "es pee ay es twelve", "tee ee see
+    # nine" where players say "mack ten", "spaz twelve", "tech nine". Only those names: a key
+    # of the same letters and another number is still read back letter by letter.
+    assert spoken("A MAC-10, a SPAS-12 and two TEC-9s. MAC-14 and GRV-12 are open.") == (
+        "A Mac 10, a Spaz 12 and two Tec 9s. M Eh C 14 and G R V 12 are open."
+    )
+
+
 def test_a_graphics_cards_round_thousand_is_said_as_a_count() -> None:
     # Players say Intel's HD 4000 and the RTX 4000 series "four thousand", as the voices read it:
     # in pairs it would be "forty hundred", which no one says.

@@ -231,6 +231,10 @@ class OfflineEngine:
 # A ticket key. A weapon's name of its shape is spelled alike, as players say it (AK-47, which
 # the voices read "ack forty-seven"), and so is its plural (AK-47s).
 _KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)(?=s?\b)")
+# Weapons' names of a key's shape that players say as words: spelled, MAC-10 was "em ay see ten"
+# for "mack ten". Whole names, each with its number: a ticket key of the same letters (MAC-14,
+# where a project's key is MAC) is read back by a player and is still spelled.
+_SAID_AS_WORDS = {"MAC-10": "Mac 10", "SPAS-12": "Spaz 12", "TEC-9": "Tec 9"}
 # A lone "A" before another word is the article to eSpeak (and to Piper, which phonemizes with
 # it): "P L A Y 123" came out "pee el uh why". "Eh" is the letter's name in every English voice.
 _LETTER_NAMES = {"A": "Eh"}
@@ -269,15 +273,22 @@ _CARD = re.compile(r"\b(GTX|RTX|RX|GT|MX|HD) ([1-9]\d{2,3})\b(?: (Ti)\b)?")
 
 
 def spoken(text: str) -> str:
-    """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123"),
-    amounts in dollars and cents, clock times as said ("9 oh 5", "18 hundred"), months whole,
-    ISO dates as a day, a month and a year, graphics cards' model numbers in pairs ("RTX 30 60")."""
-    text = _KEY.sub(lambda m: " ".join(_LETTER_NAMES.get(c, c) for c in m.group(1)) + " " + m.group(2), text)
+    """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123") but the
+    weapons players say as words ("Mac 10"), amounts in dollars and cents, clock times as said
+    ("9 oh 5", "18 hundred"), months whole, ISO dates as a day, a month and a year, graphics
+    cards' model numbers in pairs ("RTX 30 60")."""
+    text = _KEY.sub(_said_key, text)
     text = _DOLLARS.sub(_said_dollars, text)
     text = _ISO_DATE.sub(_said_date, text)
     text = _CLOCK.sub(_said_clock, text)
     text = _DAY_MONTH.sub(lambda m: f"{m.group(1)} {_MONTHS[m.group(2)]}", text)
     return _CARD.sub(_said_card, text)
+
+
+def _said_key(match: re.Match[str]) -> str:
+    if said := _SAID_AS_WORDS.get(match.group(0)):
+        return said
+    return " ".join(_LETTER_NAMES.get(c, c) for c in match.group(1)) + " " + match.group(2)
 
 
 def _said_card(match: re.Match[str]) -> str:
