@@ -2446,6 +2446,16 @@ def test_a_weapons_name_players_say_as_a_word_is_not_spelled_but_a_ticket_key_is
     )
 
 
+def test_a_weapons_name_run_together_is_spelled_as_with_its_hyphen() -> None:
+    # At a clause's end eSpeak read "AK47" as "ack forty-seven", "UMP45" as "ump forty-five" and
+    # "AR15" as "are fifteen"; players spell the letters, as in "AK-47". Other names stay.
+    assert (
+        spoken("An AK47, two AK47s, a UMP45 or an AR15.")
+        == "An Eh K 47, two Eh K 47s, a U M P 45 or an Eh R 15."
+    )
+    assert spoken("An M4A1, a KAR98, an MP5 and FIFA23.") == "An M4A1, a KAR98, an MP5 and FIFA23."
+
+
 def test_a_graphics_cards_round_thousand_is_said_as_a_count() -> None:
     # Players say Intel's HD 4000 and the RTX 4000 series "four thousand", as the voices read it:
     # in pairs it would be "forty hundred", which no one says.

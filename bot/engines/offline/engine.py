@@ -235,6 +235,12 @@ _KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)(?=s?\b)")
 # for "mack ten". Whole names, each with its number: a ticket key of the same letters (MAC-14,
 # where a project's key is MAC) is read back by a player and is still spelled.
 _SAID_AS_WORDS = {"MAC-10": "Mac 10", "SPAS-12": "Spaz 12", "TEC-9": "Tec 9"}
+# Weapons' letters that players spell as in AK-47, which the voices read as a word when their
+# figures follow without a hyphen at a clause's end (mid-sentence eSpeak spells them): "An AK47."
+# was "ack forty-seven", "a UMP45" "ump forty-five", "an AR15" "are fifteen". Only these: run
+# together, letters are no ticket key, and the voices read most as players do (MP5, FIFA23).
+_SPELLED_RUN_TOGETHER = ("AK", "AR", "UMP")
+_RUN_TOGETHER = re.compile(r"\b(" + "|".join(_SPELLED_RUN_TOGETHER) + r")(\d+)(?=s?\b)")
 # A lone "A" before another word is the article to eSpeak (and to Piper, which phonemizes with
 # it): "P L A Y 123" came out "pee el uh why". "Eh" is the letter's name in every English voice.
 _LETTER_NAMES = {"A": "Eh"}
@@ -274,10 +280,12 @@ _CARD = re.compile(r"\b(GTX|RTX|RX|GT|MX|HD) ([1-9]\d{2,3})\b(?: (Ti)\b)?")
 
 def spoken(text: str) -> str:
     """Text as it should sound: ticket keys letter by letter ("G R V 14", "P L Eh Y 123") but the
-    weapons players say as words ("Mac 10"), amounts in dollars and cents, clock times as said
+    weapons players say as words ("Mac 10"), a weapon's spelled letters run into its figures
+    ("AK47" as "Eh K 47"), amounts in dollars and cents, clock times as said
     ("9 oh 5", "18 hundred"), months whole, ISO dates as a day, a month and a year, graphics
     cards' model numbers in pairs ("RTX 30 60")."""
     text = _KEY.sub(_said_key, text)
+    text = _RUN_TOGETHER.sub(_spelled, text)
     text = _DOLLARS.sub(_said_dollars, text)
     text = _ISO_DATE.sub(_said_date, text)
     text = _CLOCK.sub(_said_clock, text)
@@ -286,8 +294,10 @@ def spoken(text: str) -> str:
 
 
 def _said_key(match: re.Match[str]) -> str:
-    if said := _SAID_AS_WORDS.get(match.group(0)):
-        return said
+    return _SAID_AS_WORDS.get(match.group(0)) or _spelled(match)
+
+
+def _spelled(match: re.Match[str]) -> str:
     return " ".join(_LETTER_NAMES.get(c, c) for c in match.group(1)) + " " + match.group(2)
 
 
