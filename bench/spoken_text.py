@@ -32,6 +32,8 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "date-like": lambda n: "2026-" * (n // 5),
     "products": lambda n: "1 *" * (n // 3),
     "graphics cards": lambda n: "GTX 1050 Ti " * (n // 12),
+    "graphics cards, plural": lambda n: "RTX 3080s GTX 1080 Tis " * (n // 23),
+    "weapons' names": lambda n: "MAC-10s AK47s UMP" * (n // 17),
 }
 
 

@@ -2456,6 +2456,15 @@ def test_a_weapons_name_run_together_is_spelled_as_with_its_hyphen() -> None:
     assert spoken("An M4A1, a KAR98, an MP5 and FIFA23.") == "An M4A1, a KAR98, an MP5 and FIFA23."
 
 
+def test_a_graphics_cards_plural_is_said_in_pairs() -> None:
+    # "three thousand eighty z" for RTX 3080s, "one thousand eighty tiz" for GTX 1080 Tis. The
+    # figures' s stays "z", as the voices say AK-47s (and the 1980s).
+    assert spoken("Two RTX 3080s and three GTX 1080 Tis, or two RX 570s.") == (
+        "Two RTX 30 80s and three GTX 10 80 T I's, or two RX 5 70s."
+    )
+    assert spoken("RTX 4000s, Full HD 1080p, HD 1080px.") == "RTX 4000s, Full HD 1080p, HD 1080px."
+
+
 def test_a_graphics_cards_round_thousand_is_said_as_a_count() -> None:
     # Players say Intel's HD 4000 and the RTX 4000 series "four thousand", as the voices read it:
     # in pairs it would be "forty hundred", which no one says.

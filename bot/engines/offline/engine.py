@@ -274,8 +274,9 @@ _MONTH_NAMES = "January February March April May June July August September Octo
 # A graphics card's model number, which the voices read as a count: "G T X one thousand fifty tie"
 # for the guides' GTX 1050 Ti, "R X six thousand six hundred" for RX 6600. Players say it in pairs
 # ("ten fifty tee eye", "sixty-six hundred"). Only after a card series' letters: elsewhere four
-# figures are a count or a year, which the voices read well.
-_CARD = re.compile(r"\b(GTX|RTX|RX|GT|MX|HD) ([1-9]\d{2,3})\b(?: (Ti)\b)?")
+# figures are a count or a year, which the voices read well. In the plural too: "RTX 3080s" was
+# "three thousand eighty z", "GTX 1080 Tis" "ten eighty tiz" ("T I's" is "tee eyes").
+_CARD = re.compile(r"\b(GTX|RTX|RX|GT|MX|HD) ([1-9]\d{2,3})(?:(s)\b|\b(?: (Ti)(s)?\b)?)")
 
 
 def spoken(text: str) -> str:
@@ -283,7 +284,7 @@ def spoken(text: str) -> str:
     weapons players say as words ("Mac 10"), a weapon's spelled letters run into its figures
     ("AK47" as "Eh K 47"), amounts in dollars and cents, clock times as said
     ("9 oh 5", "18 hundred"), months whole, ISO dates as a day, a month and a year, graphics
-    cards' model numbers in pairs ("RTX 30 60")."""
+    cards' model numbers in pairs ("RTX 30 60", "GTX 10 80 T I's")."""
     text = _KEY.sub(_said_key, text)
     text = _RUN_TOGETHER.sub(_spelled, text)
     text = _DOLLARS.sub(_said_dollars, text)
@@ -302,14 +303,15 @@ def _spelled(match: re.Match[str]) -> str:
 
 
 def _said_card(match: re.Match[str]) -> str:
-    series, figures, ti = match.groups()
+    series, figures, plural, ti, tis = match.groups()
     if figures.endswith("000"):
         # Players say a round thousand as the voices read it, "four thousand" (Intel's HD 4000,
         # the RTX 4000 series): in pairs it would be "forty hundred", which no one says.
         return match.group(0)
     first, last = figures[:-2], figures[-2:]
     pair = "hundred" if last == "00" else f"oh {last[1]}" if last[0] == "0" else last
-    return f"{series} {first} {pair}" + (" T I" if ti else "")
+    said = f"{series} {first} {pair}" + ("s" if plural else "")
+    return said + (" T I" if ti else "") + ("'s" if tis else "")
 
 
 def _said_date(match: re.Match[str]) -> str:
