@@ -257,9 +257,10 @@ def note_to_answer(notes: NoteLedger) -> Answering:
     return to_answer
 
 
-async def build_app(settings: Settings, engine: Engine | None = None) -> App:
+async def build_app(settings: Settings, engine: Engine | None = None, one_shot: bool = False) -> App:
     """Everything the bot needs, built from settings. `engine` replaces the configured engine
-    (benchmarks and front-end tests use an instant one)."""
+    (benchmarks and front-end tests use an instant one). `one_shot`: for a command that ends
+    after its turn (`ask`), which holds no refused grievance to file later."""
     from bot.schemas import refuse_newer_databases
 
     # Before any store opens: each would make or migrate its file, and a version that then stops
@@ -276,6 +277,8 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         stats = await keep(await build_stats_backend(settings))
         manuals = await keep(await build_manuals_backend(settings))
         grievances = await keep(await build_grievance_backend(settings))
+        if one_shot:
+            grievances.local_store.hold_none()  # type: ignore[attr-defined]
         start = getattr(grievances, "start", None)  # the spool's refiler, and the Jira outbox's pusher
         if start is not None:
             await start()
@@ -334,8 +337,10 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, engine: Engine | None = None) -> AsyncIterator[App]:
-    app = await build_app(settings, engine)
+async def running_app(
+    settings: Settings, engine: Engine | None = None, one_shot: bool = False
+) -> AsyncIterator[App]:
+    app = await build_app(settings, engine, one_shot)
     try:
         yield app
     finally:

@@ -102,7 +102,7 @@ def _write_reply(folder: Path, note: str, ogg: bytes) -> Path:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from bot.app import running_app
+    from bot.app import running_app, storage_paths
     from bot.tools.base import ToolContext
 
     settings = _settings(args)
@@ -117,12 +117,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
         _complain(f"ask: {problem}; the note was not asked")
         return status
 
+    refused: list[dict[str, str]] = []
+
     async def ask() -> dict[str, object]:
         # Private: the answer is printed for whoever runs this, who reads the databases anyway.
-        async with running_app(settings) as app:
+        async with running_app(settings, one_shot=True) as app:
             reply = await app.agent.respond(
                 ToolContext(user_id=args.user, platform="cli", private=True), data, args.voice
             )
+            refused.extend(app.grievances.local_store.refused)  # type: ignore[attr-defined]
         audio_path = None
         if reply.audio is not None:
             out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="voxdesk-"))
@@ -152,6 +155,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
         )
         print(f"audio:  {audio}{taken}")
         print(f"engine: {result['engine']}")
+    if refused:
+        # The note is still there to ask again: nothing kept a copy that would file it twice.
+        db = storage_paths(settings).grievances
+        for row in refused:
+            _complain(
+                f"ask: the complaint was NOT filed: {db} and its spool refused it; ask this note again"
+                f" once the disk takes writes; its words ({row['category']}): {row['description']}"
+            )
+        return 4
     return 0
 
 

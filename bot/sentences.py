@@ -157,6 +157,11 @@ HELD_FOR_LATER = (
     "I couldn't file your complaint just now, but I'm holding on to it and will file it as soon as "
     "I can. Ask me about your tickets in a little while; if it isn't there, please tell me again."
 )
+# The same refusal in `ask`, a process that ends after its turn: nothing would hold it there.
+NOT_FILED = (
+    "I couldn't file your complaint: there is nowhere to save it just now, so it has NOT been "
+    "filed. Please tell me again in a little while."
+)
 FILING_UNAVAILABLE = "Filing complaints isn't working right now, please try again in a few minutes."
 TICKETS_UNAVAILABLE = "Your tickets are unavailable right now, please try again in a few minutes."
 

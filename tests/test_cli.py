@@ -1688,6 +1688,61 @@ def test_ask_refuses_an_out_it_cannot_write_the_reply_into_before_the_turn(setti
     assert taken.read_text() == "not a folder"
 
 
+FULL_DISK = """
+import errno, sqlite3, sys
+from bot import cli
+from bot.tools import grievance_spool
+from bot.tools.grievance_store import LocalGrievanceStore
+
+async def full_database(*args, **kwargs):
+    raise sqlite3.OperationalError("database or disk is full")
+
+def full_disk(fd, data):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+LocalGrievanceStore._insert = full_database
+grievance_spool._write_all = full_disk
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_ask_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_words(settings, tmp_path) -> None:
+    # grievances.db and its spool both refused the complaint (a full disk): the reply promised to
+    # hold it and file it later, and the process ended with it at once, status 0.
+    from bot.sentences import HELD_FOR_LATER, NOT_FILED
+
+    note = paths.SAMPLES / "4-charged-twice.ogg"
+    before = _grievances(settings.storage_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "ask", str(note), "--json", "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+            "VOXDESK_OFFLINE_WORKERS": "1",
+            "VOXDESK_OFFLINE_VOICE": "en-us",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    reply = json.loads(done.stdout)["reply_text"]
+    assert HELD_FOR_LATER not in reply
+    assert NOT_FILED in reply
+    db = settings.storage_dir / "grievances.db"
+    said = (
+        f"ask: the complaint was NOT filed: {db} and its spool refused it; ask this note again once"
+        " the disk takes writes; its words (wallet): i want to complain i was charged twice for gems\n"
+    )
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.endswith(said), done.stderr
+    assert "UNFILED GRIEVANCE" not in done.stderr  # not held for a `refile` as well: filed once
+    # Asked again with room on the disk, it is filed.
+    again = voxdesk("ask", str(note), "--json", "--out", str(tmp_path / "out"), storage=settings.storage_dir)
+    assert again.returncode == 0, again.stderr
+    assert _grievances(settings.storage_dir) == before + 1
+
+
 def test_ask_keeps_an_earlier_reply_and_names_the_new_one_it_numbered(settings, tmp_path) -> None:
     # Asked again to compare, the same note's reply went over the first: the earlier answer, or a
     # file the operator had kept under that name, was lost without a word.

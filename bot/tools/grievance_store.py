@@ -506,6 +506,10 @@ class LocalGrievanceStore:
         # Those the spool refused too (the disk full or read-only), by filing id: written to the
         # spool by the next file_spooled that can (the next grievance, the refiler's next round).
         self._held: dict[str, dict[str, Any]] = {}
+        # False in a process that ends after its turn (hold_none): nothing would file them there.
+        self._holds = True
+        # The grievances refused outright there: none held, none filed.
+        self.refused: list[dict[str, Any]] = []
         self._refiler: asyncio.Task[None] | None = None
         # grievances-recent.db and the device and inode attached (None: the claims in memory).
         self._recent: Path | None = None
@@ -805,10 +809,20 @@ class LocalGrievanceStore:
                 refused,
                 json.dumps(row),
             )
+            if not self._holds:
+                self.refused.append(row)
+                raise ToolError(say.NOT_FILED) from None
             if not self._hold(filing_id, row):
                 raise exc from None
             raise ToolError(say.HELD_FOR_LATER) from None
         log.error("grievance of user %s kept in %s to file later: %s", row["user_id"], self._spool.path, exc)
+
+    def hold_none(self) -> None:
+        """For a process that ends after its turn (`ask`): a grievance the database and the
+        spool both refuse is not held in memory, where its player is told it will be filed, for
+        the process to end with it. Its player is told it is not filed (say.NOT_FILED), and it is
+        listed in `refused` for the command to say so: asked again, it is filed once."""
+        self._holds = False
 
     def _hold(self, filing_id: str | None, row: dict[str, Any]) -> bool:
         """Hold a grievance in memory until the spool takes it; False when too many are held."""
