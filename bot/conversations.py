@@ -262,6 +262,14 @@ class ConversationStore:
         """Forget the player's every conversation; how many turns went. `sent_at`, when the
         /forget was sent: the turns of requests sent before it are not kept (`append`) either.
         One row per player keeps that time, the latest /forget's, pruned at `forget_seconds`."""
+        try:
+            return await self._reset(user_id, sent_at)
+        except sqlite3.Error as exc:
+            if self.path is None:
+                raise
+            raise naming(self.path, exc) from exc
+
+    async def _reset(self, user_id: str, sent_at: float) -> int:
         async with writing(self._conn, self._write_lock):
             await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             latest = max(sent_at, await self._forgotten_at(user_id))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, first, opening, writing
+from bot.db import add_missing_columns, first, naming, opening, writing
 
 REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
@@ -33,15 +34,17 @@ class Preferences:
 
 
 class PreferenceStore:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path | None = None) -> None:
         self._conn = conn
         self._write_lock = asyncio.Lock()
+        # Named in a refused write: SQLite's "attempt to write a readonly database" names none.
+        self.path = path
 
     @classmethod
     async def open(cls, path: Path | str) -> PreferenceStore:
         async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
             await add_missing_columns(conn, "preferences", {"notify": "INTEGER NOT NULL DEFAULT 1"})
-            return cls(conn)
+            return cls(conn, Path(path))
 
     async def get(self, user_id: str) -> Preferences:
         rows = await self._conn.execute_fetchall(
@@ -63,13 +66,18 @@ class PreferenceStore:
 
     async def _set(self, user_id: str, column: str, value: str | int | None) -> None:
         """One choice of the player's; the others stay as they were. `column` is one of ours."""
-        async with writing(self._conn, self._write_lock):
-            await self._conn.execute(
-                f"INSERT INTO preferences (user_id, {column}) VALUES (?, ?) "
-                f"ON CONFLICT(user_id) DO UPDATE SET {column} = excluded.{column}",
-                (user_id, value),
-            )
-            await self._conn.commit()
+        try:
+            async with writing(self._conn, self._write_lock):
+                await self._conn.execute(
+                    f"INSERT INTO preferences (user_id, {column}) VALUES (?, ?) "
+                    f"ON CONFLICT(user_id) DO UPDATE SET {column} = excluded.{column}",
+                    (user_id, value),
+                )
+                await self._conn.commit()
+        except sqlite3.Error as exc:
+            if self.path is None:
+                raise
+            raise naming(self.path, exc) from exc
 
     async def aclose(self) -> None:
         await self._conn.close()

@@ -405,6 +405,15 @@ FORGOTTEN = (
 # /voice, /replies and /notify past their per-player limit, and /forget past its own.
 SETTINGS_TOO_FAST = "You're changing your settings faster than I can keep up. Try again in {wait}."
 FORGET_TOO_FAST = "You've asked me to forget several times just now. Try again in {wait}."
+# /voice, /replies, /notify and /forget while their database refuses writes (a full or read-only disk).
+SETTING_NOT_SAVED = (
+    "Sorry, I couldn't save that just now, so your settings stay as they were. Please try again "
+    "in a little while."
+)
+NOT_FORGOTTEN = (
+    "Sorry, I couldn't forget our conversations just now: nothing was erased. Please try again in a "
+    "little while."
+)
 UNKNOWN_VOICE = "I don't know the voice “{voice}”. Pick one of: {voices}."
 VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."
 REPLY_STYLE_CHOSEN = "From now on I'll answer your notes with {style}."

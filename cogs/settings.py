@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections.abc import Awaitable
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
+from bot.logs import Outage
 from bot.tools import clipped
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller, suggest
@@ -31,6 +34,10 @@ class PlayerSettings(commands.Cog):
         # Timed by time.monotonic(): a host clock set back would hold a player as long.
         self.changes = Limits(InAnyWindow(CHANGES, CHANGE_SECONDS), lambda interaction: interaction.user.id)
         self.forgets = Limits(InAnyWindow(FORGETS, FORGET_SECONDS), lambda interaction: interaction.user.id)
+        # A full or read-only disk refuses every player's write alike: said once, naming the
+        # file, not once (with a traceback) a command.
+        self._unsaved = Outage(log, "preferences.db is written again", level=logging.ERROR)
+        self._unforgotten = Outage(log, "/forget: conversations.db is written again", level=logging.ERROR)
 
     def _too_soon(self, interaction: discord.Interaction, limits: Limits, too_fast: str) -> str | None:
         retry_after = limits.update_rate_limit(interaction, time.monotonic())
@@ -40,6 +47,18 @@ class PlayerSettings(commands.Cog):
         log.info("flood: /%s from %s refused", command, interaction.user.id)
         return too_fast.format(wait=say.wait_of(retry_after))
 
+    async def _saved(self, interaction: discord.Interaction, write: Awaitable[None]) -> bool:
+        """Whether a player's setting was written: preferences.db refusing it is said once (by
+        `_refused`), and its player told it is not saved; any other failure reaches the command
+        tree's handler, with its traceback."""
+        try:
+            await write
+        except sqlite3.Error as exc:
+            _refused(self._unsaved, interaction, exc)
+            return False
+        self._unsaved.answered()
+        return True
+
     @app_commands.command(name="forget", description="Forget our conversation so far")
     async def forget(self, interaction: discord.Interaction) -> None:
         refused = self._too_soon(interaction, self.forgets, say.FORGET_TOO_FAST)
@@ -48,7 +67,12 @@ class PlayerSettings(commands.Cog):
             if refused:
                 return refused
             asker = caller(interaction)
-            removed = await self.bot.core.agent.forget(asker.user_id, asker.sent_at)
+            try:
+                removed = await self.bot.core.agent.forget(asker.user_id, asker.sent_at)
+            except sqlite3.Error as exc:
+                _refused(self._unforgotten, interaction, exc)
+                return say.NOT_FORGOTTEN
+            self._unforgotten.answered()
             if not removed:
                 return say.NOTHING_TO_FORGET
             return say.FORGOTTEN
@@ -69,7 +93,10 @@ class PlayerSettings(commands.Cog):
                 shown = ", ".join(voices[:20])
                 # What was typed may be any of Discord's 6000 characters, markdown and mentions.
                 return say.UNKNOWN_VOICE.format(voice=literal(clipped(voice.strip())), voices=shown)
-            await self.bot.core.preferences.set_voice(caller(interaction).user_id, chosen)
+            if not await self._saved(
+                interaction, self.bot.core.preferences.set_voice(caller(interaction).user_id, chosen)
+            ):
+                return say.SETTING_NOT_SAVED
             return say.VOICE_CHOSEN.format(voice=chosen)
 
         await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
@@ -99,7 +126,9 @@ class PlayerSettings(commands.Cog):
         async def work() -> str:
             if refused:
                 return refused
-            await self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
+            chosen = self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
+            if not await self._saved(interaction, chosen):
+                return say.SETTING_NOT_SAVED
             return say.REPLY_STYLE_CHOSEN.format(style=say.REPLY_STYLES[style.value])
 
         await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
@@ -116,12 +145,22 @@ class PlayerSettings(commands.Cog):
             if refused:
                 return refused
             on = news.value == "on"
-            await self.bot.core.preferences.set_notify(caller(interaction).user_id, on)
+            if not await self._saved(
+                interaction, self.bot.core.preferences.set_notify(caller(interaction).user_id, on)
+            ):
+                return say.SETTING_NOT_SAVED
             if on:
                 return say.NEWS_ON
             return say.NEWS_OFF
 
         await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
+
+
+def _refused(refusals: Outage, interaction: discord.Interaction, exc: sqlite3.Error) -> None:
+    """A write its database refused (full, read-only, another user's file: the error names it),
+    said once by `refusals`, then quietly until a write goes through."""
+    command = interaction.command.qualified_name if interaction.command else "?"
+    refusals.failed(str(exc), "/%s of user %s not saved: %s", command, interaction.user.id, exc)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -931,6 +931,69 @@ async def test_a_failing_command_tells_the_player_and_logs_once(harness: Harness
     assert "replies" in failures[0].getMessage() and "No space left" in str(failures[0].exc_info[1])
 
 
+async def test_settings_a_read_only_disk_refuses_are_said_once_by_file_and_the_player_told(
+    harness: Harness, caplog
+):
+    """preferences.db turns read-only while the bot runs (a disk remounted read-only, a file
+    chowned away): every /voice, /replies and /notify tells its player the choice is not saved,
+    and the log says so once, naming the file, rather than a traceback a command; the first
+    choice saved again says it ended."""
+    from bot.app import storage_paths
+    from bot.sentences import NEWS_OFF, REPLY_STYLE_CHOSEN, REPLY_STYLES, SETTING_NOT_SAVED
+
+    fake = harness.fake
+    store = harness.bot.core.preferences
+    voice = harness.bot.core.agent.voices()[0]
+    await store._conn.execute("PRAGMA query_only = ON")  # SQLite's own SQLITE_READONLY on each write
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    for player in (nova, blaze):
+        assert await ask(fake, player, "replies", [option("style", "text")]) == SETTING_NOT_SAVED
+        assert await ask(fake, player, "notify", [option("news", "off")]) == SETTING_NOT_SAVED
+        assert await ask(fake, player, "voice", [option("voice", voice)]) == SETTING_NOT_SAVED
+    path = storage_paths(harness.settings).preferences
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert f"{path}: attempt to write a readonly database" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # the file and SQLite's words say it: no traceback
+    assert (await store.get(str(nova.id))).reply_mode == "voice_and_text"  # as it was
+    await store._conn.execute("PRAGMA query_only = OFF")  # the disk takes writes again
+    caplog.clear()
+    said = await ask(fake, nova, "replies", [option("style", "text")])
+    assert said == REPLY_STYLE_CHOSEN.format(style=REPLY_STYLES["text"])
+    assert await ask(fake, nova, "notify", [option("news", "off")]) == NEWS_OFF
+    logged = [r.getMessage() for r in caplog.records if r.name == "cogs.settings"]
+    assert logged == ["preferences.db is written again"], logged
+
+
+async def test_a_forget_a_read_only_disk_refuses_is_said_once_by_file_and_the_player_told(
+    harness: Harness, caplog
+):
+    """conversations.db refuses a /forget: its player hears that nothing was erased, each time,
+    and the log says so once, naming the file; the next /forget that goes through says it ended."""
+    from bot.app import storage_paths
+    from bot.sentences import NOT_FORGOTTEN
+
+    fake = harness.fake
+    store = harness.bot.core.conversations
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+    await store._conn.execute("PRAGMA query_only = ON")
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    for player in (nova, nova, blaze):
+        assert await ask(fake, player, "forget", []) == NOT_FORGOTTEN
+    path = storage_paths(harness.settings).conversations
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert f"{path}: attempt to write a readonly database" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+    await store._conn.execute("PRAGMA query_only = OFF")
+    caplog.clear()
+    assert await ask(fake, nova, "forget", []) == FORGOTTEN
+    logged = [r.getMessage() for r in caplog.records if r.name == "cogs.settings"]
+    assert logged == ["/forget: conversations.db is written again"], logged
+
+
 async def test_grievance_list_shows_every_ticket_open_ones_first(settings, fake: FakeDiscord):
     from bot.tools.grievance_store import LocalGrievanceStore
 
