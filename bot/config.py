@@ -630,8 +630,8 @@ def _warn_of_quoted_secrets(secrets: Secrets) -> None:
 
 
 def _warn_of_short_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:
-    """Name each secret too short for the log's mask (logs.MIN_SECRET_CHARS), which that mask
-    then leaves as it is: a SQL or proxy password may be that short, a service's key never is.
+    """Name each secret shorter than logs.MIN_SECRET_CHARS, which the log's mask hides only where
+    it stands as a word of its own: a SQL or proxy password may be that short, a service's key never is.
     Not refused, as the service took it; the query's credentials and the custom headers' values
     are left unsaid, being a short flag or "Bearer" as often as a secret."""
     # Not the Discord token, nor the web desk's secrets: their shapes are checked on their own.
@@ -653,8 +653,8 @@ def _warn_of_short_secrets(settings: Settings, environ: typing.Mapping[str, str]
                 named.append((f"the password in {where}", password))
     for where in dict.fromkeys(where for where, value in named if 0 < len(value) < logs.MIN_SECRET_CHARS):
         log.warning(
-            "%s is shorter than %d characters: the log does not mask it (it would mask those"
-            " letters in every line), and it is easily guessed; give it its full length",
+            "%s is shorter than %d characters: the log masks it only as a word of its own (not"
+            " inside a longer one), and it is easily guessed; give it its full length",
             where,
             logs.MIN_SECRET_CHARS,
         )
@@ -992,7 +992,13 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
     values += odbc_passwords(settings.secrets.sql_connection_string)
     values += [jira_basic_auth(settings.secrets.jira_email, settings.secrets.jira_api_token)]
     values += [environ.get(name, "") for name in CLIENT_SECRET_ENV]
-    values += custom_header_values(environ.get("OPENAI_CUSTOM_HEADERS", ""))
+    # A short header value is a flag ("1", "true") as often as a secret: masked as a word of its
+    # own, it would mask that word in every line.
+    values += [
+        v
+        for v in custom_header_values(environ.get("OPENAI_CUSTOM_HEADERS", ""))
+        if len(v) >= logs.MIN_SECRET_CHARS
+    ]
     addresses = [environ.get("OPENAI_BASE_URL", "")]  # the SDK reads it when openai.base_url is empty
     addresses += [environ.get(name, "") for name in PROXY_ENV]
     for name in SECTIONS:
@@ -1000,7 +1006,9 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
         addresses += [getattr(section, f.name) for f in dataclasses.fields(section)]
     for address in addresses:
         if isinstance(address, str):
-            values += address_secrets(address)
+            # A short query value is a flag as often as a credential (?code=1), as above.
+            flags = {v for v in query_secrets(address) if len(v) < logs.MIN_SECRET_CHARS}
+            values += [v for v in address_secrets(address) if v not in flags]
     return values
 
 

@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from typing import TextIO
 
 MASK = "***"
-# Shorter values are not masked: a one-letter "secret" would mask that letter in every line.
+# Shorter values are masked only where they stand as a word of their own: a short password is
+# still a secret, but masked wherever its letters appear it would mask them in every line.
 MIN_SECRET_CHARS = 8
 
 # Loggers that say too much at INFO, which `run` logs. HTTP clients log every request's whole
@@ -60,12 +61,17 @@ def mask_secrets(values: Iterable[str]) -> None:
     """Mask these values (besides those given before) in every line the masking handlers print.
     Values given before stay masked: a key replaced in the settings may still be in flight."""
     global _values, _pattern
-    wanted = _values | {s for v in values if len(v) >= MIN_SECRET_CHARS for s in spellings(v)}
+    wanted = _values | {s for v in values if v for s in spellings(v)}
     if wanted == _values:
         return
     # Longest first: a secret that contains another is masked whole.
-    alternatives = sorted(wanted, key=lambda v: (-len(v), v))
-    _values, _pattern = frozenset(wanted), re.compile("|".join(map(re.escape, alternatives)))
+    alternatives = [
+        re.escape(v) for v in sorted(wanted, key=lambda v: (-len(v), v)) if len(v) >= MIN_SECRET_CHARS
+    ]
+    if short := sorted((v for v in wanted if len(v) < MIN_SECRET_CHARS), key=lambda v: (-len(v), v)):
+        # After every longer one, which is masked whole first where the two overlap.
+        alternatives.append(rf"(?<!\w)(?:{'|'.join(map(re.escape, short))})(?!\w)")
+    _values, _pattern = frozenset(wanted), re.compile("|".join(alternatives))
 
 
 def spellings(value: str) -> set[str]:

@@ -145,9 +145,9 @@ def test_a_secret_in_quotes_is_a_warning_naming_it_not_its_value(caplog: pytest.
 def test_a_secret_too_short_to_mask_in_the_log_is_a_warning_naming_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The log's mask leaves a value under 8 characters as it is (it would mask those letters in
-    # every line): a SQL or proxy password that short would be printed wherever a driver's error
-    # quoted it, and the operator would not know.
+    # The log's mask hides a value under 8 characters only where it stands as a word of its own
+    # (masked everywhere, its letters would go from every line), and such a password is easily
+    # guessed: the operator is told.
     caplog.set_level(logging.WARNING, logger="bot.config")
     env = {
         "VOXDESK_SQL_CONNECTION_STRING": "Driver={ODBC Driver 18};Server=db;UID=bot;PWD=hunter2;",
@@ -159,8 +159,8 @@ def test_a_secret_too_short_to_mask_in_the_log_is_a_warning_naming_it(
     load_settings(REPO / "config.toml", environ=env)
     said = [r.getMessage() for r in caplog.records]
     tail = (
-        " is shorter than 8 characters: the log does not mask it (it would mask those letters in"
-        " every line), and it is easily guessed; give it its full length"
+        " is shorter than 8 characters: the log masks it only as a word of its own (not inside a"
+        " longer one), and it is easily guessed; give it its full length"
     )
     assert said == [
         "JIRA_API_TOKEN" + tail,

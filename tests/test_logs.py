@@ -178,10 +178,27 @@ def test_discord_pys_formatter_and_a_second_handler_print_the_masked_traceback(r
         assert KEY not in text and f"RuntimeError: {MASK}" in text
 
 
-def test_short_values_are_not_masked_and_a_longer_secret_is_masked_whole(root_log) -> None:
+def test_a_short_secret_is_masked_as_a_word_of_its_own_and_a_longer_one_whole(root_log) -> None:
+    # A password under 8 characters was left as it was, printed wherever a driver quoted it. It is
+    # masked where it stands alone, not inside a longer word (masked everywhere, "a" would take
+    # that letter out of every line).
     logs.mask_secrets(["a", "hunter2", KEY + "-and-more"])
-    logging.getLogger("bot").warning("a hunter2 %s-and-more", KEY)
-    assert root_log.getvalue() == f"WARNING bot a hunter2 {MASK}\n"
+    logging.getLogger("bot").warning("a hunter2 %s-and-more, hunter22 and 'hunter2'", KEY)
+    assert root_log.getvalue() == f"WARNING bot {MASK} {MASK} {MASK}, hunter22 and '{MASK}'\n"
+
+
+def test_settings_mask_a_short_password_a_drivers_error_quotes(root_log, tmp_path) -> None:
+    # Start-up warned of a SQL or proxy password under 8 characters, and the log printed it.
+    make_settings(
+        tmp_path,
+        VOXDESK_SQL_CONNECTION_STRING="Driver={ODBC Driver 18};Server=db;UID=bot;PWD=hunter2;",
+        HTTPS_PROXY="http://bot:p%40ss@proxy.example:3128",
+        OPENAI_CUSTOM_HEADERS="X-Debug: 1",  # a flag as often as a secret: no word of it masked
+    )
+    logging.getLogger("pyodbc").warning("login failed: ('PWD=hunter2;', 'p@ss') after 1 try")
+    *warned, said = root_log.getvalue().splitlines()
+    assert said == f"WARNING pyodbc login failed: ('PWD={MASK};', '{MASK}') after 1 try"
+    assert len(warned) == 2 and not re.search(r"hunter2|p@ss", root_log.getvalue())
 
 
 def test_settings_mask_each_secret_the_odbc_password_and_an_address_password(root_log, tmp_path) -> None:
