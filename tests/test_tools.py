@@ -2421,18 +2421,23 @@ async def test_a_shared_player_lists_the_speakers_own_tickets_then_the_players(
     settings, scripted_app_engine
 ) -> None:
     # The web playground's visitor speaking as Nova: their own complaint first, then Nova's demo
-    # tickets, which everyone is shown; another visitor's complaint is never among them.
-    me = ToolContext(user_id=NOVA, grievance_owner=f"web:me:{NOVA}")
-    other = ToolContext(user_id=NOVA, grievance_owner=f"web:other:{NOVA}")
+    # tickets, which everyone is shown; another visitor's complaint is never among them. A player
+    # whose tickets are not shared (a configured test player's) has only the speaker's own listed.
+    me = ToolContext(user_id=NOVA, grievance_owner=f"web:me:{NOVA}", shared_tickets=True)
+    other = ToolContext(user_id=NOVA, grievance_owner=f"web:other:{NOVA}", shared_tickets=True)
+    unshared = ToolContext(user_id=NOVA, grievance_owner=f"web:me:{NOVA}")
     complaint = call("register_grievance", category="wallet", description="charged twice")
     async with running_app(settings, scripted_app_engine) as app:
         mine = (await app.toolbox.run(me, complaint)).result["ticket_key"]
         theirs = (await app.toolbox.run(other, complaint)).result["ticket_key"]
         listed = (await app.toolbox.run(me, call("get_grievance_status"))).result
         demo = (await app.toolbox.run(me, call("get_grievance_status", ticket_key="GRV-12"))).result
+        alone = (await app.toolbox.run(unshared, call("get_grievance_status"))).result
+        none = (await app.toolbox.run(unshared, call("get_grievance_status", ticket_key="GRV-12"))).result
     assert [t["ticket_key"] for t in listed["tickets"]] == [mine, "GRV-12", "GRV-10"]
     assert theirs not in {t["ticket_key"] for t in listed["tickets"]}
     assert [t["ticket_key"] for t in demo["tickets"]] == ["GRV-12"]
+    assert [t["ticket_key"] for t in alone["tickets"]] == [mine] and none["tickets"] == []
 
 
 async def test_a_new_complaint_first_in_a_note_answered_again_round_by_round_is_filed(

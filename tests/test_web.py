@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
+import json
 import logging
 import re
 import socket
@@ -21,7 +22,7 @@ from cryptography.fernet import Fernet
 
 from bot import paths
 from bot import sentences as say
-from bot.app import storage_paths
+from bot.app import build_app, storage_paths
 from bot.config import load_settings
 from bot.tools import ticket_rows
 from bot.web import STATE, desk, ops, playground
@@ -287,6 +288,58 @@ async def test_production_playground_offers_only_the_configured_test_player(sett
         assert (await ask(client, await csrf_of(client), player=NOVA)).status == 400
     off = web_settings(settings.storage_dir, VOXDESK_TOOLS_STATS="sqlite")
     assert off.web.playground_players == []
+
+
+async def test_a_configured_players_own_tickets_are_never_shown_to_playground_visitors(settings) -> None:
+    # A listed id is a Discord account's: what was filed under it came from whoever holds that
+    # account (a real player, listed by mistake, or staff testing in a DM), in words that may
+    # be a harassment report or payment details. The playground listed them, words and all, to
+    # every anonymous visitor. The demo players' tickets (the seed's) are still everyone's.
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_PLAYERS=BLAZE)
+    async with web_client(s) as (client, core):
+        filed = await core.grievances.register(BLAZE, "wallet", "my card ending 4242 was charged twice")
+        view = await (await client.get("/playground/tickets", params={"player": BLAZE})).json()
+        assert view == {"player": "Blaze", "tickets": []}
+    async with web_client(web_settings(settings.storage_dir)) as (client, core):
+        view = await (await client.get("/playground/tickets", params={"player": BLAZE})).json()
+        assert filed.key in {t["key"] for t in view["tickets"]}
+
+
+async def test_the_ticket_tool_tells_no_configured_players_own_tickets_to_a_visitor(settings) -> None:
+    from tests.fakes import openai_server
+    from tests.fakes.openai_server import answer, tool_calls
+    from tests.test_openai import openai_settings
+    from tests.test_ticket_privacy import told_by_ticket_tool
+
+    async with openai_server.serving() as fake:
+        s = openai_settings(
+            settings.storage_dir,
+            fake,
+            VOXDESK_WEB_STAFF_PASSWORD_HASH=STAFF_HASH,
+            VOXDESK_WEB_PLAYGROUND_PLAYERS=BLAZE,
+        )
+        async with web_client(s, core=await build_app(s)) as (client, core):
+            try:
+                filed = await core.grievances.register(
+                    BLAZE, "wallet", "my card ending 4242 was charged twice"
+                )
+                fake.script = [
+                    tool_calls(("get_grievance_status", {})),
+                    answer("{tool:get_grievance_status}"),
+                ]
+                asked = await ask(client, await csrf_of(client), player=BLAZE)
+                assert asked.status == 200, await asked.text()
+                told = json.loads(told_by_ticket_tool(fake.chats[-1].body))
+                assert told["tickets"] == [] and "4242" not in (await asked.json())["answer"]
+                fake.script = [
+                    tool_calls(("get_grievance_status", {"ticket_key": filed.key})),
+                    answer("{tool:get_grievance_status}"),
+                ]
+                asked = await ask(client, await csrf_of(client), player=BLAZE)
+                told = json.loads(told_by_ticket_tool(fake.chats[-1].body))
+                assert told["tickets"] == [] and "4242" not in (await asked.json())["answer"]
+            finally:
+                await core.aclose()
 
 
 async def test_on_a_studios_player_database_the_demo_ids_are_nobody_to_speak_as(settings) -> None:

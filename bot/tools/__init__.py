@@ -172,10 +172,13 @@ async def readable_grievances(
     grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None, limit: int = MAX_LISTED
 ) -> list[Grievance]:
     """The speaker's tickets (only the one `key` names, with a key; else the `limit` newest); as a
-    shared player (see ToolContext.grievance_owner), the speaker's own first, then the player's."""
+    shared player (see ToolContext.grievance_owner), the speaker's own first, then the player's
+    if they are shared (ToolContext.shared_tickets)."""
     if not ctx.grievance_owner:
         return await grievances.status(ctx.user_id, key, limit)
     own = await grievances.status(ctx.grievance_owner, key, limit)
+    if not ctx.shared_tickets:
+        return own
     if key is not None and own:  # found: no need to ask after the player's (Jira may be slow)
         return own
     return own + await grievances.status(ctx.user_id, key, limit)

@@ -71,8 +71,11 @@ class ToolContext:
     # are the player's, but grievances are filed and read, and the conversation kept, as this id
     # of the speaker's own, so nobody reads what another filed as the same player, and what they
     # said is not the player's (`player export`, /forget); being no Discord id, it keeps their
-    # grievances out of Jira too. The shared player's own tickets (demo data) are listed to everyone.
+    # grievances out of Jira too.
     grievance_owner: str = ""
+    # ... and whether the shared player's own tickets are listed to that speaker too: only the demo
+    # players' (demo data). What was filed under a Discord id came from whoever holds that account.
+    shared_tickets: bool = False
     # Whose daily budget the turn spends, when not the player's: as a shared player, the speaker's
     # own (a playground visitor's), so one speaker cannot spend it for everyone speaking as them.
     budget_owner: str = ""

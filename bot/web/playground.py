@@ -240,6 +240,7 @@ async def ask(request: web.Request) -> web.Response:
         conversation=f"web:{owner}",
         request_id=f"web-{uuid.uuid4()}",
         grievance_owner=_grievance_owner(owner, user_id),
+        shared_tickets=_demo(st),
         budget_owner=spender,
         private=True,  # the answer goes to this browser session alone
         may_file=lambda: _may_file(st, spender),
@@ -411,6 +412,13 @@ def _ranged(request: web.Request, ogg: bytes) -> web.Response:
     return web.Response(status=206, body=ogg[start:stop], content_type="audio/ogg", headers=headers)
 
 
+def _demo(st: WebState) -> bool:
+    """Whether the playground's players are the embedded database's demo players, whose tickets
+    (demo data) every visitor may read. A configured player's id is a Discord account's: what was
+    filed under it came from whoever holds that account, so visitors read only their own."""
+    return not st.settings.web.playground_players
+
+
 def _grievance_owner(owner: str, user_id: str) -> str:
     """Whose complaints this session files as this player: its own (see ToolContext.grievance_owner)."""
     return f"{VISITOR_PREFIX}{owner}:{user_id}"
@@ -423,8 +431,8 @@ def from_playground(user_id: str) -> bool:
 
 async def tickets(request: web.Request) -> web.Response:
     """The chosen playground player's tickets as this session would hear them: those it filed and
-    the player's demo tickets, never another visitor's (readable_grievances' order: the session's
-    own first)."""
+    a demo player's own (_demo), never another visitor's (readable_grievances' order: the
+    session's own first)."""
     st = web_state(request)
     wait = st.ticket_views.retry_after(security.client_key(request, st.settings.web))
     if wait:
@@ -446,7 +454,11 @@ async def tickets(request: web.Request) -> web.Response:
     try:
         # The session's own are on the local store (no Discord id, never in Jira): cheap, and fresh.
         own = await grievances.status(_grievance_owner(owner, user_id))
-        players, _ = await st.ticket_lists.setdefault(user_id, Reused()).get(look_up, TICKETS_FRESH_SECONDS)
+        players = []
+        if _demo(st):
+            players, _ = await st.ticket_lists.setdefault(user_id, Reused()).get(
+                look_up, TICKETS_FRESH_SECONDS
+            )
     except Exception:
         # The page shows an answer's "error": the words Discord players hear, not a bare 500.
         log.exception("playground: the tickets of player %s could not be read", user_id)
