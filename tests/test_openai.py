@@ -1086,6 +1086,25 @@ async def test_a_transcription_model_openai_does_not_serve_is_said_at_start_and_
         await check_engine(settings)
 
 
+async def test_a_transcription_model_the_project_may_not_use_is_one_warning_at_start_up(
+    storage, fake, caplog
+) -> None:
+    """OpenAI's 403 for a model the key's project is not allowed: each note's transcription is
+    then refused, and every turn kept without the player's words. Start-up said only "could not
+    check model ...: PermissionDeniedError" at INFO, as for a provider not answering."""
+    from bot.engines.openai import create_openai_engine
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.denied_models = ["gpt-4o-mini-transcribe"]
+    engine = await create_openai_engine(openai_settings(storage, fake))
+    await engine.aclose()
+    (told,) = [r for r in caplog.records if "gpt-4o-mini-transcribe" in r.getMessage()]
+    assert told.levelno == logging.WARNING
+    assert "403: Project `proj_fake` does not have access" in told.getMessage()
+    assert "openai.transcribe_model" in told.getMessage()
+    assert engine.ready  # the chat answers: the words feed the history only
+
+
 async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
     storage, fake, caplog
 ) -> None:

@@ -220,6 +220,9 @@ class FakeOpenAI(Strict):
     models: list[str] = field(
         default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
     )
+    # Models the key's project is not allowed (its model access in OpenAI's settings): a lookup of
+    # one, or a request on it, is OpenAI's 403 model_not_found naming the project.
+    denied_models: list[str] = field(default_factory=list)
     # The most tokens each model answers with: a request's max_completion_tokens over it is
     # OpenAI's 400 invalid_value, whatever the rest of the request.
     max_output_tokens: dict[str, int] = field(
@@ -426,7 +429,11 @@ class FakeOpenAI(Strict):
         """OpenAI's 404 for a model it does not serve (Azure names a deployment instead), as the
         model lookup answers it: a request names the model it runs on, and a wrong name is no
         answer however well-formed the rest."""
-        if request.path.startswith("/openai/") or not isinstance(model, str) or model in self.models:
+        if request.path.startswith("/openai/") or not isinstance(model, str):
+            return None
+        if model in self.denied_models:
+            return self._denied(model)
+        if model in self.models:
             return None
         error = {
             "message": f"The model `{model}` does not exist or you do not have access to it.",
@@ -435,6 +442,15 @@ class FakeOpenAI(Strict):
             "code": "model_not_found",
         }
         return web.json_response({"error": error}, status=404)
+
+    def _denied(self, model: str) -> web.Response:
+        error = {
+            "message": f"Project `proj_fake` does not have access to model `{model}`",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+        return web.json_response({"error": error}, status=403)
 
     def _too_many_tokens(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
         """OpenAI's 400 for a max_completion_tokens over the model's most, worded as it words it
@@ -804,6 +820,8 @@ class FakeOpenAI(Strict):
         if failed is not None:
             return failed
         model = request.match_info["model"]
+        if model in self.denied_models:
+            return self._denied(model)
         if model not in self.models:
             return web.json_response(
                 {"error": {"message": f"The model `{model}` does not exist", "code": "model_not_found"}},
