@@ -22,6 +22,7 @@ from bot.conversations import ConversationStore
 from bot.engines.base import (
     AudioClip,
     Engine,
+    EngineBusy,
     EngineError,
     EnginePaused,
     EngineReply,
@@ -471,7 +472,7 @@ class VoiceAgent:
                 )
                 metrics.FALLBACKS.labels(failed, "failed").inc()
                 await self._charge_failed(context, engine.name, turn.scratch.get("usage", []))
-                return await self._apology(turn, watch, exc2)
+                return await self._apology(turn, watch, exc2, exc)
             metrics.FALLBACKS.labels(failed, "answered").inc()
 
         # A display name or a tool's result can carry a lone surrogate or a NUL into the answer.
@@ -595,9 +596,12 @@ class VoiceAgent:
             return await self.speaker(final.text, voice)
         return None
 
-    async def _apology(self, turn: TurnState, watch: _Stopwatch, why: Exception) -> Reply:
-        """No engine could answer. A complaint a tool filed before that is told by its key and
-        kept in the conversation: a player who heard only "sorry" would file it again."""
+    async def _apology(
+        self, turn: TurnState, watch: _Stopwatch, why: Exception, first: Exception | None = None
+    ) -> Reply:
+        """No engine could answer: `why` is the last one's failure, `first` the engine's when its
+        fallback failed too. A complaint a tool filed before that is told by its key and kept in
+        the conversation: a player who heard only "sorry" would file it again."""
         # A note that crashed the recogniser is that note's trouble: other notes are answered,
         # so "my voice service is down, try in a few minutes" would mislead.
         # Nor does a model that answered with nothing: its service is up, that answer failed;
@@ -608,6 +612,10 @@ class VoiceAgent:
             sorry = say.NOTE_TOO_LARGE
         elif isinstance(why, NoAnswer):
             sorry = say.NO_ANSWER_MADE
+        elif isinstance(why, EngineBusy) or isinstance(first, EngineBusy):
+            # A rate limit's reset, not an outage's end, is what the player waits for: the engine's
+            # answers then, whatever became of its fallback.
+            sorry = say.VOICE_SERVICE_BUSY
         else:
             sorry = say.VOICE_SERVICE_DOWN
         keys = _filed_keys(r for rnd in turn.rounds for r in rnd.results)

@@ -95,6 +95,12 @@ PLAYGROUND_COMPLAINTS_FULL = (
 VOICE_SERVICE_DOWN = (
     "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
 )
+# The voice service turned the note away for its rate limit, past the retries a turn makes, or
+# holds notes back until that limit resets: it is up, and "down" would send players away for longer
+# than the wait. The limit may be spent by more than this bot's notes, so the line names no cause.
+VOICE_SERVICE_BUSY = (
+    "Sorry, my voice service is busy right now, so I can't answer. Please try again in a minute."
+)
 # The note, with what a turn sends along, is more than the voice service takes in one request,
 # however long it waits; other players' notes are still answered meanwhile.
 NOTE_TOO_LARGE = (

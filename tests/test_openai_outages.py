@@ -1458,7 +1458,7 @@ async def test_a_limit_run_out_by_the_tokens_used_already_still_pauses_every_not
     async with running_app(openai_settings(storage, fake)) as app:
         first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
         second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
-    assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_DOWN, "apology", 1)
+    assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_BUSY, "apology", 1)
 
 
 async def test_azures_token_rate_429_names_no_tokens_and_pauses_every_note(storage, fake) -> None:
@@ -1478,8 +1478,36 @@ async def test_azures_token_rate_429_names_no_tokens_and_pauses_every_note(stora
         first = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
         second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
         kept = await app.conversations.history(NOVA)
-    assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_DOWN, "apology", 1)
+    assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_BUSY, "apology", 1)
     assert [t.reply_text for t in kept] == ["Hold the button."]
+
+
+@pytest.mark.parametrize("fallback", ["apology", "failing"])
+async def test_a_rate_limit_no_engine_answers_through_is_told_as_busy_not_down(
+    storage, fake, fallback
+) -> None:
+    """With no fallback to answer (none, or one failing too), a note OpenAI's rate limit turned
+    away past its retries, and one come during the pause that limit set, heard "my voice service
+    is down", of a service that answers again once the limit resets. A spent quota, which no
+    minute's wait cures, is still told as the service down."""
+    from tests.scripted_engine import BrokenEngine
+
+    limited = Failure(status=429, code="rate_limit_exceeded", headers={"retry-after-ms": "10"})
+    # Three 429s asking a short wait outlast the two retries; the last one's 60 s then hold the next.
+    fake.failures = [limited, limited, Failure(status=429, retry_after=60, code="rate_limit_exceeded")]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")
+    async with running_app(settings) as app:
+        if fallback == "failing":
+            app.agent.fallback = BrokenEngine()
+        retried = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        paused = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        app.agent.engine.chat_gate.until = 0.0  # the limit's 60 s are over
+        fake.failures = [Failure(status=429, code="insufficient_quota")]
+        spent = await app.agent.respond(ToolContext(user_id=QUILL), NOTE)
+    assert len(fake.chats) == 4  # the three tries of the first note, then the spent quota's
+    assert (retried.kind, retried.text) == ("apology", say.VOICE_SERVICE_BUSY)
+    assert (paused.kind, paused.text) == ("apology", say.VOICE_SERVICE_BUSY)
+    assert (spent.kind, spent.text) == ("apology", say.VOICE_SERVICE_DOWN)
 
 
 async def test_a_400_naming_a_message_of_the_history_is_asked_again_without_it(storage, fake, caplog) -> None:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # the speech workers import this module and have no use for a
 
 __all__ = [
     "AudioClip",
+    "BusyPause",
     "Engine",
+    "EngineBusy",
     "EngineError",
     "EnginePaused",
     "EngineReply",
@@ -42,6 +44,15 @@ class EngineError(Exception):
 class EnginePaused(EngineError):
     """The engine sends no requests for now (rate limited, or its service failing), and said so in
     the log when it paused: each note the fallback answers meanwhile needs no warning of its own."""
+
+
+class EngineBusy(EngineError):
+    """The engine's service is up but turned the request away for its rate limit (a 429) past the
+    engine's own retries: the limit's reset cures it, not an outage's end."""
+
+
+class BusyPause(EnginePaused, EngineBusy):
+    """The engine sends no requests until its service's rate limit resets."""
 
 
 class NoAnswer(EngineError):

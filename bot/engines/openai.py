@@ -49,6 +49,8 @@ from bot.config import OPENAI_VOICES, ConfigError, Settings, reply_audio_choices
 from bot.db import fsync_path, new_partial, remove_partials
 from bot.engines.base import (
     AudioClip,
+    BusyPause,
+    EngineBusy,
     EngineError,
     EnginePaused,
     EngineReply,
@@ -218,6 +220,7 @@ class Gate:
         self.breaker_seconds = breaker_seconds
         self.until = 0.0  # time.monotonic() before which no request goes
         self.why = ""
+        self.busy = False  # `why` is a rate limit: the service is up, and turns requests away
         self.failures = 0  # timeouts, connection failures, 408s and 5xx in a row
         self.limited = 0  # 429s in a row
         self.limited_at = 0.0  # time.monotonic() when the last 429 counted in `limited` came
@@ -308,10 +311,12 @@ class Gate:
             self.probe.set()
         self.probe = None
 
-    def still_paused(self) -> EnginePaused:
-        """The failure of the one request that looked whether the service is back: the pause
-        goes on, and was said when it began, so the turn's log line is no news either."""
-        return EnginePaused(f"OpenAI {self.what} requests paused: {self.why}")
+    def paused(self) -> EnginePaused:
+        """A turn's request held back by the pause, or the failure of the one request that looked
+        whether the service is back (the pause goes on): the pause was said when it began, so the
+        turn's log line is no news. A rate limit's tells the player the service is busy, not down."""
+        why = f"OpenAI {self.what} requests paused: {self.why}"
+        return BusyPause(why) if self.busy else EnginePaused(why)
 
     def rate_limited(self, asked: float | None, sent: float) -> float:
         """A 429 of a request sent at `sent` (time.monotonic()): the pause it sets (seconds). One
@@ -329,7 +334,7 @@ class Gate:
         self.probe = None
         pause = self._limited_pause(asked)
         # A short pause is waited out by the turns (see _send): only a longer one needs saying.
-        self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT)
+        self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT, busy=True)
         return pause
 
     def _limited_pause(self, asked: float | None) -> float:
@@ -364,9 +369,9 @@ class Gate:
         if self.failures >= BREAKER_FAILURES:
             self._pause(self.breaker_seconds, f"{self.failures} failures in a row, the last {why}")
 
-    def _pause(self, seconds: float, why: str, logged: bool = True) -> None:
+    def _pause(self, seconds: float, why: str, logged: bool = True, busy: bool = False) -> None:
         self.until = max(self.until, time.monotonic() + seconds)
-        self.why = why
+        self.why, self.busy = why, busy
         if logged:
             self.outage.failed(
                 "paused",
@@ -567,6 +572,9 @@ class OpenAIEngine:
                 self.ready = False
             elif exc.code == OUT_OF_QUOTA:
                 self.ready = False
+            elif isinstance(exc, openai.RateLimitError):
+                # Past the turn's retries, or asking a longer wait than a turn holds a slot for.
+                raise EngineBusy(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             # The provider's reason: a request it refuses for a setting (a token limit over the
             # model's, a voice it does not speak) is refused for every note, and `check` passes.
             raise EngineError(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
@@ -755,11 +763,11 @@ class OpenAIEngine:
         time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`, a
         408), and unless `unsent_only` after a 5xx but a gateway's 502 or 504, or a 429 asking for
         at most SHORT_WAIT. A 408's or a 5xx's Retry-After is waited out as a 429's. Raises the
-        SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits,
-        or EngineError at the deadline (waiting for the request that went first after a 429's
-        pause too), or when that request's 429 was the last of this turn's tries. A request cut
-        off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the service's
-        failure: the breaker does not count it."""
+        SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits
+        (BusyPause for a rate limit's), EngineError at the deadline (waiting for the request that
+        went first after a 429's pause too), or EngineBusy when that request's 429 was the last
+        of this turn's tries. A request cut off at a deadline mostly `spent_elsewhere` (by the
+        turn's tools) is not the service's failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
@@ -773,12 +781,12 @@ class OpenAIEngine:
                 if gate.limited > limited:
                     # Refused: as this turn's own request would have been, had it gone.
                     if unsent_only or tries >= retries:
-                        raise EngineError(f"OpenAI {gate.what} requests {gate.why}")
+                        raise EngineBusy(f"OpenAI {gate.what} requests {gate.why}")
                     tries += 1
                 continue
             if wait > 0:
                 if wait > SHORT_WAIT or wait >= deadline - time.monotonic():
-                    raise EnginePaused(f"OpenAI {gate.what} requests paused: {gate.why}")
+                    raise gate.paused()
                 await self._sleep(wait)
                 continue
             left = deadline - time.monotonic()
@@ -835,7 +843,7 @@ class OpenAIEngine:
                 timed_out = isinstance(exc, openai.APITimeoutError)
                 gate.failed("timed out" if timed_out else str(status or type(exc).__name__), asked, sent)
                 if probing:
-                    raise gate.still_paused() from exc
+                    raise gate.paused() from exc
                 if isinstance(exc, openai.APIConnectionError) and not _never_sent(exc):
                     # Timed out or dropped once the whole request was out (a proxy's idle timeout
                     # in a long generation): it may have been generated and billed, and asked again
