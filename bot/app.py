@@ -260,7 +260,7 @@ def note_to_answer(notes: NoteLedger) -> Answering:
 async def build_app(settings: Settings, engine: Engine | None = None, one_shot: bool = False) -> App:
     """Everything the bot needs, built from settings. `engine` replaces the configured engine
     (benchmarks and front-end tests use an instant one). `one_shot`: for a command that ends
-    after its turn (`ask`), which holds no refused grievance to file later."""
+    after its turns (`ask`, `demo`), which holds no refused grievance to file later."""
     from bot.schemas import refuse_newer_databases
 
     # Before any store opens: each would make or migrate its file, and a version that then stops

@@ -102,7 +102,7 @@ def _write_reply(folder: Path, note: str, ogg: bytes) -> Path:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from bot.app import running_app, storage_paths
+    from bot.app import running_app
     from bot.tools.base import ToolContext
 
     settings = _settings(args)
@@ -157,14 +157,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"engine: {result['engine']}")
     if refused:
         # The note is still there to ask again: nothing kept a copy that would file it twice.
-        db = storage_paths(settings).grievances
-        for row in refused:
-            _complain(
-                f"ask: the complaint was NOT filed: {db} and its spool refused it; ask this note again"
-                f" once the disk takes writes; its words ({row['category']}): {row['description']}"
-            )
+        again = "; ask this note again once the disk takes writes"
+        _say_not_filed(settings, refused, "ask: the complaint", again)
         return 4
     return 0
+
+
+def _say_not_filed(settings: Settings, refused: list[dict[str, str]], which: str, again: str = "") -> None:
+    """The complaints a one-shot command's grievances.db and spool both refused (running_app's
+    one_shot), on stderr with their words: no process is left to file them."""
+    from bot.app import storage_paths
+
+    db = storage_paths(settings).grievances
+    for row in refused:
+        _complain(
+            f"{which} was NOT filed: {db} and its spool refused it{again};"
+            f" its words ({row['category']}): {row['description']}"
+        )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -182,9 +191,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         return 2
 
+    refused: dict[str, list[dict[str, str]]] = {}  # by note
+
     async def demo() -> list[tuple[str, str, str, str, str]]:
         rows = []
-        async with running_app(settings) as app:
+        # One-shot as `ask`: a complaint the disk refuses is said not filed, not held for a
+        # process about to end.
+        async with running_app(settings, one_shot=True) as app:
+            store = app.grievances.local_store  # type: ignore[attr-defined]
             for path in samples:
                 ctx = ToolContext(user_id=args.user, platform="cli", private=True)
                 try:
@@ -192,6 +206,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 except AudioError as exc:
                     rows.append((path.name, "-", "-", f"(bad audio) {exc}", "-"))
                     continue
+                finally:
+                    if store.refused:
+                        refused[path.name] = list(store.refused)
+                        store.refused.clear()
                 tools = ", ".join(c["name"] for c in reply.tool_calls) or "-"
                 rows.append((path.name, reply.user_text or "?", tools, reply.text, reply.engine))
         return rows
@@ -205,7 +223,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"answer: {answer}")
         print(f"engine: {engine}")
         print()
-    return 0
+    for name, rows_refused in refused.items():
+        _say_not_filed(settings, rows_refused, f"demo: the complaint of {name}")
+    return 4 if refused else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

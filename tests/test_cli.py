@@ -1743,6 +1743,42 @@ def test_ask_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_words
     assert _grievances(settings.storage_dir) == before + 1
 
 
+def test_demo_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_words(settings, tmp_path) -> None:
+    # `demo` ends with its turns as `ask` does: sample 4's complaint, refused by grievances.db and
+    # its spool, was answered "I'm holding on to it and will file it", status 0, and went with
+    # the process.
+    from bot.sentences import HELD_FOR_LATER, NOT_FILED
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    shutil.copy(paths.SAMPLES / "4-charged-twice.ogg", samples)
+    before = _grievances(settings.storage_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "demo", "--samples", str(samples)],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+            "VOXDESK_OFFLINE_WORKERS": "1",
+            "VOXDESK_OFFLINE_VOICE": "en-us",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert HELD_FOR_LATER not in done.stdout
+    assert NOT_FILED in done.stdout, done.stdout
+    db = settings.storage_dir / "grievances.db"
+    said = (
+        f"demo: the complaint of 4-charged-twice.ogg was NOT filed: {db} and its spool refused it;"
+        " its words (wallet): i want to complain i was charged twice for gems\n"
+    )
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.endswith(said), done.stderr
+    assert "UNFILED GRIEVANCE" not in done.stderr
+    assert _grievances(settings.storage_dir) == before
+
+
 def test_ask_keeps_an_earlier_reply_and_names_the_new_one_it_numbered(settings, tmp_path) -> None:
     # Asked again to compare, the same note's reply went over the first: the earlier answer, or a
     # file the operator had kept under that name, was lost without a word.

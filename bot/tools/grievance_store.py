@@ -818,7 +818,7 @@ class LocalGrievanceStore:
         log.error("grievance of user %s kept in %s to file later: %s", row["user_id"], self._spool.path, exc)
 
     def hold_none(self) -> None:
-        """For a process that ends after its turn (`ask`): a grievance the database and the
+        """For a process that ends after its turns (`ask`, `demo`): a grievance the database and the
         spool both refuse is not held in memory, where its player is told it will be filed, for
         the process to end with it. Its player is told it is not filed (say.NOT_FILED), and it is
         listed in `refused` for the command to say so: asked again, it is filed once."""
