@@ -631,7 +631,8 @@ def _warn_of_quoted_secrets(secrets: Secrets) -> None:
 
 def _warn_of_short_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:
     """Name each secret shorter than logs.MIN_SECRET_CHARS, which the log's mask hides only where
-    it stands as a word of its own: a SQL or proxy password may be that short, a service's key never is.
+    it stands as a word of its own (under logs.MIN_MASKED_CHARS, nowhere): a SQL or proxy password
+    may be that short, a service's key never is.
     Not refused, as the service took it; the query's credentials and the custom headers' values
     are left unsaid, being a short flag or "Bearer" as often as a secret."""
     # Not the Discord token, nor the web desk's secrets: their shapes are checked on their own.
@@ -651,13 +652,26 @@ def _warn_of_short_secrets(settings: Settings, environ: typing.Mapping[str, str]
             with contextlib.suppress(ValueError):
                 password = urllib.parse.unquote(urllib.parse.urlsplit(address).password or "")
                 named.append((f"the password in {where}", password))
-    for where in dict.fromkeys(where for where, value in named if 0 < len(value) < logs.MIN_SECRET_CHARS):
-        log.warning(
-            "%s is shorter than %d characters: the log masks it only as a word of its own (not"
-            " inside a longer one), and it is easily guessed; give it its full length",
-            where,
-            logs.MIN_SECRET_CHARS,
-        )
+    # The shortest each place holds says what the log does with it (a braced password is found twice).
+    shortest: dict[str, int] = {}
+    for where, value in named:
+        if 0 < len(value) < logs.MIN_SECRET_CHARS:
+            shortest[where] = min(len(value), shortest.get(where, len(value)))
+    for where, length in shortest.items():
+        if length < logs.MIN_MASKED_CHARS:
+            log.warning(
+                "%s is shorter than %d characters: the log does not mask it (it would mask that word"
+                " in every line), and it is guessed at once; give it its full length",
+                where,
+                logs.MIN_MASKED_CHARS,
+            )
+        else:
+            log.warning(
+                "%s is shorter than %d characters: the log masks it only as a word of its own (not"
+                " inside a longer one), and it is easily guessed; give it its full length",
+                where,
+                logs.MIN_SECRET_CHARS,
+            )
 
 
 def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:

@@ -28,6 +28,9 @@ MASK = "***"
 # Shorter values are masked only where they stand as a word of their own: a short password is
 # still a secret, but masked wherever its letters appear it would mask them in every line.
 MIN_SECRET_CHARS = 8
+# Shorter still, not at all: as a word, "a" or "ab" would go from every line ("*** = *** at
+# ***.example"), and no mask keeps a value guessed in a few thousand tries.
+MIN_MASKED_CHARS = 3
 
 # Loggers that say too much at INFO, which `run` logs. HTTP clients log every request's whole
 # address (which may carry a proxy's user and password: openai.base_url =
@@ -61,7 +64,7 @@ def mask_secrets(values: Iterable[str]) -> None:
     """Mask these values (besides those given before) in every line the masking handlers print.
     Values given before stay masked: a key replaced in the settings may still be in flight."""
     global _values, _pattern
-    wanted = _values | {s for v in values if v for s in spellings(v)}
+    wanted = _values | {s for v in values if len(v) >= MIN_MASKED_CHARS for s in spellings(v)}
     if wanted == _values:
         return
     # Longest first: a secret that contains another is masked whole.

@@ -170,6 +170,23 @@ def test_a_secret_too_short_to_mask_in_the_log_is_a_warning_naming_it(
     assert not re.search(r"hunter2|p@ss|p%40ss|tok\b", caplog.text)
 
 
+def test_a_secret_too_short_to_mask_at_all_is_a_warning_saying_so(caplog: pytest.LogCaptureFixture) -> None:
+    # Under 3 characters the log does not mask a value even as a word of its own (it would take
+    # "a" or "ab" from every line): the warning must not say it is masked.
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    env = {
+        "VOXDESK_SQL_CONNECTION_STRING": "Driver={ODBC Driver 18};Server=db;UID=bot;PWD=ab;",
+        "AZURE_SEARCH_API_KEY": "k" * 32,
+    }
+    load_settings(REPO / "config.toml", environ=env)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "a password in VOXDESK_SQL_CONNECTION_STRING is shorter than 3 characters: the log does not"
+        " mask it (it would mask that word in every line), and it is guessed at once; give it its"
+        " full length"
+    ]
+
+
 def test_each_place_a_short_secret_may_be_set_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
     # Braced, a password is found written and unbraced (named once); a proxy's is counted as
     # it is sent, unquoted (6 characters, 8 as written); a token of 8 is long enough to mask.
@@ -184,7 +201,7 @@ def test_each_place_a_short_secret_may_be_set_is_named_once(caplog: pytest.LogCa
         "AZURE_SEARCH_API_KEY": "k" * 32,
     }
     load_settings(REPO / "config.toml", environ=env)
-    named = [r.getMessage().partition(" is shorter than 8 characters")[0] for r in caplog.records]
+    named = [r.getMessage().partition(" is shorter than ")[0] for r in caplog.records]
     assert named == [
         "VOXDESK_WEB_METRICS_TOKEN",
         "a password in VOXDESK_SQL_CONNECTION_STRING",

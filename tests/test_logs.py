@@ -182,9 +182,18 @@ def test_a_short_secret_is_masked_as_a_word_of_its_own_and_a_longer_one_whole(ro
     # A password under 8 characters was left as it was, printed wherever a driver quoted it. It is
     # masked where it stands alone, not inside a longer word (masked everywhere, "a" would take
     # that letter out of every line).
-    logs.mask_secrets(["a", "hunter2", KEY + "-and-more"])
-    logging.getLogger("bot").warning("a hunter2 %s-and-more, hunter22 and 'hunter2'", KEY)
+    logs.mask_secrets(["hun", "hunter2", KEY + "-and-more"])
+    logging.getLogger("bot").warning("hun hunter2 %s-and-more, hunter22 and 'hunter2'", KEY)
     assert root_log.getvalue() == f"WARNING bot {MASK} {MASK} {MASK}, hunter22 and '{MASK}'\n"
+
+
+def test_a_secret_of_one_or_two_characters_is_not_masked(root_log) -> None:
+    # Masked even as a word of its own, "x" or "ab" took that word from every line ("*** = ***
+    # at ***.example"), and no mask hides a value guessed in a few thousand tries: start-up
+    # warns of it instead (test_config).
+    logs.mask_secrets(["x", "ab", "a", "hunter2"])
+    logging.getLogger("bot").warning("x = ab at ab.example: a x-ray, hunter2")
+    assert root_log.getvalue() == f"WARNING bot x = ab at ab.example: a x-ray, {MASK}\n"
 
 
 def test_settings_mask_a_short_password_a_drivers_error_quotes(root_log, tmp_path) -> None:
