@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -299,7 +300,8 @@ class VoiceAgent:
             log, "usage.db is written again", level=logging.ERROR, beside=self.usage_unread
         )
         self.usage_unread.beside = self._usage_unwritten
-        # A full or read-only disk refuses every turn's save alike: said once, not once a note.
+        # A full or read-only disk refuses every turn's save, and every /forget, alike: said once,
+        # not once a note.
         self._history_unwritten = Outage(log, "conversations.db is written again", level=logging.ERROR)
 
     # ---- public API ---------------------------------------------------------------------
@@ -332,7 +334,16 @@ class VoiceAgent:
         # and would save itself after it, and the next note would not start afresh. No turn
         # slot: a reset is quick, and other players' turns have nothing to do with it.
         async with self._user_turn(user_id, slot=False):
-            removed = await self.conversations.reset(user_id, sent_at)
+            try:
+                removed = await self.conversations.reset(user_id, sent_at)
+            except sqlite3.Error as exc:
+                # The outage the turns' saves say: one file refusing both is said once, and ends
+                # once, by whichever write goes through first. Raised for the caller to say so.
+                self._history_unwritten.failed(
+                    _reason(exc), "could not forget the turns of user %s: %s", user_id, _reason(exc)
+                )
+                raise
+            self._history_unwritten.answered()
             # Whatever the store held, an engine may still hold the player's words in memory
             # (the offline engine's sentence cache); only engines that keep any have `forget`.
             for engine in (self.engine, self.fallback):

@@ -37,7 +37,6 @@ class PlayerSettings(commands.Cog):
         # A full or read-only disk refuses every player's write alike: said once, naming the
         # file, not once (with a traceback) a command.
         self._unsaved = Outage(log, "preferences.db is written again", level=logging.ERROR)
-        self._unforgotten = Outage(log, "/forget: conversations.db is written again", level=logging.ERROR)
 
     def _too_soon(self, interaction: discord.Interaction, limits: Limits, too_fast: str) -> str | None:
         retry_after = limits.update_rate_limit(interaction, time.monotonic())
@@ -48,13 +47,16 @@ class PlayerSettings(commands.Cog):
         return too_fast.format(wait=say.wait_of(retry_after))
 
     async def _saved(self, interaction: discord.Interaction, write: Awaitable[None]) -> bool:
-        """Whether a player's setting was written: preferences.db refusing it is said once (by
-        `_refused`), and its player told it is not saved; any other failure reaches the command
-        tree's handler, with its traceback."""
+        """Whether a player's setting was written: preferences.db refusing it is said once, and
+        its player told it is not saved; any other failure reaches the command tree's handler,
+        with its traceback."""
         try:
             await write
         except sqlite3.Error as exc:
-            _refused(self._unsaved, interaction, exc)
+            # Full, read-only, another user's file: the error names it. Said once, then quietly
+            # until a write goes through.
+            command = interaction.command.qualified_name if interaction.command else "?"
+            self._unsaved.failed(str(exc), "/%s of user %s not saved: %s", command, interaction.user.id, exc)
             return False
         self._unsaved.answered()
         return True
@@ -69,10 +71,9 @@ class PlayerSettings(commands.Cog):
             asker = caller(interaction)
             try:
                 removed = await self.bot.core.agent.forget(asker.user_id, asker.sent_at)
-            except sqlite3.Error as exc:
-                _refused(self._unforgotten, interaction, exc)
+            except sqlite3.Error:
+                # Logged by the agent, with the turns' saves that conversations.db refuses alike.
                 return say.NOT_FORGOTTEN
-            self._unforgotten.answered()
             if not removed:
                 return say.NOTHING_TO_FORGET
             return say.FORGOTTEN
@@ -154,13 +155,6 @@ class PlayerSettings(commands.Cog):
             return say.NEWS_OFF
 
         await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
-
-
-def _refused(refusals: Outage, interaction: discord.Interaction, exc: sqlite3.Error) -> None:
-    """A write its database refused (full, read-only, another user's file: the error names it),
-    said once by `refusals`, then quietly until a write goes through."""
-    command = interaction.command.qualified_name if interaction.command else "?"
-    refusals.failed(str(exc), "/%s of user %s not saved: %s", command, interaction.user.id, exc)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -990,8 +990,34 @@ async def test_a_forget_a_read_only_disk_refuses_is_said_once_by_file_and_the_pl
     await store._conn.execute("PRAGMA query_only = OFF")
     caplog.clear()
     assert await ask(fake, nova, "forget", []) == FORGOTTEN
-    logged = [r.getMessage() for r in caplog.records if r.name == "cogs.settings"]
-    assert logged == ["/forget: conversations.db is written again"], logged
+    logged = [r.getMessage() for r in caplog.records if r.name in ("cogs.settings", "bot.agent")]
+    assert logged == ["conversations.db is written again"], logged
+
+
+async def test_conversations_db_refusing_notes_and_forgets_alike_is_said_once(harness: Harness, caplog):
+    """A read-only conversations.db refuses a note's turn and a /forget alike: one outage of one
+    file, said once at ERROR and ended once. The turn's save and /forget each kept their own,
+    so the log said it twice, and a /forget that went through said it ended while the next note
+    said so again."""
+    from bot.sentences import NOT_FORGOTTEN
+
+    fake = harness.fake
+    store = harness.bot.core.conversations
+    await store._conn.execute("PRAGMA query_only = ON")
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    await reply_to_note(fake, nova)  # its turn is not saved
+    for player in (nova, blaze):
+        assert await ask(fake, player, "forget", []) == NOT_FORGOTTEN
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    await store._conn.execute("PRAGMA query_only = OFF")
+    caplog.clear()
+    assert await ask(fake, nova, "forget", []) == NOTHING_TO_FORGET  # the turn was never saved
+    await reply_to_note(fake, nova)
+    assert await ask(fake, nova, "forget", []) == FORGOTTEN  # in nova's turn order: after its save
+    ended = [r.getMessage() for r in caplog.records if "written again" in r.getMessage()]
+    assert ended == ["conversations.db is written again"], ended
 
 
 async def test_grievance_list_shows_every_ticket_open_ones_first(settings, fake: FakeDiscord):
