@@ -593,6 +593,13 @@ def test_web_md_gives_the_form_limits_the_code_keeps() -> None:
     assert f"not all there within {FORM_SECONDS:g} seconds is 408" in said
 
 
+def test_web_md_gives_the_time_a_request_head_has() -> None:
+    from bot.web import HEAD_SECONDS
+
+    said = " ".join(WEB_MD.split())
+    assert f"must be all there within {HEAD_SECONDS:g} seconds of its connection opening" in said
+
+
 def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_code_keeps() -> None:
     from bot.engines.openai import LONGEST_PAUSE
     from bot.tools.grievance_store import REFILE_SECONDS

@@ -2779,6 +2779,42 @@ async def test_a_stalled_body_no_route_reads_holds_its_connection_only_for_aioht
         await core.aclose()
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET / HTTP/1.1\r\nHost: loc",
+    ],
+    ids=["nothing", "part-of-a-head", "part-of-a-second-head"],
+)
+async def test_a_request_head_not_all_there_in_time_ends_its_connection(wsettings, monkeypatch, sent) -> None:
+    """A desk exposed with no proxy in front: a client that connects and sends part of a request
+    head (or nothing), then stalls, is let go after HEAD_SECONDS, not held for aiohttp's own hour,
+    as many times over as it opens connections (slowloris)."""
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    monkeypatch.setattr(web, "HEAD_SECONDS", 0.5)
+    core = await build_app(wsettings, FrontendEngine())  # type: ignore[arg-type]
+    runner = await web.start(core, port=0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", web.bound_port(runner))
+        writer.write(sent)
+        try:
+            # Not a timing assertion: a guard so a connection held for good fails the test.
+            said = await asyncio.wait_for(reader.read(), 15)
+            assert reader.at_eof()
+            # Only the one whole request was answered, the part after it never.
+            assert said.count(b"HTTP/1.1 ") == sent.count(b"\r\n\r\n"), said
+        finally:
+            writer.close()
+    finally:
+        await runner.cleanup()
+        await core.aclose()
+
+
 async def test_a_staff_note_sent_as_a_file_is_refused_not_saved_as_its_python_name(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         assert await log_in(client) == 303

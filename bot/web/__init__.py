@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 
 PACKAGE = resources.files(__package__)
 UPLOAD_SLACK = 64 * 1024  # multipart framing and form fields around a note of audio.max_bytes
+# A request head (its line and headers) must be all there within this many seconds of the
+# connection opening, or of the answer before it on the connection: aiohttp's keepalive_timeout,
+# which bounds both, is an hour by default, and a desk served with no proxy in front would hold a
+# connection that many seconds for each client that sends part of a head and stops (slowloris).
+# Bodies have deadlines of their own: security.FORM_SECONDS, playground.UPLOAD_SECONDS, and
+# aiohttp's lingering_time (10 s) for one no handler reads.
+HEAD_SECONDS = 30.0
 
 
 T = TypeVar("T")
@@ -134,6 +141,8 @@ async def build_web(
     loopback = await security.loopback_only(w.host)
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
+        # On the app, not the runner: whichever serves it (`start`, a test's server) bounds heads.
+        handler_args={"keepalive_timeout": HEAD_SECONDS},
         middlewares=[
             security.broken_body_middleware,
             security.headers_middleware(w),
