@@ -2663,10 +2663,11 @@ async def test_a_note_of_no_words_or_too_many_is_a_page_of_the_desk(wsettings) -
         assert await core.grievances.local_store.staff_notes("GRV-10") == []
 
 
-@pytest.mark.parametrize("path", ["/desk/login", "/no-such-page", "/playground/ask"])
+@pytest.mark.parametrize("path", ["/desk/login", "/playground/ask"])
 async def test_a_desk_form_that_never_ends_is_refused_in_time(wsettings, monkeypatch, path: str) -> None:
-    """A form is read before the CSRF check, on any path: a sender that stops partway must not
-    hold its connection (and the form so far) for as long as it likes, from as many as it likes."""
+    """A form is read before the CSRF check, on any path a route takes: a sender that stops
+    partway must not hold its connection (and the form so far) for as long as it likes, from as
+    many as it likes."""
     from bot.web import security
 
     monkeypatch.setattr(security, "FORM_SECONDS", 0.5)
@@ -2689,7 +2690,7 @@ async def test_a_desk_form_that_never_ends_is_refused_in_time(wsettings, monkeyp
         assert await log_in(client) == 303
 
 
-@pytest.mark.parametrize("path", ["/desk/login", "/no-such-page", "/playground/ask"])
+@pytest.mark.parametrize("path", ["/desk/login", "/playground/ask"])
 async def test_one_client_has_only_a_few_forms_read_at_once(settings, path: str) -> None:
     """The 30 s deadline bounds each slow form, not how many one address holds: opening
     connections by the hundred, it would hold a form so far on each."""
@@ -2746,8 +2747,19 @@ async def test_one_client_has_only_a_few_forms_read_at_once(settings, path: str)
         b"POST /nope HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n",
         b"PUT /nope HTTP/1.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n",
         b"DELETE /desk/ticket/GRV-10 HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n",
+        # A form is not read for them either: its deadline (30 s) is longer than aiohttp's linger.
+        b"POST /nope HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100000\r\n",
+        b"PUT /desk/login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100000\r\n",
     ],
-    ids=["unknown-path", "unknown-path-chunked", "method-not-allowed"],
+    ids=[
+        "unknown-path",
+        "unknown-path-chunked",
+        "method-not-allowed",
+        "unknown-path-form",
+        "method-not-allowed-form",
+    ],
 )
 async def test_a_stalled_body_no_route_reads_holds_its_connection_only_for_aiohttps_linger(
     wsettings, head

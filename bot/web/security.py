@@ -77,9 +77,9 @@ UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, HttpProcessingError, w
 # (48 KB), and its token. A form is read before the CSRF check and any rate limit, so the app's own
 # body limit (a whole voice note) would let anyone make the server hold megabytes a request.
 FORM_MAX_BYTES = 64 * 1024
-# ... and within this many seconds (64 KB at 56 kbit/s takes about ten): a form is read on any path
-# once a session has a token, and a sender that stops partway would hold its connection for good,
-# as many times over as it opens connections.
+# ... and within this many seconds (64 KB at 56 kbit/s takes about ten): a form is read on any
+# route's path once a session has a token, and a sender that stops partway would hold its
+# connection for good, as many times over as it opens connections.
 FORM_SECONDS = 30.0
 FORM = web.RequestKey("form", MultiDictProxy)  # the form read_form read, for the handler after it
 # ... and at most this many being read at once for one client: a deadline alone lets one address
@@ -386,11 +386,10 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if request.match_info.http_exception is not None:
         # The router's own refusal (no route has the path, or none of its routes takes the method:
-        # a 405 with its Allow) changes nothing, and no token would have let it through. A form is
-        # still read first, under its deadline and the cap on a client's forms at once: else a
-        # sender stopping partway holds its connection, waited on, for as long as it likes.
-        if request.content_type == "application/x-www-form-urlencoded":
-            await read_form(request)
+        # a 405 with its Allow) changes nothing, and no token would have let it through. Its body
+        # is not read, a form's neither: the refusal goes out at once, and aiohttp reads on after
+        # it for lingering_time (10 s) at most, then ends the connection, where a form's read
+        # would hold a sender that stops partway for FORM_SECONDS.
         return await handler(request)
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
