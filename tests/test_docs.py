@@ -593,11 +593,12 @@ def test_web_md_gives_the_form_limits_the_code_keeps() -> None:
     assert f"not all there within {FORM_SECONDS:g} seconds is 408" in said
 
 
-def test_web_md_gives_the_time_a_request_head_has() -> None:
-    from bot.web import HEAD_SECONDS
+def test_web_md_gives_the_time_a_request_head_and_an_answer_have() -> None:
+    from bot.web import HEAD_SECONDS, SEND_SECONDS
 
     said = " ".join(WEB_MD.split())
     assert f"must be all there within {HEAD_SECONDS:g} seconds of its connection opening" in said
+    assert f"An answer being sent is held to {SEND_SECONDS:g} seconds" in said
 
 
 def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_code_keeps() -> None:

@@ -12,6 +12,7 @@ import re
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -2823,6 +2824,44 @@ async def test_a_request_head_not_all_there_in_time_ends_its_connection(wsetting
         finally:
             writer.close()
     finally:
+        await runner.cleanup()
+        await core.aclose()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux's socket option")
+async def test_a_client_that_stops_reading_its_answers_is_let_go(wsettings, monkeypatch) -> None:
+    """A head's deadline does not run while an answer is written: a client that sends requests
+    and never reads the answers (its window shut) would hold its connection, and the handler
+    writing to it, for good."""
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    monkeypatch.setattr(web, "SEND_SECONDS", 1.0)
+    core = await build_app(wsettings, FrontendEngine())  # type: ignore[arg-type]
+    runner = await web.start(core, port=0)
+    client = socket.socket()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", web.bound_port(runner)))
+        client.setblocking(False)
+        # More answers (8 MB) than the kernel's buffers on both sides hold, and none of them read.
+        asked = b"GET /static/playground.js HTTP/1.1\r\nHost: localhost\r\n\r\n" * 1000
+        await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(client, asked), 15)
+
+        server = runner.server
+        assert server is not None
+
+        async def until(done: Callable[[], bool]) -> None:
+            while not done():  # noqa: ASYNC110 - server counters, no event
+                await asyncio.sleep(0.05)
+
+        # Not timing assertions: guards so a connection held for good fails the test.
+        await asyncio.wait_for(until(lambda: server.requests_count > 0), 15)
+        await asyncio.wait_for(until(lambda: not server.connections), 15)
+        assert server.requests_count < 1000  # let go partway, its answers not all written
+    finally:
+        client.close()
         await runner.cleanup()
         await core.aclose()
 

@@ -8,6 +8,7 @@ connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -48,6 +49,12 @@ UPLOAD_SLACK = 64 * 1024  # multipart framing and form fields around a note of a
 # Bodies have deadlines of their own: security.FORM_SECONDS, playground.UPLOAD_SECONDS, and
 # aiohttp's lingering_time (10 s) for one no handler reads.
 HEAD_SECONDS = 30.0
+# ... and an answer's bytes must be taken (acknowledged, into a window the client keeps open)
+# within this many seconds of being sent: HEAD_SECONDS does not run while an answer is written,
+# and aiohttp has no deadline of its own there, so a client that asks and never reads would hold
+# its connection, and the handler writing to it, for good. Kept by the kernel (TCP_USER_TIMEOUT,
+# Linux), as it bounds sendfile too; nginx's send_timeout is as long.
+SEND_SECONDS = 60.0
 
 
 T = TypeVar("T")
@@ -198,6 +205,7 @@ async def build_web(
         discord_connected=discord_connected or discord_ready,
     )
     app.on_cleanup.append(stop_reading_names)
+    app.on_response_prepare.append(_bound_sending)
 
     app[security.FORM_READS] = security.FormReads(w)
     # Sessions before CSRF: the token is checked against the session's.
@@ -219,6 +227,18 @@ async def build_web(
     # follow_symlinks off and aiohttp's own normalisation: nothing outside static/ is served.
     app.router.add_static("/static", str(PACKAGE / "static"), follow_symlinks=False, name="static")
     return app
+
+
+async def _bound_sending(request: web.Request, _: web.StreamResponse) -> None:
+    """The connection is ended by the kernel once bytes sent on it go SEND_SECONDS untaken."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: elsewhere aiohttp's own (none) holds
+        # A client already gone: its answer fails as it is written, not here.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(SEND_SECONDS * 1000))
 
 
 def byte_range(request: web.Request) -> slice | None:
