@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -293,6 +294,8 @@ class VoiceNotes(commands.Cog):
         # so the recheck answers them from here (see `given_back`); once the process that gave one
         # back is dead, from the ledger (see `copy_from_the_ledger`).
         self._given_back: dict[int, discord.Message] = {}
+        # Notes whose kept answer a stop is sending: cut, they are asked for in one line a place.
+        self._sending_at_stop: set[int] = set()
         self._asked_again: dict[tuple[str, int, int], None] = {}  # see _ask_again
         # (line, place) → the notes whose players a line on its way there is to name: see _ask_again
         self._asking: dict[tuple[str, int], list[discord.Message]] = {}
@@ -976,10 +979,18 @@ class VoiceNotes(commands.Cog):
 
     async def ask_given_back_again(self) -> None:
         """At a stop: the notes given back where the bot may not read history that no recheck has
-        answered yet. No later process can fetch them (403), so their players are asked to send
+        answered yet. No later process can fetch them (403). One whose answer is kept has it sent
+        now, as the recheck would (see `_send_kept_at_stop`); the others' players are asked to send
         them again, as a stop asks for the notes it cuts there, and the notes are settled."""
         ledger = self.bot.core.notes
         claimed: list[discord.Message] = []
+        kept: list[discord.Message] = []
+        begun: set[int] = set()
+
+        async def send(message: discord.Message) -> None:
+            begun.add(message.id)
+            await self._send_kept_at_stop(message)
+
         try:
             for message in list(self._given_back.values()):
                 if self._given_back.pop(message.id, None) is None:
@@ -998,6 +1009,10 @@ class VoiceNotes(commands.Cog):
                     continue
                 if mine:  # else answered or given up on elsewhere meanwhile
                     claimed.append(message)
+            for message in list(claimed):
+                if await self._answer_kept(message):
+                    claimed.remove(message)  # settled by its send
+                    kept.append(message)
             for message in claimed:
                 log.info(
                     "note %s from %s asked for again after the restart: no Read Message History there",
@@ -1006,22 +1021,86 @@ class VoiceNotes(commands.Cog):
                 )
             # At once, as the notes a stop cuts are: the players of one place named in one line,
             # not a line each, one after another, into the channel's rate limit and the stop's wait.
-            await asyncio.gather(*(self._ask_again(m, say.RESTARTING_SEND_AGAIN) for m in claimed))
+            await asyncio.gather(
+                *(self._ask_again(m, say.RESTARTING_SEND_AGAIN) for m in claimed),
+                *(send(m) for m in kept),
+            )
         finally:
             # Also once the stop's wait runs out, even as they are being settled (a slow disk):
             # left claimed, a note would look to the next start like one whose process died in
-            # its turn. The write the cancel cut is made again; the cancel goes on after them.
+            # its turn. The write the cancel cut is made again; the cancel goes on after them. A
+            # note whose kept answer was not yet being sent is given back with it, for the next
+            # start to send (a send begun settles its note itself).
+            unsent = [m for m in kept if m.id not in begun]
+            settling = [(m, partial(self._settle, ledger.unanswerable)) for m in claimed]
             cut: asyncio.CancelledError | None = None
-            for message in claimed:
+            for message, mark in [*settling, *((m, self._release) for m in unsent)]:
                 try:
-                    await self._settle(ledger.unanswerable, message)
+                    await mark(message)
                 except asyncio.CancelledError as exc:
                     if cut is not None:
                         raise  # cancelled again: not waited for any longer
                     cut = exc
-                    await self._settle(ledger.unanswerable, message)
+                    await mark(message)
             if cut is not None:
                 raise cut
+
+    async def _answer_kept(self, message: discord.Message) -> bool:
+        """Whether an answer is kept for the note, here or in the ledger (kept in memory again)."""
+        if self._unsent.get(message.id) is not None:
+            return True
+        try:
+            kept = await self.bot.core.notes.kept_answer(message.id)
+        except Exception as exc:
+            log.error("could not read the answer kept for note %s, asking for it again: %s", message.id, exc)
+            return False
+        if kept is None:
+            return False
+        remember(self._unsent, message.id, kept, MAX_UNSENT)
+        return True
+
+    async def _send_kept_at_stop(self, message: discord.Message) -> None:
+        """A note given back where the bot may not read history, claimed by a stop, whose answer
+        is kept: sent, as the recheck sends it, within the stop's wait. Asked for again instead,
+        its player would send it again for a second turn (a second complaint filed, perhaps) when
+        Discord takes messages again. Discord failing it again (a 5xx), the note is given back
+        with its answer and what of it was posted: the next start's recheck sends it from the
+        ledger (see `copy_from_the_ledger`), as a line asking for it would fail alike."""
+        ledger = self.bot.core.notes
+        log.info("note %s from %s: sending its kept answer before the stop", message.id, message.author.id)
+        self._sending_at_stop.add(message.id)
+        try:
+            reached = await self._answer(message, message.attachments[0], time.monotonic())
+        except asyncio.CancelledError:
+            # The stop's wait ran out (a raid's answers queued behind the channel's five messages
+            # in five seconds): those not out are asked for in the stop's line, their players
+            # named together, as the notes with no answer kept are, not in a line each, one after
+            # another, into the same limit.
+            if message.id in self._answer_out:
+                await self._heard(message, self._answer_out.pop(message.id))
+                await self._settle(ledger.answered, message)
+            else:
+                if not self._withdrawn(message):
+                    await self._ask_again(message, say.RESTARTING_SEND_AGAIN)
+                await self._settle(ledger.unanswerable, message)
+            raise
+        finally:
+            self._sending_at_stop.discard(message.id)
+        told = self._answer_out.pop(message.id, None)
+        if reached is Reached.YES:
+            await self._heard(message, told or [])
+            await self._settle(ledger.answered, message)
+        elif self._withdrawn(message):
+            await self._give_up_withdrawn(message)
+        elif reached is Reached.LATER or timed_out_until(message.guild):
+            log.warning(
+                "note %s from %s got no answer at the stop: the next start sends the answer kept",
+                message.id,
+                message.author.id,
+            )
+            await self._release(message)
+        else:
+            await self._settle(ledger.unanswerable, message)
 
     def given_back(self, message_id: int) -> discord.Message | None:
         """The note, if this process gave it back where it may not read history (Discord failing
@@ -1135,7 +1214,7 @@ class VoiceNotes(commands.Cog):
             cancelled = True
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
-            elif not self._withdrawn(message):
+            elif not self._withdrawn(message) and message.id not in self._sending_at_stop:
                 # Where the bot may not read history, no later process can fetch the note back to
                 # answer it (see answer()): a promise to would not be kept.
                 kept = may_read_history(message.channel)

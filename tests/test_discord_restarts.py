@@ -1295,6 +1295,16 @@ async def given_back_unfetchable(
     return notes
 
 
+async def with_no_answer_kept(h: Harness, notes: list[dict]) -> None:
+    """`notes`, given back unfetchable, as if no answer were kept for them (one that met the
+    bot's timeout in its guild): a stop has nothing to send them, and asks for them again."""
+    voice = h.bot.get_cog("VoiceNotes")
+    for note in notes:
+        voice._unsent.pop(int(note["id"]), None)  # type: ignore[union-attr]
+    with contextlib.closing(sqlite3.connect(h.settings.storage_dir / "notes.db")) as db, db:
+        db.executemany("DELETE FROM answers WHERE message_id = ?", [(int(n["id"]),) for n in notes])
+
+
 async def stored_states(settings: Settings) -> dict[str, str]:
     """Each note's state in the ledger on `settings`' storage, by its id, read at once (unlike
     note_state, which waits a 'started' one out): a note left claimed shows as 'started'."""
@@ -1500,20 +1510,66 @@ async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_answe
     assert not any(r.kind == "get_message" for r in fake.received)
 
 
-async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_asked_for_at_a_stop(
+async def test_a_note_discord_failed_where_the_bot_may_not_read_history_is_answered_at_a_stop(
     settings, fake, caplog
 ) -> None:
-    # Given back for a recheck that has not come when the bot stops: no later process can fetch
-    # it, and the next start gave it up with a warning, its player never told.
+    # Given back for a recheck that has not come when the bot stops, its answer kept: no later
+    # process can fetch the note, but none needs to, as the answer is made. The stop asked its
+    # player to send it again all the same, and a player who did got a second turn (a second
+    # complaint filed, perhaps) for a question whose answer Discord would take by then.
     async with running_without_history(settings, fake, recheck_seconds=3600) as h:
         (note,) = await given_back_unfetchable(fake, caplog, nova)
-    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
-    assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
-    async with running_bot(settings, fake) as h:
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert not any(RESTARTING_SEND_AGAIN in (r.body.get("content") or "") for r in said), said
+    assert len([r for r in said if r.is_voice_message]) == 1, caplog.text
+    assert len(h.engine.turns) == 1  # the answer made is sent, not heard again
+    assert (await stored_states(settings))[note["id"]] == "answered"
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 2)
         await settle(fake)
-        assert await note_state(h.bot.core.notes, note) == "expired"
-    assert [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)] == said
+    assert fake.sent("message", ALLOWED_CHANNEL) == said
     assert "giving it up" not in caplog.text
+
+
+async def test_a_note_discord_failed_where_the_bot_may_not_read_history_failed_at_a_stop_waits(
+    settings, fake, caplog
+) -> None:
+    # Its kept answer failed by Discord again at the stop: neither sent nor asked for (a line
+    # asking for it would meet the same trouble), the note waits with its answer for the next
+    # start's recheck, which sends it as it does the answer a killed process kept.
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
+        fake.posts_unavailable = 2  # the voice message, then its words as text, at the stop
+    assert not fake.sent("message", ALLOWED_CHANNEL)
+    assert (await stored_states(settings))[note["id"]] == "pending"
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 2)
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "answered"
+        assert not h.engine.turns  # the answer kept is sent, not made again
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert not any(RESTARTING_SEND_AGAIN in (r.body.get("content") or "") for r in said), said
+    assert len([r for r in said if r.is_voice_message]) == 1, said
+    assert "giving it up" not in caplog.text
+
+
+async def test_notes_discord_failed_where_the_bot_may_not_read_history_cut_at_a_stop_are_asked_in_one_line(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # Their kept answers still on their way when the stop's last seconds run out (a raid's, behind
+    # the channel's rate limit): their players are asked for the notes in the stop's one line, and
+    # the notes settled, not left claimed for the next start to count a crash of.
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.5)
+    players = [nova, blaze, quill]
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        notes = await given_back_unfetchable(fake, caplog, *players)
+        # The first voice message held at the stop: the others wait behind it in the channel's queue.
+        fake.posts_held = 1
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    (asked,) = said
+    assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
+    states = await stored_states(settings)
+    assert [states[n["id"]] for n in notes] == ["expired"] * 3, states
 
 
 async def _logged(log_path: Any, text: str, within: float) -> None:
@@ -1641,7 +1697,8 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_i
 ) -> None:
     # In a deploy's overlap the new bot's recheck lists the note the old one gave back, which it
     # has no copy of and may not fetch: it gave the note up, and the old bot, the one that could
-    # answer it or ask for it again, then found it settled and told its player nothing.
+    # answer it, then found it settled and told its player nothing. The old bot's stop sends the
+    # answer it kept, as a stop does (see ..._may_not_read_history_is_answered_at_a_stop).
     async with running_without_history(settings, fake, recheck_seconds=3600) as old:
         (note,) = await given_back_unfetchable(fake, caplog, nova)
         async with running_bot(settings, fake, recheck_seconds=0.2) as new:
@@ -1650,18 +1707,21 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_is_left_to_i
             await asyncio.wait_for(old.task, 30)
             await rechecks(new.bot, 2)
             await settle(fake)
-            assert await note_state(new.bot.core.notes, note) == "expired"
-    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
-    assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
+            assert await note_state(new.bot.core.notes, note) == "answered"
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert not any(RESTARTING_SEND_AGAIN in (r.body.get("content") or "") for r in said), said
+    assert len([r for r in said if r.is_voice_message]) == 1, said
+    assert len(old.engine.turns) == 1 and not new.engine.turns
     assert "giving it up" not in caplog.text
 
 
-async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_a_stop_begins_is_asked_for(
+async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_a_stop_begins_is_answered(
     settings, fake, monkeypatch
 ) -> None:
     # The recheck takes the note up from the copy as the stop begins, and its claim, coming once
     # the bot no longer takes notes, keeps it for after the restart: no later process can fetch
-    # it, and with the copy taken the stop had nothing to ask for, its player never told.
+    # it, and with the copy taken the stop had nothing to ask for, its player never told. The
+    # stop sends the answer kept for it, and the recheck's late claim asks for nothing more.
     async with running_without_history(settings, fake, recheck_seconds=0.2) as h:
         ledger = h.bot.core.notes
         looks: list[int] = []
@@ -1684,8 +1744,10 @@ async def test_a_note_given_back_where_the_bot_may_not_read_history_taken_up_as_
             await asyncio.sleep(0.01)
         go.set()
         await asyncio.wait_for(h.task, 30)
-    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
-    assert said == [f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"], said
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert not any(RESTARTING_SEND_AGAIN in (r.body.get("content") or "") for r in said), said
+    assert len([r for r in said if r.is_voice_message]) == 1, said
+    assert len(said) == 2, said  # the voice message, then its transcript naming the player
 
 
 async def test_a_note_given_back_where_the_bot_may_not_read_history_deleted_is_not_asked_for_at_a_stop(
@@ -1714,8 +1776,8 @@ async def test_the_players_whose_given_back_notes_a_stop_asks_for_in_one_place_a
     # another, met the channel's five sends in five seconds, and the stop's wait ran out with
     # most players untold (and the note being asked for left claimed by a process that is gone).
     players = [nova, blaze, quill]
-    async with running_without_history(settings, fake, recheck_seconds=3600):
-        await given_back_unfetchable(fake, caplog, *players)
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
+        await with_no_answer_kept(h, await given_back_unfetchable(fake, caplog, *players))
     said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     (asked,) = said
     assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
@@ -1729,8 +1791,9 @@ async def test_given_back_notes_a_stop_ran_out_of_time_asking_for_are_settled_no
     from cogs import bot as bot_module
 
     monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", 1.0)
-    async with running_without_history(settings, fake, recheck_seconds=3600):
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
         notes = await given_back_unfetchable(fake, caplog, nova, blaze)
+        await with_no_answer_kept(h, notes)
         fake.posts_held = 1
     assert "closing before every note given back unfetchable was asked for again" in caplog.text
     states = await stored_states(settings)
@@ -1758,8 +1821,9 @@ async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_
             await asyncio.sleep(60)
         await settling(ledger, message_id)
 
-    async with running_without_history(settings, fake, recheck_seconds=3600):
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
         notes = await given_back_unfetchable(fake, caplog, nova, blaze)
+        await with_no_answer_kept(h, notes)
         monkeypatch.setattr(NoteLedger, "unanswerable", slow_disk)
     (asked,) = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     assert asked.endswith(RESTARTING_SEND_AGAIN)
