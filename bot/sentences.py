@@ -314,6 +314,11 @@ NOTES_CUT_SHORT = (
 RESTARTING_SEND_AGAIN = (
     "I'm restarting and can't answer notes here just now. Please send yours again in a minute."
 )
+# A note whose turn a kill cut where the bot may not read history: its answer may have reached the
+# player before the kill (nothing recorded it), and no process may look.
+MAYBE_UNANSWERED_SEND_AGAIN = (
+    "I restarted just now. If you didn't get my answer to your voice note here, please send it again."
+)
 CUT_SHORT_BY_RESTART = (
     "I'm restarting and couldn't finish that in time. A complaint you filed is kept and will be "
     "filed; ask /grievance status in a minute."

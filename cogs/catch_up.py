@@ -369,7 +369,8 @@ class CatchUp(commands.Cog):
                             user = left.user_id
                             message = await voice.copy_from_the_ledger(channel, left.message_id, user)
                         if message is None:
-                            await voice.ask_again_unfetchable(channel, left.message_id, left.user_id)
+                            cut = left.state == "started"
+                            await voice.ask_again_unfetchable(channel, left.message_id, left.user_id, cut)
                             continue
                     else:
                         message = await channel.fetch_message(left.message_id) if channel else None

@@ -1129,13 +1129,17 @@ class VoiceNotes(commands.Cog):
         return copy
 
     async def ask_again_unfetchable(
-        self, channel: discord.abc.Messageable, message_id: int, user_id: str
+        self, channel: discord.abc.Messageable, message_id: int, user_id: str, cut: bool = False
     ) -> None:
         """A note no process may fetch (no Read Message History where it was sent) and nothing on
-        this storage can answer: its turn cut by a process that died before an answer was made,
-        or given back by one before it made one. Its player is asked to send it again, as a stop
-        asks for the notes it cuts there, and the note is settled: given up on untold, the player
-        would wait for an answer that never comes."""
+        this storage can answer: its turn cut by a process that died (`cut`), or given back by one
+        before it made an answer. Its player is asked to send it again, as a stop asks for the
+        notes it cuts there, and the note is settled: given up on untold, the player would wait
+        for an answer that never comes. A cut turn may have posted its answer before the process
+        died: the ledger records a first answer only as answered, after Discord took it, and no
+        process may read the channel to look, so its player is asked only if it did not reach
+        them."""
+        text = say.MAYBE_UNANSWERED_SEND_AGAIN if cut else say.RESTARTING_SEND_AGAIN
         ledger = self.bot.core.notes
         copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
         if not await ledger.claim(message_id, copy.channel.id, user_id):
@@ -1149,12 +1153,12 @@ class VoiceNotes(commands.Cog):
         )
         reached = None
         try:
-            reached = await self._ask_again(copy, say.RESTARTING_SEND_AGAIN)
+            reached = await self._ask_again(copy, text)
         finally:
             if reached is Reached.LATER:
                 # Discord failed the line (a 5xx): settled, its player would hear nothing. Given
                 # back, a later recheck asks again, until the note is too old to answer.
-                self._asked_again.pop((say.RESTARTING_SEND_AGAIN, copy.channel.id, copy.author.id), None)
+                self._asked_again.pop((text, copy.channel.id, copy.author.id), None)
                 await self._mark(ledger.release, copy)
             else:
                 # Also once a stop cuts the line: left claimed, the next start would count a crash.

@@ -26,6 +26,7 @@ from bot.note_ledger import MAX_CRASHES, NoteLedger
 from bot.sentences import (
     COMMAND_CUT_SHORT,
     DMS_CLOSED_NOTICE,
+    MAYBE_UNANSWERED_SEND_AGAIN,
     NOTE_CRASHED,
     NOTES_CUT_SHORT,
     ONE_AT_A_TIME,
@@ -1627,7 +1628,9 @@ async def test_a_note_whose_turn_was_killed_where_the_bot_may_not_read_history_i
     settings, fake, tmp_path
 ) -> None:
     # Its turn cut by a kill before an answer was made: no process may fetch it back (403) to
-    # hear it, and the next start gave it up with a warning, its player never told.
+    # hear it, and the next start gave it up with a warning, its player never told. Nothing
+    # recorded tells this cut from one after the answer went out (see
+    # ..._killed_once_its_answer_was_out_...), so the line asks only if no answer came.
     log_path = tmp_path / "bot.log"
     fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
     fake.cdn_stall_seconds = 60  # the turn starts, then waits on its download: a kill lands mid-turn
@@ -1640,7 +1643,7 @@ async def test_a_note_whose_turn_was_killed_where_the_bot_may_not_read_history_i
         await asyncio.to_thread(process.wait, 10)
     fake.cdn_stall_seconds = 0
     fake.identified.clear()
-    asked = f"<@{nova.id}> {RESTARTING_SEND_AGAIN}"
+    asked = f"<@{nova.id}> {MAYBE_UNANSWERED_SEND_AGAIN}"
     with bot_process(settings, fake, log_path, {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}) as process:
         await logged_in(fake, process, log_path)
 
@@ -1654,6 +1657,46 @@ async def test_a_note_whose_turn_was_killed_where_the_bot_may_not_read_history_i
     assert said == [asked], said
     logged = log_path.read_text()
     assert "giving it up" not in logged, logged[-4000:]
+    assert (await stored_states(settings))[note["id"]] == "expired"
+
+
+@pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
+async def test_a_note_killed_once_its_answer_was_out_where_the_bot_may_not_read_history_is_not_said_lost(
+    settings, fake, tmp_path
+) -> None:
+    # Killed once Discord took the answer's voice message, before the note was recorded answered
+    # (here its transcript's POST is held): the next start, which may not read the channel to see
+    # the answer, told the player "I'm restarting and can't answer notes here just now. Please
+    # send yours again", a second turn asked for a note answered. Nothing on this storage says
+    # whether the answer went out, so the line says only what may be so.
+    log_path = tmp_path / "bot.log"
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    fake.posts_before_held, fake.posts_held = 1, 1  # the voice message goes; its transcript waits
+
+    def voiced(_: object) -> bool:
+        return any(r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL))
+
+    with bot_process(settings, fake, log_path) as process:
+        await logged_in(fake, process, log_path)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await while_it_runs(fake.wait_for(voiced, 90), process, log_path, "answered the note", 100)
+        held = eventually(lambda: fake.posts_held == 0)  # the transcript's POST reached Discord
+        await while_it_runs(held, process, log_path, "sent the transcript", 100)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+    before = len(fake.sent("message", ALLOWED_CHANNEL))
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path, {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}) as process:
+        await logged_in(fake, process, log_path)
+
+        def told(_: object) -> bool:
+            return len(fake.sent("message", ALLOWED_CHANNEL)) > before
+
+        await while_it_runs(fake.wait_for(told, 90), process, log_path, "told the player", 100)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()[-4000:]
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)[before:]]
+    assert said == [f"<@{nova.id}> {MAYBE_UNANSWERED_SEND_AGAIN}"], said
     assert (await stored_states(settings))[note["id"]] == "expired"
 
 
