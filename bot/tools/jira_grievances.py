@@ -222,7 +222,14 @@ class JiraGrievances:
     async def check(self) -> str:
         """One line if Jira answers with these credentials and the project can take our issues;
         otherwise raises with the exact reason."""
-        await self._in_thread(self._tracker.server_info)
+        try:
+            await self._in_thread(self._tracker.server_info)
+        except TrackerError as exc:
+            # The first request, which asks for no project nor credentials: a connection nothing
+            # answers, or a 404 for Jira's own REST API, is the address that is wrong.
+            if exc.status == 404 or (exc.status is None and str(exc).startswith("cannot connect")):
+                raise TrackerError(f"{exc}: check jira.url", exc.status, maybe_done=False) from exc
+            raise
         await self._in_thread(self._tracker.myself)  # the credentials, refused here if wrong
         types = await self._in_thread(self._tracker.issue_types)
         project, issue_type = self._settings.project, self._settings.issue_type

@@ -1898,10 +1898,30 @@ async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
             await backend.check()
         fake.recover()
         await fake.stop()
-        with pytest.raises(TrackerError, match="cannot connect to Jira"):
+        with pytest.raises(TrackerError) as refused:
             await backend.check()
     finally:
         await backend.aclose()
+    # The first request of a check is the one a wrong address fails: the line names the setting.
+    assert re.fullmatch(
+        r"cannot connect to Jira at http://127\.0\.0\.1:\d+: connection refused or host unknown:"
+        r" check jira\.url",
+        str(refused.value),
+    ), str(refused.value)
+
+
+async def test_check_names_jira_url_when_it_answers_404_as_no_jira_does(fake, db) -> None:
+    # A site name mistyped, or an address with a path no Jira serves: "Jira answered HTTP 404"
+    # left the operator to guess it was the address.
+    fake.expect_violations()  # the REST API asked for under a path it does not serve, on purpose
+    backend = await open_backend(fake, db, url=f"{fake.url}/wiki")
+    try:
+        with pytest.raises(TrackerError) as refused:
+            await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(refused.value).startswith("Jira answered HTTP 404: ")
+    assert str(refused.value).endswith(": check jira.url")
 
 
 # ---- the fake itself, through the real client ------------------------------------------------------
