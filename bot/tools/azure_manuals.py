@@ -331,7 +331,10 @@ def describe(exc: BaseException, settings: SearchSettings) -> str:
                 f"{endpoint} answered 404 ({said}), not as an Azure AI Search service: set "
                 "search.endpoint to its address, https://<service>.search.windows.net"
             )
-        return f"index '{settings.index}' not found at {endpoint}: run `python -m bot index-manuals`"
+        return (
+            f"index '{settings.index}' not found at {endpoint}: set search.index to the index's name,"
+            " or run `python -m bot index-manuals` to make it"
+        )
     if isinstance(exc, TimeoutError):
         return f"no answer from {endpoint} within {_budget(settings):.0f} s"
     if isinstance(exc, ServiceRequestError):
@@ -519,7 +522,12 @@ class AzureSearchManuals:
                         await self._documents(self._query("manual", 1, semantic=False) or {})
                 differences = await self._differences()
         except (AzureError, TimeoutError) as exc:
-            raise SearchServiceError(describe(exc, settings)) from exc
+            said = describe(exc, settings)
+            if isinstance(exc, ServiceRequestError):
+                # No connection made at all (no such host, nothing listening): at `check` and
+                # start-up that is the address set, where a player's question meets an outage.
+                said += ": check search.endpoint"
+            raise SearchServiceError(said) from exc
         if not count:
             raise SearchServiceError(f"index '{settings.index}' is empty: run `python -m bot index-manuals`")
         mode = (
@@ -570,7 +578,12 @@ class AzureSearchManuals:
             async with asyncio.timeout(_budget(settings)):
                 count = await self._client.get_document_count()
         except (AzureError, TimeoutError) as exc:
-            raise SearchServiceError(describe(exc, settings)) from exc
+            said = describe(exc, settings)
+            if isinstance(exc, ServiceRequestError):
+                # No connection made at all (no such host, nothing listening): at `check` and
+                # start-up that is the address set, where a player's question meets an outage.
+                said += ": check search.endpoint"
+            raise SearchServiceError(said) from exc
         if not count:
             raise SearchServiceError(f"index '{settings.index}' is empty: run `python -m bot index-manuals`")
 

@@ -1015,9 +1015,14 @@ async def test_healthz_asks_the_search_service_no_query(settings: Settings, fake
             "wrong key",
             r"^AZURE_SEARCH_API_KEY was refused \(403\) by http://127\.0\.0\.1:\d+: check the key$",
         ),
-        ("missing index", r"^index 'nope' not found at .*: run `python -m bot index-manuals`$"),
+        # Named by the setting too: a name mistyped wants search.index mended, not a new index.
+        (
+            "missing index",
+            r"^index 'nope' not found at .*: set search\.index to the index's name, or run"
+            r" `python -m bot index-manuals` to make it$",
+        ),
         ("empty index", r"^index 'manuals' is empty: run `python -m bot index-manuals`$"),
-        ("stopped", r"^cannot reach http://127\.0\.0\.1:\d+: .+"),
+        ("stopped", r"^cannot reach http://127\.0\.0\.1:\d+: .+: check search\.endpoint$"),
         # An index another tool made under this name: counting its documents works, every
         # question asking for the fields the bot reads would fail.
         ("field missing", r"^http://127\.0\.0\.1:\d+ answered 400: Invalid \$select: unknown field 'source'"),
