@@ -449,3 +449,19 @@ def _has_offline_fallback(settings: Settings, live: App | None) -> bool:
     if live is not None:
         return live.fallback is not None
     return offline_fallback_wanted(settings, settings.agent.engine)
+
+
+async def say_what_the_cloud_tools_refuse(app: App) -> None:
+    """At `run`'s start, the manuals and grievances backends that are cloud services (Azure AI
+    Search, Jira) tried once as `check` tries them, each failing one a WARNING line naming what
+    to mend. They are otherwise first asked when a player needs them: a mistyped jira.project or
+    search.index would go unsaid until then, grievances waiting unpushed. The bot serves
+    meanwhile, as it does while either service is down."""
+    tools, tried = app.settings.tools, []
+    if tools.manuals == "azure":
+        tried.append(_one("manuals", tools.manuals, app.manuals.check))  # type: ignore[attr-defined]
+    if tools.grievances == "jira":
+        tried.append(_one("grievances", tools.grievances, app.grievances.check))  # type: ignore[attr-defined]
+    for result in await asyncio.gather(*tried):
+        if not result.ok:
+            log.warning("start-up check failed: %s (%s): %s", result.service, result.backend, result.detail)

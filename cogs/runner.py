@@ -221,6 +221,10 @@ async def _serve(
     if app is None:
         log.info("stopped while starting")
         return
+    from bot.health import say_what_the_cloud_tools_refuse
+
+    # Beside the login, not before it: a service slow to answer must not hold the bot back.
+    probe = asyncio.create_task(say_what_the_cloud_tools_refuse(app))
     web_runner = None
     try:
         bot = await login(settings, token, app)
@@ -271,6 +275,8 @@ async def _serve(
             stopping.cancel()
             await close_gateway(bot, connection)
     finally:
+        probe.cancel()
+        await asyncio.wait({probe})  # before the clients it uses close
         if web_runner is not None:
             await web_runner.cleanup()
         await app.aclose()

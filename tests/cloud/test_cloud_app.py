@@ -4,6 +4,7 @@ defaults; `check` naming each service's state; one service down leaving the othe
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,3 +162,30 @@ async def test_with_every_cloud_service_down_the_player_still_gets_answers_and_n
     async with running_app(settings):
         await eventually(lambda: bool(jira.issues), within=15.0)
     assert len(jira.issues) == 1 and pushed_keys(jira) == ["GRV-14"]
+
+
+async def test_run_names_a_wrong_jira_project_and_search_index_as_it_starts(
+    services, seeded_storage: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `check` named both, but `run` asked neither service until a player needed it: a bot started
+    # with a mistyped project or index logged nothing of either, grievances waiting unpushed.
+    from tests.discord_harness import running_bot
+    from tests.fakes.discord_server import serving
+
+    search, jira = services
+    settings = await cloud_settings(copy_of(seeded_storage, tmp_path / "s"), search, jira)
+    wrong = settings.replace(jira={"project": "NOPE"}, search={"index": "nope"})
+    caplog.set_level(logging.WARNING, logger="bot.health")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "bot.health"]
+
+    async with serving() as discord, running_bot(wrong, discord):
+        await eventually(lambda: len(said()) >= 2)
+    assert sorted(said()) == [
+        "start-up check failed: grievances (jira): Jira has no project NOPE this account can see"
+        " (404): check jira.project",
+        f"start-up check failed: manuals (azure): index 'nope' not found at {search.endpoint}: set"
+        " search.index to the index's name, or run `python -m bot index-manuals` to make it",
+    ]
+    assert "Traceback" not in caplog.text
