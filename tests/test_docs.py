@@ -895,3 +895,33 @@ def test_the_design_doc_names_every_kind_of_metric_served() -> None:
     line = design.split("bot/metrics.py ", 1)[1].split(" tests/ ", 1)[0]
     assert kinds >= {"counter", "histogram"}
     assert sorted(kind for kind in kinds if f"{kind}s" not in line) == []
+
+
+def test_the_readmes_settings_tables_give_each_key_the_codes_default() -> None:
+    # A studio reads its defaults from the README's tables by service: held to the code as
+    # docs/discord.md's and docs/web.md's are, and every setting in one of the three.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tables = readme[readme.index("### Settings by service") : readme.index("### Start-up checks")]
+    listed = {}
+    for keys, cell in re.findall(r"^\| ((?:`\w+\.\w+`(?:, )?)+) \| ([^|]+) \|", tables, re.M):
+        names = [tuple(name.split(".")) for name in re.findall(r"`(\w+\.\w+)`", keys)]
+        values = [""] * len(names) if cell.startswith("empty") else re.findall(r"`([^`]*)`", cell)
+        listed.update(zip(names, values[: len(names)], strict=True))
+    wrong = {
+        f"{section}.{key}": said
+        for (section, key), said in listed.items()
+        if said != _as_docs_write_it(_default(section, key))
+    }
+    assert wrong == {}
+    elsewhere = {
+        (section, f.name)
+        for section in ("discord", "web")
+        for f in dataclasses.fields(SECTIONS[section])
+        if f"`{f.name}`" in (REPO / "docs" / f"{section}.md").read_text(encoding="utf-8")
+    }
+    # The fake Discord's own, and the price tables the README gives in prose below its table.
+    untabled = {("discord", "api_base"), ("discord", "gateway_url"), ("discord", "guild_ready_timeout")}
+    untabled |= {("usage", "prices"), ("usage", "price_as")}
+    every = {(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    assert every - set(listed) - elsewhere - untabled == set()
+    assert set(listed) - every == set()
