@@ -232,7 +232,8 @@ def build_speaker(settings: Settings, *engines: Engine | None) -> Speaker | None
     return create_speaker(settings, *engines)
 
 
-async def build_budget(settings: Settings) -> Budget | None:
+async def build_budget(settings: Settings, engine: Engine | None = None) -> Budget | None:
+    """`engine`: the one built, whose start-up lookup may have found a model not offered."""
     from bot.usage import UsageMeter
 
     o = settings.openai
@@ -241,7 +242,10 @@ async def build_budget(settings: Settings) -> Budget | None:
     if settings.agent.engine == "openai":
         # The names priced as configured. An Azure deployment's answers name its model, known from
         # the first answer (or from `check`), and told of then if it has no row.
-        meter.expect([chat if o.provider == "openai" else "", o.transcribe_model])
+        not_offered = getattr(engine, "not_offered", set())
+        meter.expect(
+            [m for m in (chat if o.provider == "openai" else "", o.transcribe_model) if m not in not_offered]
+        )
     return meter
 
 
@@ -298,7 +302,7 @@ async def build_app(settings: Settings, engine: Engine | None = None, one_shot: 
         fallback = None
         if offline_fallback_wanted(settings, engine.name):
             fallback = await keep(await build_engine(settings, "offline"))
-        budget = await build_budget(settings)
+        budget = await build_budget(settings, engine)
         if budget is not None and hasattr(budget, "aclose"):
             await keep(budget)
         toolbox = Toolbox(build_tools(stats, manuals, grievances, settings.tools.manual_results))

@@ -1127,6 +1127,21 @@ async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_to
     assert [r.path for r in fake.received if "/models" in r.path] == [f"/v1/models/{served}"]
 
 
+@pytest.mark.parametrize("setting", ["openai.model", "openai.transcribe_model"])
+async def test_a_model_the_provider_does_not_offer_is_one_line_at_start_up(
+    storage, fake, caplog, setting: str
+) -> None:
+    """A mistyped model was two WARNING lines as the bot started: the provider not offering it,
+    and its missing usage.prices row, which told the studio to add a price for the typo."""
+    caplog.set_level(logging.WARNING)
+    variable = "VOXDESK_" + setting.upper().replace(".", "_")
+    settings = openai_settings(storage, fake, **{variable: "gpt-audio-typo"})
+    async with running_app(settings):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [f"model gpt-audio-typo is not offered by this provider: check {setting}"]
+
+
 async def test_a_turn_on_a_model_openai_does_not_serve_is_answered_by_the_fallback(
     storage, fake, caplog
 ) -> None:

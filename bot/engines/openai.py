@@ -424,6 +424,9 @@ class OpenAIEngine:
         self.voice = voice
         self.offered = list(voices)
         self._voices_told: set[str] = set()  # players' voices the provider refuses, each said once
+        # Models start-up found the provider does not offer: named once as the setting to mend,
+        # not again as a name with no usage.prices row.
+        self.not_offered: set[str] = set()
         self.reply_format = reply_format
         self.transcribe_model = transcribe_model
         self.system_prompt = system_prompt
@@ -971,6 +974,7 @@ class OpenAIEngine:
         try:
             await once.models.retrieve(self.model)
         except openai.NotFoundError:
+            self.not_offered.add(self.model)
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
         except openai.AuthenticationError as exc:
             self.chat_gate.key_refused()
@@ -987,6 +991,7 @@ class OpenAIEngine:
         try:
             await self._look_up_transcriber(once)
         except openai.NotFoundError:
+            self.not_offered.add(self.transcribe_model)
             log.warning(
                 "model %s is not offered by this provider: check openai.transcribe_model",
                 self.transcribe_model,
