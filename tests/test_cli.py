@@ -766,14 +766,43 @@ async def test_check_says_what_run_needs_beyond_the_services(settings) -> None:
     assert missing == {"discord": "FAIL  discord    token    DISCORD_TOKEN not set: `run` needs it"}
     web = await lines(
         DISCORD_TOKEN="x.y.z",
+        VOXDESK_DISCORD_API_BASE="http://127.0.0.1:9",  # nothing listens: the token is not tried
         VOXDESK_WEB_ENABLED="true",
         VOXDESK_WEB_SESSION_KEY=Fernet.generate_key().decode(),
         VOXDESK_WEB_STAFF_PASSWORD_HASH="scrypt$16384$8$1$c2FsdA==",  # cut short in a copy and paste
     )
-    assert web["discord"].startswith("ok    discord    token    DISCORD_TOKEN set")
+    assert web["discord"].startswith("warn  discord    token    DISCORD_TOKEN set, not tried")
     assert web["web"].startswith("FAIL  web        secrets  VOXDESK_WEB_STAFF_PASSWORD_HASH is not a hash")
     bad_key = await lines(VOXDESK_WEB_ENABLED="true", VOXDESK_WEB_SESSION_KEY="not-a-key")
     assert "VOXDESK_WEB_SESSION_KEY is not a Fernet key" in bad_key["web"]
+
+
+async def test_check_tries_the_discord_token_as_run_would_log_in(settings) -> None:
+    # A token reset in the developer portal, or one of another bot, passed `check` as "set", and
+    # `run` then stopped on Discord's refusal: a deploy's `check --run` said nothing of it.
+    from bot.health import check_all
+    from tests.fakes.discord_server import BOT_USER_ID, TOKEN, serving
+
+    async def line(token: str, api_base: str) -> str:
+        env = {"DISCORD_TOKEN": token, "VOXDESK_DISCORD_API_BASE": api_base}
+        checked = await check_all(make_settings(settings.storage_dir, **env), for_run=True)
+        return next(r.line() for r in checked if r.service == "discord")
+
+    reset = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GabcDE.old-token-reset-in-the-portal-000000"
+    async with serving() as fake:
+        fake.expect_refusals()  # the reset token's 401, on purpose
+        good = await line(TOKEN, fake.api_base)
+        refused = await line(reset, fake.api_base)
+    unreachable = await line(TOKEN, "http://127.0.0.1:9/api/v10")
+    assert good == f"ok    discord    token    DISCORD_TOKEN accepted by Discord: bot voxdesk ({BOT_USER_ID})"
+    assert refused == (
+        "FAIL  discord    token    Discord refused DISCORD_TOKEN (401): copy the bot token again from"
+        " the Bot page of the Discord developer portal (Reset Token)"
+    )
+    assert unreachable.startswith(
+        "warn  discord    token    DISCORD_TOKEN set, not tried: Discord could not be reached (http://127.0.0.1:9"
+    )
+    assert TOKEN not in good + refused + unreachable and "old-token" not in refused
 
 
 def test_check_says_how_many_grievance_lines_were_set_aside(settings) -> None:

@@ -1379,14 +1379,22 @@ async def test_check_refused_by_every_service_logs_no_secret_at_debug(everything
     # Each service refuses its secret (401, 403), and `check` logs each failure's traceback at
     # DEBUG beside every library's own lines.
     from bot.health import check_all
+    from tests.fakes.discord_server import serving as discord_serving
     from tests.fakes.jira_server import running_fake_jira
     from tests.fakes.openai_server import serving
     from tests.fakes.search_server import running_fake_search
 
-    async with serving() as openai, running_fake_search() as search, running_fake_jira() as jira:
+    async with (
+        serving() as openai,
+        running_fake_search() as search,
+        running_fake_jira() as jira,
+        discord_serving() as discord,
+    ):
+        discord.expect_refusals()  # the test's own token, refused on purpose
         configured = make_settings(
             settings.storage_dir,
             **_secret_env(
+                VOXDESK_DISCORD_API_BASE=discord.api_base,
                 VOXDESK_AGENT_ENGINE="openai",
                 VOXDESK_OPENAI_BASE_URL=openai.base_url,
                 VOXDESK_TOOLS_MANUALS="azure",
@@ -1398,7 +1406,13 @@ async def test_check_refused_by_every_service_logs_no_secret_at_debug(everything
         )
         results = await check_all(configured, for_run=True)
     lines = "\n".join(r.line() for r in results)
-    assert [r.service for r in results if not r.ok] == ["engine", "stats", "manuals", "grievances"], lines
+    assert [r.service for r in results if not r.ok] == [
+        "engine",
+        "stats",
+        "manuals",
+        "grievances",
+        "discord",
+    ], lines
     logged = everything_at_debug.getvalue()
     assert "Traceback" in logged and "refused the credentials (401)" in logged
     assert _leaked(lines) == [] and _leaked(logged) == [], logged
