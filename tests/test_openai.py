@@ -1105,6 +1105,52 @@ async def test_a_transcription_model_the_project_may_not_use_is_one_warning_at_s
     assert engine.ready  # the chat answers: the words feed the history only
 
 
+@pytest.mark.parametrize("status", [403, 401])
+async def test_a_key_that_may_not_read_models_is_one_warning_and_stays_ready(
+    storage, fake, caplog, status
+) -> None:
+    """A restricted key given Models: None lacks the api.model.read scope: OpenAI refuses each
+    model lookup (403, "Missing scopes: api.model.read"; some missing scopes it answers 401) while
+    chats and transcriptions are answered. The lookup could not check the models, which is no
+    refusal of them: start-up logged the chat's ERROR and /healthz said not ready until a chat
+    succeeded, which an orchestrator reads as unhealthy."""
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.reads_models, fake.scope_status = False, status
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (client, core):
+        ready = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+        fake.script = [answer("You have 100 points.")]
+        reply = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    await engine.aclose()
+    told = [r for r in caplog.records if r.name == "bot.engines.openai" and r.levelno >= logging.INFO]
+    assert [r.levelname for r in told] == ["WARNING"], [r.getMessage() for r in told]
+    (line,) = told
+    for named in ("api.model.read", "gpt-audio-1.5", "gpt-4o-mini-transcribe", "Models: Read"):
+        assert named in line.getMessage()
+    assert ready is True
+    assert reply.engine == "openai"
+
+
+async def test_a_chat_model_the_project_may_not_use_is_an_error_at_start_up_and_not_ready(
+    storage, fake, caplog
+) -> None:
+    """OpenAI's 403 model_not_found for a model the key's project is not allowed: every note's chat
+    would be refused, which start-up says as an error and /healthz as not ready."""
+    from bot.engines.openai import create_openai_engine
+
+    fake.denied_models = ["gpt-audio-1.5"]
+    engine = await create_openai_engine(openai_settings(storage, fake))
+    await engine.aclose()
+    (told,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    said = told.getMessage()
+    assert "may not use model gpt-audio-1.5 (403: Project `proj_fake` does not have access" in said
+    assert not engine.ready
+
+
 async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
     storage, fake, caplog
 ) -> None:

@@ -92,6 +92,10 @@ FILTERED = {"content_filter", "content_policy_violation", "invalid_prompt"}
 AUDIO_NOT_FOUND = "audio_not_found"
 # The code of a 429 that is no rate limit: the account's credit or the project's budget is spent.
 OUT_OF_QUOTA = "insufficient_quota"
+# The scope a model lookup needs, which a restricted key given Models: None lacks while it may
+# well chat and transcribe: OpenAI refuses the lookup (403, "Missing scopes: api.model.read").
+MODEL_READ = "api.model.read"
+MISSING_SCOPES = re.compile(r"Missing scopes?: ([\w.]+(?:, *[\w.]+)*)")
 # A 429 rate_limit_exceeded for a request over a token limit on its own: "Request too large for
 # gpt-4o in organization org-... on tokens per min (TPM): Limit 30000, Requested 41234. The input or
 # output tokens must be reduced ...", where a limit run out says "Limit 30000, Used 29000, Requested
@@ -976,14 +980,17 @@ class OpenAIEngine:
         except openai.NotFoundError:
             self.not_offered.add(self.model)
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
-        except openai.AuthenticationError as exc:
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            if _lacks_model_read(exc):
+                # Unchecked, not refused: the key may well use the models, and the first note's
+                # requests tell whether it does. A second lookup would be refused the same way.
+                log.warning("%s: %s", where, self._unread(exc))
+                return
             self.chat_gate.key_refused()
             self.ready = False
-            log.error("%s refused the API key (401: %s): check OPENAI_API_KEY", where, _said(exc))
-            return
-        except openai.PermissionDeniedError as exc:
-            self.chat_gate.key_refused()
-            self.ready = False
+            if isinstance(exc, openai.AuthenticationError):
+                log.error("%s refused the API key (401: %s): check OPENAI_API_KEY", where, _said(exc))
+                return
             log.error("%s: the API key may not use model %s (403: %s)", where, self.model, _said(exc))
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.model, type(exc).__name__)
@@ -1009,6 +1016,15 @@ class OpenAIEngine:
             )
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.transcribe_model, type(exc).__name__)
+
+    def _unread(self, exc: openai.APIStatusError) -> str:
+        """What a model lookup refused for want of the api.model.read scope leaves unknown."""
+        models = " and ".join(dict.fromkeys(m for m in (self.model, self.transcribe_model) if m))
+        return (
+            f"the API key may not look up models ({exc.status_code}: it lacks the {MODEL_READ} scope,"
+            f" as a restricted key given Models: None does), so {models} go unchecked and the first"
+            " note shows whether it may use them; give the key Models: Read to have them looked up"
+        )
 
     async def _look_up_transcriber(self, client: openai.AsyncOpenAI) -> None:
         """Look up the transcription model, where there is one apart from the chat model, at
@@ -1328,6 +1344,17 @@ def _said(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     text = str(body.get("message") or exc.message).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _lacks_model_read(exc: openai.APIStatusError) -> bool:
+    """Whether a 401 or a 403 refused a model lookup for the api.model.read scope the key lacks,
+    not the key or the model ("You have insufficient permissions for this operation. Missing
+    scopes: api.model.read. ..."; OpenAI answers some missing scopes 401)."""
+    if exc.status_code not in (401, 403):
+        return False
+    body = exc.body if isinstance(exc.body, dict) else {}
+    found = MISSING_SCOPES.search(str(body.get("message") or exc.message))
+    return found is not None and MODEL_READ in (s.rstrip(".") for s in re.split(r", *", found[1]))
 
 
 def _keep_unanswered(turn: TurnState) -> None:

@@ -20,7 +20,9 @@ JSON, OpenAI's 429 "Request too large" for a request over the tokens per minute 
 Azure's content filter (told to, or on words it is told to block,
 wherever in the prompt they are). Its usage can be given the shape a compatible server gives it. A chat or
 transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found, and a
-max_completion_tokens over the model's most (`max_output_tokens`) its 400 invalid_value; on Azure,
+max_completion_tokens over the model's most (`max_output_tokens`) its 400 invalid_value; a model
+the project is not allowed (`denied_models`) its 403 model_not_found, and a model lookup by a key
+lacking the api.model.read scope (`reads_models`) its 403 "Missing scopes"; on Azure,
 an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404, and a
 field the api-version does not document (`AZURE_FIELDS`), or a reply voice or format its enum
 lacks, is Azure's 400. Azure's answers carry
@@ -223,6 +225,12 @@ class FakeOpenAI(Strict):
     # Models the key's project is not allowed (its model access in OpenAI's settings): a lookup of
     # one, or a request on it, is OpenAI's 403 model_not_found naming the project.
     denied_models: list[str] = field(default_factory=list)
+    # False: a restricted key given Models: None, which lacks the api.model.read scope. Each model
+    # lookup (GET /v1/models, /v1/models/{id}) is then OpenAI's "insufficient permissions" answer
+    # naming that scope, with `scope_status` (403 for it; OpenAI answers some other missing scopes
+    # 401), while chats and transcriptions are answered.
+    reads_models: bool = True
+    scope_status: int = 403
     # The most tokens each model answers with: a request's max_completion_tokens over it is
     # OpenAI's 400 invalid_value, whatever the rest of the request.
     max_output_tokens: dict[str, int] = field(
@@ -451,6 +459,20 @@ class FakeOpenAI(Strict):
             "code": "model_not_found",
         }
         return web.json_response({"error": error}, status=403)
+
+    def _no_model_read(self, request: web.Request) -> web.Response | None:
+        if self.reads_models or request.path.startswith("/openai/"):
+            return None
+        error = {
+            "message": "You have insufficient permissions for this operation. Missing scopes:"
+            " api.model.read. Check that you have the correct role in your organization (Reader,"
+            " Writer, Owner) and project (Member, Owner), and if you're using a restricted API key,"
+            " that it has the necessary scopes.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+        return web.json_response({"error": error}, status=self.scope_status)
 
     def _too_many_tokens(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
         """OpenAI's 400 for a max_completion_tokens over the model's most, worded as it words it
@@ -806,7 +828,7 @@ class FakeOpenAI(Strict):
     async def _models(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._refused(request)
-        missing = self._not_found(request)
+        missing = self._not_found(request) or self._no_model_read(request)
         if missing is not None:
             return missing
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "openai"} for m in self.models]
@@ -816,6 +838,9 @@ class FakeOpenAI(Strict):
         if not self._authorised(request):
             return self._refused(request)
         self.received.append(Received(request.path, {}, dict(request.headers), dict(request.query)))
+        unread = self._no_model_read(request)
+        if unread is not None:
+            return unread
         failed = await self._fail_if_told(request, self.model_failures)
         if failed is not None:
             return failed
