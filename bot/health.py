@@ -117,18 +117,20 @@ async def check_offline(settings: Settings, running: object = None) -> str:
 def priced(settings: Settings, engine: object, detail: str) -> str:
     """`detail`, and the [usage.prices] rows the engine's tokens are priced by: a name with none
     counts as $0 in the cost estimate, which a studio would rather hear from `check` than from
-    its bill."""
+    its bill. A warning when the engine could not look its models up (a key with no right to)."""
+    warn = isinstance(detail, NeedsHuman) or getattr(engine, "models_unread", False)
     billed = getattr(engine, "billed_models", None)
-    if billed is None:
-        return detail
-    rows = {name: settings.usage.price_row(name) for name in billed()}
-    missing = [name for name, row in rows.items() if row is None]
-    if missing:
-        return (
-            f"{detail}; no usage.prices row for {', '.join(missing)}: the cost estimate counts "
-            "its tokens as $0 (add a row, or name one in usage.price_as)"
-        )
-    return f"{detail}; priced as {', '.join(dict.fromkeys(r for r in rows.values() if r))}"
+    if billed is not None:
+        rows = {name: settings.usage.price_row(name) for name in billed()}
+        missing = [name for name, row in rows.items() if row is None]
+        if missing:
+            detail = (
+                f"{detail}; no usage.prices row for {', '.join(missing)}: the cost estimate counts "
+                "its tokens as $0 (add a row, or name one in usage.price_as)"
+            )
+        else:
+            detail = f"{detail}; priced as {', '.join(dict.fromkeys(r for r in rows.values() if r))}"
+    return NeedsHuman(detail) if warn else detail
 
 
 async def check_fallback(settings: Settings, live: App | None = None) -> str:

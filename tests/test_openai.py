@@ -1151,6 +1151,28 @@ async def test_a_chat_model_the_project_may_not_use_is_an_error_at_start_up_and_
     assert not engine.ready
 
 
+async def test_check_names_the_model_a_key_may_not_use_or_may_not_look_up(storage, fake) -> None:
+    """`check` said "the key may not use this (403)", naming neither the model nor why; a key
+    that may not read models (no api.model.read scope) passes with a warning, as it may well use
+    them."""
+    from bot.health import NeedsHuman, _one, check_engine
+
+    settings = openai_settings(storage, fake)
+    fake.denied_models = ["gpt-4o-mini-transcribe"]
+    with pytest.raises(RuntimeError) as refused:
+        await check_engine(settings)
+    assert "may not use model gpt-4o-mini-transcribe (403: Project `proj_fake`" in str(refused.value)
+    assert "openai.transcribe_model" in str(refused.value)
+    fake.denied_models = ["gpt-audio-1.5"]
+    with pytest.raises(RuntimeError, match=r"may not use model gpt-audio-1\.5 \(403.*openai\.model"):
+        await check_engine(settings)
+    fake.denied_models, fake.reads_models = [], False
+    detail = await check_engine(settings)
+    assert isinstance(detail, NeedsHuman), detail
+    assert "api.model.read" in detail and "gpt-audio-1.5" in detail and "gpt-4o-mini-transcribe" in detail
+    assert (await _one("engine", "openai", lambda: check_engine(settings))).mark == "warn"
+
+
 async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
     storage, fake, caplog
 ) -> None:

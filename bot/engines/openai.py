@@ -422,6 +422,8 @@ class OpenAIEngine:
         self.connect_timeout = connect_timeout
         self.chat_gate = Gate("chat", breaker_seconds, "the fallback answers")
         self.hearing_gate = Gate("transcription", breaker_seconds, "turns are kept without the words")
+        # The key may not look models up (no api.model.read scope): `check` could not prove them.
+        self.models_unread = False
         self.max_retries = max_retries
         self.turn_deadline = turn_deadline
         self.model = model
@@ -1078,10 +1080,22 @@ class OpenAIEngine:
             asking = f"model {self.transcribe_model}"
             named = (self.transcribe_model, "openai.transcribe_model")
             await self._look_up_transcriber(probe)
-        except openai.AuthenticationError as exc:
-            raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
-        except openai.PermissionDeniedError as exc:
-            raise RuntimeError(f"{where}: the key may not use this ({exc.status_code})") from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            if not azure and _lacks_model_read(exc):
+                # The key is taken (refused a scope, not itself), and no lookup shows the models.
+                self.models_unread = True
+                return f"OpenAI {where}: {self._unread(exc)}"
+            if isinstance(exc, openai.AuthenticationError):
+                raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
+            name, setting = named
+            if azure:
+                raise RuntimeError(
+                    f"{where}: the key may not use deployment {name} ({exc.status_code}: {_said(exc)})"
+                ) from None
+            raise RuntimeError(
+                f"{where}: the key may not use model {name} ({exc.status_code}: {_said(exc)}): allow"
+                f" it for the key's project in OpenAI's settings, or change {setting}"
+            ) from None
         except openai.NotFoundError as exc:
             if azure and not _no_deployment(exc):
                 raise RuntimeError(
