@@ -1173,6 +1173,34 @@ async def test_check_names_the_model_a_key_may_not_use_or_may_not_look_up(storag
     assert (await _one("engine", "openai", lambda: check_engine(settings))).mark == "warn"
 
 
+async def test_a_transcription_refused_on_every_note_is_one_warning_until_it_is_answered(
+    storage, fake, caplog
+) -> None:
+    """A transcription OpenAI refuses (403: the project may not use the model) on every note was a
+    bare "transcription failed: PermissionDeniedError" warning a note: staff hear once which model
+    and why, then nothing until transcriptions are answered again, which is said once."""
+    from bot.audio import pcm_to_wav
+    from bot.engines.base import AudioClip
+    from bot.engines.openai import create_openai_engine
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    engine = await create_openai_engine(openai_settings(storage, fake), verify=False)
+    clip = AudioClip(wav=pcm_to_wav(bytes(48_000), 24_000), seconds=1.0)
+    fake.denied_models = ["gpt-4o-mini-transcribe"]
+    heard = [await engine.transcribe(clip) for _ in range(3)]
+    fake.denied_models = []
+    heard.append(await engine.transcribe(clip))
+    fake.denied_models = ["gpt-4o-mini-transcribe"]
+    heard.append(await engine.transcribe(clip))
+    await engine.aclose()
+    assert [h is None for h in heard] == [True, True, True, False, True]
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in told] == ["WARNING", "INFO", "WARNING"], told
+    refused = told[0][1]
+    assert "gpt-4o-mini-transcribe" in refused and "403: Project `proj_fake` does not have access" in refused
+    assert "gpt-4o-mini-transcribe" in told[1][1]
+
+
 async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
     storage, fake, caplog
 ) -> None:

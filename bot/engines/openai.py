@@ -422,6 +422,9 @@ class OpenAIEngine:
         self.connect_timeout = connect_timeout
         self.chat_gate = Gate("chat", breaker_seconds, "the fallback answers")
         self.hearing_gate = Gate("transcription", breaker_seconds, "turns are kept without the words")
+        # A transcription refused (401/403) is refused for every note alike: said once, with the
+        # model and the reason, and once more when one is answered again.
+        self._hearing_refused = Outage(log, "OpenAI answers transcriptions with model %s again")
         # The key may not look models up (no api.model.read scope): `check` could not prove them.
         self.models_unread = False
         self.max_retries = max_retries
@@ -468,9 +471,21 @@ class OpenAIEngine:
             )
         except EnginePaused:
             return None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            said = _said(exc)
+            self._hearing_refused.failed(
+                f"{exc.status_code} {said}",
+                "OpenAI refused transcription with model %s (%d: %s): turns are kept without the"
+                " player's words until it answers one",
+                self.transcribe_model,
+                exc.status_code,
+                said,
+            )
+            return None
         except (openai.OpenAIError, EngineError) as exc:
             log.warning("transcription failed: %s", type(exc).__name__)
             return None
+        self._hearing_refused.answered(self.transcribe_model)
         text = result.text.strip()
         if not text:
             return None
