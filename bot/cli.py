@@ -610,8 +610,16 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_web_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from bot.web.security import MIN_PASSWORD_CHARS, hash_password
+    from bot.web.security import MIN_PASSWORD_CHARS, RESERVED_NAMES, STAFF_NAME, hash_password
 
+    name = args.name.strip().lower() if args.name is not None else None
+    # Refused before the password is asked for: a hash under a name start-up refuses is no use.
+    if name is not None and (not STAFF_NAME.fullmatch(name) or name in RESERVED_NAMES):
+        _complain(
+            "web-password: --name is 1 to 32 letters a-z, digits, '.', '_' or '-', and neither"
+            f" {' nor '.join(sorted(RESERVED_NAMES))}"
+        )
+        return 2
     typed = sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("password: ") + "\n"
     if not typed:  # stdin at its end at once (</dev/null, a cron job): no password, not a short one
         _complain(
@@ -623,7 +631,16 @@ def cmd_web_password(args: argparse.Namespace) -> int:
     if len(password) < MIN_PASSWORD_CHARS:
         _complain(f"web-password: use a staff password of {MIN_PASSWORD_CHARS} characters or more")
         return 2
-    print(hash_password(password))
+    if name is None:
+        print(hash_password(password))
+        return 0
+    # The entry alone on stdout, for a script to join to the others; where it goes, on stderr.
+    print(f"{name}:{hash_password(password)}")
+    print(
+        "add it to VOXDESK_WEB_STAFF (in the environment or .env), after a comma if others are there,"
+        " or in place of this name's old entry",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -813,8 +830,13 @@ COMMANDS: dict[
     ),
     "web-password": (
         cmd_web_password,
-        "hash a staff password (read from stdin or asked) for VOXDESK_WEB_STAFF_PASSWORD_HASH",
-        lambda p: None,
+        "hash a staff password (read from stdin or asked) for VOXDESK_WEB_STAFF_PASSWORD_HASH, or"
+        " with --name an account's entry for VOXDESK_WEB_STAFF",
+        lambda p: p.add_argument(
+            "--name",
+            default=None,
+            help="the staff member's name on the desk: prints NAME:HASH for VOXDESK_WEB_STAFF",
+        ),
     ),
     "sync": (
         cmd_sync,

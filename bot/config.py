@@ -364,6 +364,7 @@ class Secrets:
     jira_api_token: str = ""
     web_staff_password_hash: str = ""  # `voxdesk web-password` prints one
     web_staff_password: str = ""  # plain; hashed at start and never kept (prefer the hash)
+    web_staff: str = ""  # named staff accounts, "alice:<hash>,bob:<hash>" (bot/web/security.py)
     web_session_key: str = ""  # a Fernet key; empty: one made at start (sessions end on restart)
     web_metrics_token: str = ""  # bearer token for /metrics from beyond this machine; empty: loopback only
 
@@ -377,6 +378,7 @@ class Secrets:
         "jira_api_token": "JIRA_API_TOKEN",
         "web_staff_password_hash": "VOXDESK_WEB_STAFF_PASSWORD_HASH",
         "web_staff_password": "VOXDESK_WEB_STAFF_PASSWORD",
+        "web_staff": "VOXDESK_WEB_STAFF",
         "web_session_key": "VOXDESK_WEB_SESSION_KEY",
         "web_metrics_token": "VOXDESK_WEB_METRICS_TOKEN",
     }

@@ -191,14 +191,17 @@ async def try_discord_token(settings: Settings) -> str:
 
 async def check_web_secrets(settings: Settings) -> str:
     """What the web front end refuses to start with: a session key or staff hash that does not parse,
-    or a plain staff password too short."""
-    from bot.web.security import session_storage, staff_password_hash
+    a plain staff password too short, or a malformed VOXDESK_WEB_STAFF."""
+    from bot.web.security import session_storage, staff_accounts
 
     s = settings.secrets
     session_storage(settings)
-    stored = await asyncio.to_thread(staff_password_hash, settings)  # a plain password is hashed
+    accounts = await asyncio.to_thread(staff_accounts, settings)  # a plain password is hashed
+    stored = bool(accounts)
     key = "session key set" if s.web_session_key else "no session key (sessions end on restart)"
-    if s.web_staff_password_hash:
+    if s.web_staff and accounts:
+        staff = f"{len(accounts)} staff account{'s' if len(accounts) != 1 else ''} ({', '.join(accounts)})"
+    elif s.web_staff_password_hash:
         staff = "staff password hash"
     elif stored:
         staff = "plain staff password (prefer the hash)"
@@ -481,7 +484,13 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         checks.insert(2, _one("fallback", "offline", lambda: check_fallback(settings, live)))
     if await asyncio.to_thread(DOTENV.is_file):
         checks.append(_one("secrets", ".env", lambda: asyncio.to_thread(check_dotenv)))
-    if settings.web.enabled or s.web_session_key or s.web_staff_password_hash or s.web_staff_password:
+    if (
+        settings.web.enabled
+        or s.web_session_key
+        or s.web_staff_password_hash
+        or s.web_staff_password
+        or s.web_staff
+    ):
         checks.append(_one("web", "secrets", lambda: check_web_secrets(settings)))
     return list(await asyncio.gather(*checks))
 

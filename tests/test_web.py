@@ -1199,7 +1199,9 @@ def test_every_error_a_page_shows_is_announced_as_an_alert() -> None:
                 unannounced.append((template.name, tag))
     assert unannounced == []
     login = (templates / "login.html").read_text()
-    assert 'autofocus required{% if error %} aria-invalid="true" aria-describedby="login-error"' in login
+    assert "{% set password_first = not named or name or error %}" in login
+    focused = '{% if password_first %} autofocus{% endif %} required{% if error %} aria-invalid="true"'
+    assert focused + ' aria-describedby="login-error"' in login
 
 
 async def many_grievances(store, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -1766,7 +1768,7 @@ async def test_a_status_refused_as_its_ticket_is_jiras_gets_a_page_as_a_note_doe
 
 
 async def test_the_ticket_page_shows_each_status_change_when_and_by_whom(wsettings) -> None:
-    # Staff share one login, so the desk's changes are "staff"; Jira's, polled back, say so.
+    # The shared password's login makes the desk's changes "staff"; Jira's, polled back, say so.
     async with web_client(wsettings) as (client, core):
         store = core.grievances.local_store
         await log_in(client)
@@ -1787,6 +1789,185 @@ async def test_the_ticket_page_shows_each_status_change_when_and_by_whom(wsettin
     assert re.fullmatch(staff + "in progress → resolved, by staff", said[0]), said
     assert re.fullmatch(staff + "resolved → open, by staff", said[1]), said
     assert said[2] == "2026-12-06 10:00 UTC: open → waiting on player, by Jira"
+
+
+# ---- named staff accounts (VOXDESK_WEB_STAFF) ---------------------------------------------
+
+ALICE_PASSWORD = "alice's own desk password"
+BOB_PASSWORD = "bob's own desk password"
+ALICE_HASH = hash_password(ALICE_PASSWORD)
+BOB_HASH = hash_password(BOB_PASSWORD)
+
+
+def named_settings(storage: Path, staff: str = f"alice:{ALICE_HASH},Bob:{BOB_HASH}", **env: str):  # type: ignore[no-untyped-def]
+    return make_settings(storage, VOXDESK_WEB_STAFF=staff, **env)
+
+
+async def log_in_as(client: TestClient, name: str, password: str) -> int:
+    token = await csrf_of(client, "/desk/login")
+    form = {"csrf": token, "name": name, "password": password}
+    return (await client.post("/desk/login", data=form, allow_redirects=False)).status
+
+
+def history_of(html: str) -> list[str]:
+    return [" ".join(li["<text>"].split()) for li in Page(html).all("li", **{"class": "status-change"})]
+
+
+async def test_each_staff_member_logs_in_by_name_and_the_ticket_says_who_did_what(settings) -> None:
+    from bot import player_data
+
+    s = named_settings(settings.storage_dir)
+    async with web_client(s) as (alice, _), TestClient(TestServer(alice.app)) as bob:
+        login = Page(await (await alice.get("/desk/login")).text())
+        assert login.one("input", name="name")["autocomplete"] == "username"
+        assert await log_in_as(alice, "alice", BOB_PASSWORD) == 401  # another's password
+        assert await log_in_as(alice, "carol", ALICE_PASSWORD) == 401  # a name with no account
+        assert await log_in_as(alice, "alice", ALICE_PASSWORD) == 303
+        assert await log_in_as(bob, " BOB ", BOB_PASSWORD) == 303  # a name in any case
+        for client, status in ((alice, "resolved"), (bob, "open")):
+            form = status_form(await (await client.get("/desk/ticket/GRV-10")).text(), status)
+            moved = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+            assert moved.status == 303
+        token = await csrf_of(bob, "/desk/ticket/GRV-10")
+        note = {"csrf": token, "body": "Refund sent"}
+        assert (await bob.post("/desk/ticket/GRV-10/note", data=note, allow_redirects=False)).status == 303
+        html = await (await alice.get("/desk/ticket/GRV-10")).text()
+    said = history_of(html)
+    assert [line.partition("UTC: ")[2] for line in said] == [
+        "in progress → resolved, by alice",
+        "resolved → open, by bob",
+    ], said
+    assert Page(html).one("div", **{"class": "meta"})["<text>"].startswith("bob · ")
+    exported = player_data.export(storage_paths(s), NOVA)["grievances"]
+    assert [(c["to_status"], c["changed_by"]) for c in exported["status_changes"]] == [
+        ("resolved", "alice"),
+        ("open", "bob"),
+    ]
+    assert [(n["author"], n["body"]) for n in exported["staff_notes"]] == [("bob", "Refund sent")]
+
+
+async def test_a_name_taken_out_of_voxdesk_web_staff_is_logged_out_at_its_next_request(settings) -> None:
+    # A leaver's name is taken out and the desk restarted: their cookie, still readable under the
+    # same session key and well within its age, opens nothing; everyone else stays logged in.
+    both = named_settings(settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+    alone = named_settings(settings.storage_dir, f"alice:{ALICE_HASH}", VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+
+    def cookie_of(client: TestClient) -> str:
+        return next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
+
+    async with web_client(both) as (alice, _), TestClient(TestServer(alice.app)) as bob:
+        assert await log_in_as(alice, "alice", ALICE_PASSWORD) == 303
+        assert await log_in_as(bob, "bob", BOB_PASSWORD) == 303
+        assert (await bob.get("/desk", allow_redirects=False)).status == 200
+        cookies = {"alice": cookie_of(alice), "bob": cookie_of(bob)}
+    async with web_client(alone) as (client, core):
+        for name, cookie in cookies.items():
+            async with TestClient(TestServer(client.app)) as browser:
+                browser.session.cookie_jar.update_cookies({"voxdesk_session": cookie})
+                got = await browser.get("/desk/ticket/GRV-10", allow_redirects=False)
+                assert got.status == (200 if name == "alice" else 303), name
+                token = await csrf_of(browser, "/desk/login")
+                note = {"csrf": token, "body": f"from {name}"}
+                await browser.post("/desk/ticket/GRV-10/note", data=note, allow_redirects=False)
+        assert await log_in_as(client, "bob", BOB_PASSWORD) == 401
+        notes = await core.grievances.local_store.staff_notes("GRV-10")
+    assert [(n.author, n.body) for n in notes] == [("alice", "from alice")]
+
+
+@pytest.mark.parametrize(
+    ("staff", "said", "unsaid"),
+    [
+        (
+            f"alice:{ALICE_HASH},bob:{BOB_HASH[:30]}",
+            "VOXDESK_WEB_STAFF's entry 2 (bob) is not a hash",
+            BOB_HASH[:30],
+        ),
+        (
+            f"alice:{ALICE_HASH},{BOB_PASSWORD}",
+            "VOXDESK_WEB_STAFF's entry 2 is not name:hash",
+            "desk password",
+        ),
+        (f"bob smith:{BOB_HASH}", "VOXDESK_WEB_STAFF's entry 1 has no name", "smith"),
+        (f"alice:{ALICE_HASH},ALICE:{BOB_HASH}", "VOXDESK_WEB_STAFF's entry 2 names 'alice' again", BOB_HASH),
+        (f"jira:{ALICE_HASH}", "VOXDESK_WEB_STAFF's entry 1 is named 'jira'", ALICE_HASH),
+    ],
+    ids=["hash-cut-short", "no-name", "name-with-a-space", "twice", "jira"],
+)
+async def test_a_malformed_voxdesk_web_staff_is_one_line_at_start_and_in_check(
+    settings, staff: str, said: str, unsaid: str
+) -> None:
+    from bot.config import ConfigError
+    from bot.health import check_all
+
+    s = named_settings(settings.storage_dir, staff)
+    with pytest.raises(ConfigError) as refused:
+        async with web_client(s):
+            pass
+    assert str(refused.value).startswith(said) and "\n" not in str(refused.value)
+    assert unsaid not in str(refused.value)
+    line = next(r.line() for r in await check_all(s) if r.service == "web")
+    assert line.startswith(f"FAIL  web        secrets  {said}") and unsaid not in line
+
+
+async def test_web_password_with_a_name_prints_the_entry_that_logs_that_name_in(
+    settings, monkeypatch, capsys
+) -> None:
+    import io
+
+    from bot.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("carol's own desk password\n"))
+    assert main(["web-password", "--name", "Carol"]) == 0
+    said = capsys.readouterr()
+    entry = said.out.strip()
+    assert entry.startswith("carol:scrypt$") and said.out.count("\n") == 1
+    assert said.err.startswith("add it to VOXDESK_WEB_STAFF")
+    staff = f"alice:{ALICE_HASH},{entry}"
+    async with web_client(named_settings(settings.storage_dir, staff)) as (client, _):
+        assert await log_in_as(client, "carol", "carol's own desk password") == 303
+    for refused in ("jira", "carol smith", ""):
+        assert main(["web-password", "--name", refused]) == 2
+        assert capsys.readouterr().err.startswith("web-password: --name is 1 to 32 letters")
+
+
+async def test_named_accounts_and_the_shared_password_together_stop_start_up(settings) -> None:
+    # A leaver who knew the shared password would keep the desk, whichever names are listed.
+    from bot.config import ConfigError
+
+    s = named_settings(settings.storage_dir, VOXDESK_WEB_STAFF_PASSWORD_HASH=STAFF_HASH)
+    with pytest.raises(
+        ConfigError, match="VOXDESK_WEB_STAFF and VOXDESK_WEB_STAFF_PASSWORD_HASH are both set"
+    ):
+        async with web_client(s):
+            pass
+
+
+async def test_the_shared_password_logs_in_as_staff_without_a_name(settings) -> None:
+    from bot.web.security import password_mark
+
+    wsettings = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+    # A login of a voxdesk before named accounts, whose session holds no name: still the desk's.
+    then = int(time.time())
+    before = {"staff": True, "since": then, "login": "an-older-login", "password": password_mark(wsettings)}
+    older = Fernet(FERNET_KEY.encode()).encrypt(json.dumps({"created": then, "session": before}).encode())
+    async with web_client(wsettings) as (client, core):
+        async with TestClient(TestServer(client.app)) as browser:
+            browser.session.cookie_jar.update_cookies({"voxdesk_session": older.decode()})
+            assert (await browser.get("/desk", allow_redirects=False)).status == 200
+        assert Page(await (await client.get("/desk/login")).text()).all("input", name="name") == []
+        assert await log_in(client) == 303
+        form = status_form(await (await client.get("/desk/ticket/GRV-10")).text(), "resolved")
+        assert (
+            await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+        ).status == 303
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        note = {"csrf": token, "body": "Refund sent"}
+        assert (await client.post("/desk/ticket/GRV-10/note", data=note, allow_redirects=False)).status == 303
+        html = await (await client.get("/desk/ticket/GRV-10")).text()
+        history = await core.grievances.local_store.status_history("GRV-10")
+    assert history_of(html)[0].endswith("in progress → resolved, by staff")
+    assert [c.changed_by for c in history] == ["staff"]
+    assert Page(html).one("div", **{"class": "meta"})["<text>"].startswith("staff · ")
 
 
 async def test_a_ticket_link_as_typed_or_by_its_jira_key_opens_the_ticket(wsettings) -> None:

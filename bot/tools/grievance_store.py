@@ -132,8 +132,9 @@ CREATE INDEX IF NOT EXISTS grievances_by_time ON grievances (created_at, id);
 CREATE INDEX IF NOT EXISTS grievances_by_status ON grievances (status, created_at, id);
 """
 # Each grievance's status history (its page on the desk): a row of `meta` named this and the
-# grievance's id, its value a JSON list of changes, oldest first ({"at", "from", "to", "by": staff
-# | jira}). In `meta`, not a table of its own: a new table would raise SCHEMA_VERSION, and an older
+# grievance's id, its value a JSON list of changes, oldest first ({"at", "from", "to", "by": a
+# staff account's name | staff | jira}; any text: an older voxdesk shows a name it does not know
+# as it is). In `meta`, not a table of its own: a new table would raise SCHEMA_VERSION, and an older
 # voxdesk, which reads only meta's store_id, would then refuse the file after a rollback (see
 # RECENT below). Kept as long as its grievance, its newest STATUS_CHANGES_KEPT changes: a status
 # set back and forth without end (a script, a Jira automation) grows it no further.
@@ -306,8 +307,8 @@ class StaffNote:
 
 @dataclass(frozen=True)
 class StatusChange:
-    """A change of a grievance's status: when (UTC), from and to what, and who made it (staff on
-    the desk, or jira: found there by the bot)."""
+    """A change of a grievance's status: when (UTC), from and to what, and who made it (a staff
+    account's name, "staff" for the desk's shared password, or jira: found there by the bot)."""
 
     at: str
     from_status: str
@@ -1524,11 +1525,11 @@ class LocalGrievanceStore:
         raise WorkedInJira(row)
 
     async def set_status_by_staff(
-        self, local_key: str, status: str, was: str | None = None, *, jira: bool = False
+        self, local_key: str, status: str, was: str | None = None, *, jira: bool = False, by: str = "staff"
     ) -> bool:
         """Move a grievance to `status`; the news_status trigger records it, so the player hears
-        of it through ticket news like any other change, and its status history as staff's.
-        False if there is no such grievance.
+        of it through ticket news like any other change, and its status history as made `by` (a
+        staff account's name). False if there is no such grievance.
 
         With `was` (the status staff saw when they chose), only from that status: one another
         staff member changed meanwhile is left as they set it (StatusChanged), in the statement
@@ -1549,7 +1550,7 @@ class LocalGrievanceStore:
                 (status, at, local_key, status, was, was, jira, refusal),
             )
             if cursor.rowcount == 1 and before is not None:
-                await self._record_change(before[0], at, before[1], status, "staff")
+                await self._record_change(before[0], at, before[1], status, by)
             await self._conn.commit()
         if cursor.rowcount == 1:
             return True

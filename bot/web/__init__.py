@@ -84,8 +84,9 @@ class Reused(Generic[T]):
 @dataclass
 class WebState:
     core: App
-    password_hash: str  # "" : no staff password set, the desk stays locked
-    password_mark: str  # of the password as configured: see security.password_mark
+    # Who may log in, by name (security.staff_accounts): none, and the desk stays locked.
+    staff: dict[str, security.StaffAccount]
+    named_staff: bool  # VOXDESK_WEB_STAFF's accounts, logged in to by name; else the shared password
     staff_logins: security.StaffLogins
     logins: security.RateLimit
     notes: security.RateLimit  # per client
@@ -187,8 +188,8 @@ async def build_web(
 
     app[STATE] = WebState(
         core=core,
-        password_hash=security.staff_password_hash(settings),
-        password_mark=security.password_mark(settings),
+        staff=security.staff_accounts(settings),
+        named_staff=bool(settings.secrets.web_staff),
         staff_logins=staff_logins,
         logins=security.RateLimit(w.login_attempts, w.login_seconds),
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),

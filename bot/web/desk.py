@@ -71,9 +71,14 @@ NEWS_STATES = {
     "in_answer": "not sent: the answer to the player's note told its number",
 }
 
-# Who made a status change (grievance_store.StatusChange.changed_by), as its page says. Staff
-# share one login: "staff" is all the desk can say of them. No player can set a status.
+# Who made a status change (grievance_store.StatusChange.changed_by), as its page says: a staff
+# account's name, "staff" for the shared password's login, or Jira. No player can set a status.
 CHANGED_BY = {"staff": "by staff", "jira": "by Jira"}
+
+
+def by_whom(changed_by: str) -> str:
+    return CHANGED_BY.get(changed_by) or f"by {changed_by}"
+
 
 Handler = Callable[[web.Request], Awaitable[Any]]
 
@@ -178,6 +183,7 @@ def _reason_shown(request: web.Request, exc: sqlite3.Error) -> str | None:
 # What logged_in found for this request: every page's template context asks before its handler
 # does, and a web.db that cannot answer is then one refusal, said and logged once, not two reads.
 LOGGED_IN = web.RequestKey("logged_in", object)
+STAFF_NAME = web.RequestKey("staff_name", str)  # whose login it is, once logged_in found one
 
 
 async def logged_in(request: web.Request) -> bool:
@@ -200,16 +206,28 @@ async def _logged_in(request: web.Request) -> bool:
     session = await get_session(request)
     st = web_state(request)
     login = session.get("login")
-    if not session.get("staff") or not isinstance(login, str) or not st.password_hash:
+    # A session with no name is the shared password's: a named account's always has one.
+    name = session.get("name", security.SHARED_LOGIN)
+    # A name taken out of VOXDESK_WEB_STAFF has no account here: its sessions end at once.
+    account = st.staff.get(name) if isinstance(name, str) else None
+    if not session.get("staff") or not isinstance(login, str) or account is None:
         return False
-    if not hmac.compare_digest(str(session.get("password")), st.password_mark):
+    if not hmac.compare_digest(str(session.get("password")), account.mark):
         return False
     # However often the cookie is rewritten (each write restarts its max-age), a login lasts
     # session_hours from the password typed: a logout's record is kept that long, no longer.
     since = session.get("since")
     if not isinstance(since, int) or st.clock() > _lapses_at(since, st.settings):
         return False
-    return not await st.staff_logins.ended(login)
+    if await st.staff_logins.ended(login):
+        return False
+    request[STAFF_NAME] = name
+    return True
+
+
+def staff_name(request: web.Request) -> str:
+    """Who is logged in, for a handler behind staff_only: what their notes and changes are under."""
+    return request[STAFF_NAME]
 
 
 def _lapses_at(since: float, settings: Settings) -> float:
@@ -275,7 +293,9 @@ def _next_page(value: object) -> str | None:
 @aiohttp_jinja2.template("login.html")
 async def login_page(request: web.Request) -> dict[str, Any]:
     return {
-        "configured": bool(web_state(request).password_hash),
+        "configured": bool(web_state(request).staff),
+        "named": web_state(request).named_staff,
+        "name": None,
         "error": None,
         "next": _next_page(request.query.get("next")),
     }
@@ -293,10 +313,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await security.read_form(request)
     then = _next_page(form.get("next"))
     password = form.get("password")
-    ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
+    typed = form.get("name") if st.named_staff else security.SHARED_LOGIN
+    name = typed.strip().lower() if isinstance(typed, str) else ""
+    account = st.staff.get(name)
+    ok = bool(st.staff) and isinstance(password, str) and bool(password)
     if ok:
+        # An unknown name costs the check a known one does: how long a refusal takes tells nobody
+        # which names have an account.
+        stored = (account or next(iter(st.staff.values()))).password_hash
         try:
-            ok = await st.passwords.verify(str(password), st.password_hash)
+            ok = await st.passwords.verify(str(password), stored) and account is not None
         except security.PasswordsBusy:
             # 503, not 429: the server is busy, not this client too quick (it may be staff, caught in
             # another's flood).
@@ -304,26 +330,34 @@ async def login(request: web.Request) -> web.StreamResponse:
                 f"The desk is checking many logins at once: try again in {say.wait_of(LOGIN_BUSY_SECONDS)}."
             )
             return _login_refused(request, error, 503, LOGIN_BUSY_SECONDS)
-    if not ok:
-        # Who tried, never what they typed. The attempt that uses up the window says so once,
-        # rather than a line for each refused try after it.
+    if not ok or account is None:
+        # Who tried, never what they typed: a name only when it is an account's (a password typed
+        # into the name field is none). The attempt that uses up the window says so once, rather
+        # than a line for each refused try after it.
+        who = f"client {client}"
+        if account is not None and st.named_staff:  # the right name, a wrong password
+            who = f"{name!r} from {who}"
         if st.logins.spent(client):
             log.warning(
-                "staff login failed for client %s: locked out for %.0f s after %d failed attempts",
-                client,
+                "staff login failed for %s: locked out for %.0f s after %d failed attempts",
+                who,
                 st.settings.web.login_seconds,
                 st.settings.web.login_attempts,
             )
         else:
-            log.warning("staff login failed for client %s", client)
-        return _login_refused(request, "That password is not right.", 401)
+            log.warning("staff login failed for %s", who)
+        wrong = "That name and password do not match." if st.named_staff else "That password is not right."
+        return _login_refused(request, wrong, 401)
     st.logins.forget(client)
+    if st.named_staff:
+        log.info("staff login: %r from client %s", name, client)
     # A fresh session (and CSRF token) at login: a cookie planted before it is worth nothing after.
     session = await new_session(request)
     session["staff"] = True
     session["since"] = int(st.clock())
     session["login"] = secrets.token_urlsafe(16)
-    session["password"] = st.password_mark
+    session["name"] = name
+    session["password"] = account.mark
     raise web.HTTPSeeOther(then or str(request.app.router["desk"].url_for()))
 
 
@@ -349,8 +383,15 @@ def _login_refused(
     """The login page again with why, not a bare line of text: staff keep the page's links and the
     field to try again from, and the error is read out on that field."""
     form = request.get(security.FORM)
+    st = web_state(request)
+    sent = form.get("name") if form is not None else None
+    typed = sent.strip().lower() if isinstance(sent, str) else ""
     context = (page or {}) | {
-        "configured": bool(web_state(request).password_hash),
+        "configured": bool(st.staff),
+        "named": st.named_staff,
+        # Given back to correct, whether or not it is an account's (which would tell who has one),
+        # when it has a name's shape: a sentence pasted into the field is not put on the page.
+        "name": typed if security.STAFF_NAME.fullmatch(typed) else None,
         "error": error,
         "next": _next_page(form.get("next")) if form is not None else None,
     }
@@ -520,7 +561,7 @@ async def ticket(request: web.Request) -> dict[str, Any] | web.Response:
         "g": row,
         "notes": await store.staff_notes(key),
         "history": await store.status_history(key),
-        "changed_by": CHANGED_BY,
+        "by_whom": by_whom,
         # A refusal has no Jira status a push could give the issue of one waiting to go there.
         "statuses": [s for s in STAFF_STATUSES if not (row.push_state == "pending" and s in REFUSALS)],
         "waits_for_jira": row.push_state == "pending",
@@ -637,7 +678,7 @@ async def add_note(request: web.Request) -> web.StreamResponse:
         context = {"key": key, "note": note, "why": f"A note is 1 to {MAX_NOTE_CHARS} characters."}
         return aiohttp_jinja2.render_template("note_refused.html", request, context, status=400)
     try:
-        if not await _store(request).add_staff_note(key, "staff", body, jira=_jira_on(request)):
+        if not await _store(request).add_staff_note(key, staff_name(request), body, jira=_jira_on(request)):
             raise web.HTTPNotFound(text=f"No grievance {key}.")
     except WorkedInJira as taken:
         # Its issue found in Jira again just after the look above.
@@ -668,7 +709,10 @@ async def set_status(request: web.Request) -> web.StreamResponse:
     was = was if isinstance(was, str) and was in STATUSES else None
     # The store's trigger records the change as ticket news: the player is told by the bot.
     try:
-        if not await _store(request).set_status_by_staff(key, status, was, jira=_jira_on(request)):
+        done = await _store(request).set_status_by_staff(
+            key, status, was, jira=_jira_on(request), by=staff_name(request)
+        )
+        if not done:
             raise web.HTTPNotFound(text=f"No grievance {key}.")
     except WorkedInJira as taken:
         # Its issue found in Jira again just after the look above.

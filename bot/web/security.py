@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -174,7 +175,10 @@ def password_mark(settings: Settings) -> str:
     session made with the old one, though the cookies stay readable. Made from the setting, not
     from the hash of a plain password, which is salted afresh at each start."""
     s = settings.secrets
-    secret = s.web_staff_password_hash or s.web_staff_password
+    return _mark(s.web_staff_password_hash or s.web_staff_password)
+
+
+def _mark(secret: str) -> str:
     return hmac.new(secret.encode(), b"voxdesk staff session", hashlib.sha256).hexdigest()[:32]
 
 
@@ -301,6 +305,64 @@ def staff_password_hash(settings: Settings) -> str:
             )
         return hash_password(s.web_staff_password)
     return ""
+
+
+# A staff account's name, as VOXDESK_WEB_STAFF and the login form give it (in any case) and the
+# ticket history shows it.
+STAFF_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+# What the ticket history already says of a change: the shared password's login, and Jira's.
+RESERVED_NAMES = frozenset({"staff", "jira"})
+SHARED_LOGIN = "staff"  # the name a session of the shared staff password acts under
+
+
+@dataclass(frozen=True)
+class StaffAccount:
+    password_hash: str
+    mark: str  # see password_mark: a new password for this name ends its sessions
+
+
+def staff_accounts(settings: Settings) -> dict[str, StaffAccount]:
+    """Who may log in to the desk, by name: each of VOXDESK_WEB_STAFF's, or the shared password
+    alone as "staff"; none when neither is set (the desk then stays locked). Refused at start, and
+    by `voxdesk check`, in one line naming the entry at fault by its place, never its hash."""
+    s = settings.secrets
+    if not s.web_staff:
+        stored = staff_password_hash(settings)
+        return {SHARED_LOGIN: StaffAccount(stored, password_mark(settings))} if stored else {}
+    if s.web_staff_password_hash or s.web_staff_password:
+        # A leaver who knew the shared password would keep the desk: one or the other.
+        shared = (
+            "VOXDESK_WEB_STAFF_PASSWORD_HASH" if s.web_staff_password_hash else "VOXDESK_WEB_STAFF_PASSWORD"
+        )
+        raise ConfigError(
+            f"VOXDESK_WEB_STAFF and {shared} are both set: named accounts replace the shared"
+            f" password, which anyone who knew it could still log in with; unset {shared}"
+        )
+    accounts: dict[str, StaffAccount] = {}
+    for place, entry in enumerate(s.web_staff.split(","), 1):
+        if not entry.strip():  # a comma at the end, or two together
+            continue
+        name, colon, stored = (part.strip() for part in entry.partition(":"))
+        name = name.lower()
+        where = f"VOXDESK_WEB_STAFF's entry {place}"
+        if not colon:
+            raise ConfigError(f"{where} is not name:hash: add each from `voxdesk web-password --name NAME`")
+        if not STAFF_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{where} has no name of 1 to 32 letters a-z, digits, '.', '_' or '-' before its ':'"
+            )
+        if name in RESERVED_NAMES:
+            raise ConfigError(
+                f"{where} is named {name!r}, which the ticket history keeps for itself: rename it"
+            )
+        if name in accounts:
+            raise ConfigError(f"{where} names {name!r} again: keep one entry each")
+        if not hash_parses(stored):
+            raise ConfigError(
+                f"{where} ({name}) is not a hash from `voxdesk web-password --name {name}`: make one"
+            )
+        accounts[name] = StaffAccount(stored, _mark(stored))
+    return accounts
 
 
 def visitor_key(settings: Settings) -> bytes:
