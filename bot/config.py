@@ -1007,6 +1007,8 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
     values = [getattr(settings.secrets, name) for name in Secrets.ENV]
     values += odbc_passwords(settings.secrets.sql_connection_string)
     values += [jira_basic_auth(settings.secrets.jira_email, settings.secrets.jira_api_token)]
+    # Each staff account's hash ("alice:<hash>,bob:<hash>"): a line may quote one entry alone.
+    values += [entry.partition(":")[2].strip() for entry in settings.secrets.web_staff.split(",")]
     values += [environ.get(name, "") for name in CLIENT_SECRET_ENV]
     # A short header value is a flag ("1", "true") as often as a secret: masked as a word of its
     # own, it would mask that word in every line.

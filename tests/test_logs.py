@@ -223,6 +223,18 @@ def test_settings_mask_each_secret_the_odbc_password_and_an_address_password(roo
     assert root_log.getvalue() == f"WARNING discord.gateway {' '.join([MASK] * 5)}\n"
 
 
+def test_settings_mask_each_staff_accounts_hash_not_only_the_whole_variable(root_log, tmp_path) -> None:
+    # A line quoting one entry's hash (a stored hash is what a password is guessed against offline)
+    # holds no whole VOXDESK_WEB_STAFF; the names are no secret.
+    alice, bob = (
+        "scrypt$16384$8$1$YWxpY2Utc2FsdA==$YWxpY2UtZGlnZXN0",
+        "scrypt$16384$8$1$Ym9iLXNhbHQ=$Ym9iLWRpZ2VzdA==",
+    )
+    make_settings(tmp_path, VOXDESK_WEB_STAFF=f"alice:{alice}, bob:{bob}")
+    logging.getLogger("bot.web").warning("alice's %s, bob's %s", alice, bob)
+    assert root_log.getvalue() == f"WARNING bot.web alice's {MASK}, bob's {MASK}\n"
+
+
 def test_settings_mask_every_secret_keyword_of_the_odbc_connection_string(root_log, tmp_path) -> None:
     # The ODBC backend scrubs these keywords' values from its own lines (odbc_stats.redact); the
     # log's mask took PWD alone, so a library quoting one of the others printed it.
