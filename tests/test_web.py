@@ -1838,6 +1838,7 @@ async def test_each_staff_member_logs_in_by_name_and_the_ticket_says_who_did_wha
         "resolved → open, by bob",
     ], said
     assert Page(html).one("div", **{"class": "meta"})["<text>"].startswith("bob · ")
+    assert Page(html).one("button", type="submit", **{"class": "link"})["<text>"] == "Log out alice"
     exported = player_data.export(storage_paths(s), NOVA)["grievances"]
     assert [(c["to_status"], c["changed_by"]) for c in exported["status_changes"]] == [
         ("resolved", "alice"),
@@ -1968,6 +1969,7 @@ async def test_the_shared_password_logs_in_as_staff_without_a_name(settings) -> 
     assert history_of(html)[0].endswith("in progress → resolved, by staff")
     assert [c.changed_by for c in history] == ["staff"]
     assert Page(html).one("div", **{"class": "meta"})["<text>"].startswith("staff · ")
+    assert Page(html).one("button", type="submit", **{"class": "link"})["<text>"] == "Log out"
 
 
 async def test_a_ticket_link_as_typed_or_by_its_jira_key_opens_the_ticket(wsettings) -> None:

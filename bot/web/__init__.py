@@ -328,7 +328,7 @@ NO_PAGE_ROUTES = frozenset({"healthz", "metrics", "static", "favicon"})
 
 
 async def _template_context(request: web.Request) -> dict[str, object]:
-    from bot.web.desk import logged_in
+    from bot.web.desk import STAFF_NAME, logged_in
 
     route = request.match_info.route
     name = route.resource.name if route.resource is not None else None
@@ -340,7 +340,9 @@ async def _template_context(request: web.Request) -> dict[str, object]:
         # Not said here: a page that needs the login refuses with the desk's 503 (and logs it);
         # one that does not (the playground, the login page) is shown without the staff links.
         staff = False
-    return {"csrf": await security.csrf_token(request), "staff": staff, "here": request.path}
+    # A named account's login says whose it is, on a machine staff may share.
+    who = request.get(STAFF_NAME) if staff and state(request).named_staff else None
+    return {"csrf": await security.csrf_token(request), "staff": staff, "who": who, "here": request.path}
 
 
 async def start(
