@@ -139,6 +139,9 @@ CREATE INDEX IF NOT EXISTS grievances_by_status ON grievances (status, created_a
 # RECENT below). Kept as long as its grievance, its newest STATUS_CHANGES_KEPT changes: a status
 # set back and forth without end (a script, a Jira automation) grows it no further.
 STATUS_HISTORY = "status_history:"
+# The row of `meta` holding the newest issue the tracker made and then hid from the bot's account
+# (an issue security level it is not in), while it hides them: `check` is a process of its own.
+HIDDEN = "hidden_issue"
 STATUS_CHANGES_KEPT = 50
 # Complaints filed lately by a front end that tells a repeat the first ticket (/grievance file),
 # in a database of their own beside grievances.db (`recent_beside`), attached to the store's
@@ -1308,6 +1311,25 @@ class LocalGrievanceStore:
             (value,) = found  # type: ignore[misc]
             self._store_id = str(value)
             return self._store_id
+
+    async def hidden_issue(self) -> str | None:
+        """The newest issue the tracker made and then hid from the bot's account (note_hidden)."""
+        found = first(await self._conn.execute_fetchall(f"SELECT value FROM meta WHERE name = '{HIDDEN}'"))
+        return None if found is None else str(found[0])
+
+    async def note_hidden(self, remote_key: str | None) -> None:
+        """Keep `remote_key` as an issue the tracker hid from the bot's account right after making
+        it (None: the newest it made it shows), for `check`, a process of its own, to say."""
+        async with self._writing():
+            if remote_key is None:
+                await self._conn.execute(f"DELETE FROM meta WHERE name = '{HIDDEN}'")
+            else:
+                await self._conn.execute(
+                    f"INSERT INTO meta (name, value) VALUES ('{HIDDEN}', ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (remote_key,),
+                )
+            await self._conn.commit()
 
     async def count_pending(self) -> int:
         pending = "SELECT COUNT(*) FROM grievances WHERE push_state = 'pending'"

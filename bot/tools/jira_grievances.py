@@ -47,6 +47,7 @@ from bot.tools.jira_tracker import (
     JiraTracker,
     RemoteIssue,
     TrackerError,
+    hidden_reason,
     permission_reason,
     type_id_named,
 )
@@ -106,6 +107,8 @@ class JiraGrievances:
         # restart is news to its log.
         self._refusals_said: dict[str, None] = {}
         self._refusals_told: dict[str, None] = {}
+        # Whether this process said that Jira hides the issues it files from the account (_shown).
+        self._hidden_said = False
 
     @classmethod
     async def open(
@@ -242,6 +245,8 @@ class JiraGrievances:
             )
         if permissions := await self._in_thread(self._tracker.lacking_permissions):
             raise TrackerError(permission_reason(project, permissions))
+        if hidden := await self._store.hidden_issue():
+            raise TrackerError(hidden_reason(project, hidden))
         lacking, unfillable = await self._in_thread(self._tracker.create_screen_gaps)
         if lacking or unfillable:
             raise TrackerError(create_screen_reason(project, issue_type, lacking, unfillable))
@@ -408,7 +413,7 @@ class JiraGrievances:
             await self._store.keep_local(row.local_key)
             log.info("grievance %s is not a Discord user's: kept local, not pushed", row.local_key)
             return None
-        creating = False
+        creating = hidden = False
         try:
             pushes = await self._in_thread(
                 self._tracker.pushes_of_local_key,
@@ -442,6 +447,7 @@ class JiraGrievances:
                     row.description,
                     pushing=True,
                 )
+                hidden = not await self._shown(remote_key)
         except ValueError as exc:  # a value that may not go into JQL or a label
             error = TrackerError(str(exc), row_only=True, maybe_done=False)
             due = time.time() + s.max_backoff_seconds
@@ -470,7 +476,9 @@ class JiraGrievances:
                 due = None  # Jira as a whole failed: the pusher's own backoff applies
             await self._store.record_attempt(row.local_key, str(exc), due, token)
             raise
-        if STATUS_CATEGORIES.get(row.status, "new") != "new":
+        # An issue Jira hides from the account is not moved (its key is a 404 to it) but counts as
+        # filed: kept pending, each round's search by its label, which leaves it out, made another.
+        if not hidden and STATUS_CATEGORIES.get(row.status, "new") != "new":
             await self._give_status(row, remote_key, token)
         elif found is not None:
             # Made by an earlier create whose answer was lost, maybe long ago (a create Jira did
@@ -480,6 +488,27 @@ class JiraGrievances:
         await self._store.mark_pushed(row.local_key, remote_key)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
+
+    async def _shown(self, remote_key: str) -> bool:
+        """Whether Jira shows the account the issue a create of its own has just made, said once
+        in the log, and kept for `check`, when not: an issue security level the account is not in
+        hides each one, and every status lookup and ticket news round would otherwise read them
+        as deleted, or never changed. Taken as shown when Jira does not answer."""
+        try:
+            shown = await self._in_thread(self._tracker.shows, remote_key, pushing=True)
+        except TrackerError:
+            return True
+        if shown:
+            if await self._store.hidden_issue() is not None:
+                await self._store.note_hidden(None)
+                log.info("Jira shows this account the issues it files again (%s)", remote_key)
+            self._hidden_said = False
+            return True
+        await self._store.note_hidden(remote_key)
+        if not self._hidden_said:
+            self._hidden_said = True
+            log.error("%s", hidden_reason(self._settings.project, remote_key))
+        return False
 
     async def _give_status(self, row: PendingGrievance, remote_key: str, token: float) -> None:
         """Move the issue just made (or found) for `row` to the status staff set on the desk while
@@ -755,6 +784,9 @@ class JiraGrievances:
             if issue is not None and self._tracker.user_of(issue) != user_id:
                 # Still in Jira, relabelled by staff for more than this player: nobody's to see.
                 return dataclasses.replace(row, untracked=True)
+        if issue is None and await self._store.hidden_issue() is not None:
+            # Jira hides what it files from the account (_shown): not found is no sign it is gone.
+            return dataclasses.replace(row, from_local_record=True)
         if issue is None:
             if await self._store.mark_gone(row.local_key):
                 log.info(

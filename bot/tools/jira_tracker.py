@@ -405,6 +405,16 @@ def permission_reason(project: str, lacking: list[str], why: str = "") -> str:
     )
 
 
+def hidden_reason(project: str, key: str) -> str:
+    """Why Jira shows the account none of the issues it files: `key`, one it made, was a 404."""
+    return (
+        f"Jira hides from this account the issues it files in project {project} ({key} answers 404"
+        " right after its create): an issue security level the account is not in, so their statuses"
+        " and ticket news go unread; add the account (or Reporter) to the level issues get there by"
+        " default"
+    )
+
+
 def unavailable_reason(transition: dict[str, Any]) -> str:
     """Why a transition that fails its workflow condition was not tried, for the desk and the log."""
     to = _target_name(transition)
@@ -878,6 +888,18 @@ class JiraTracker:
             raise
         issue = self._to_issue(raw)
         return issue if self.in_project(issue) and self.user_of(issue) == user_id else None
+
+    def shows(self, key: str) -> bool:
+        """Whether Jira shows the account issue `key`, one it has just made. Jira Cloud makes an
+        issue an account may create and then hides it from that account when an issue security
+        level it is not in falls on it: a search leaves it out (with a 200), and its key, as a
+        deleted one's, answers 404."""
+        try:
+            with self._client(not_found=True) as client:
+                client.issue(key, fields="labels")
+        except JIRAError:  # only a 404 gets here
+            return False
+        return True
 
     def server_info(self) -> dict[str, Any]:
         with self._client() as client:

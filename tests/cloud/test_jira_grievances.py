@@ -1890,6 +1890,81 @@ async def test_an_account_that_lost_browse_permission_holds_every_push_and_says_
     assert (await local_rows(db))[waiting.key] == ("pending", None)
 
 
+HIDDEN = (
+    "Jira hides from this account the issues it files in project GRV ({key} answers 404 right"
+    " after its create): an issue security level the account is not in, so their statuses and"
+    " ticket news go unread; add the account (or Reporter) to the level issues get there by default"
+)
+
+
+async def test_issues_security_hides_from_the_account_are_said_not_taken_as_deleted(fake, db, caplog) -> None:
+    # An issue security scheme whose default level leaves the bot's account out: Jira Cloud makes
+    # each issue (201), then hides it from the account, a search leaving it out with a 200 and its
+    # key answering 404. Each pushed grievance a player asked after was marked gone from Jira, as if
+    # staff had deleted its issue, at INFO; ticket news heard nothing, and `check` passed.
+    fake.secure_new = True
+    backend = await open_backend(fake, db)
+    try:
+        with caplog.at_level(logging.INFO):
+            filed = await backend.register(NOVA, "wallet", "charged twice")
+            await backend.register(NOVA, "other", "lag every evening")
+            assert await backend.push_pending() == 2
+            (told,) = await backend.status(NOVA, filed.key)
+            listed = await backend.status(NOVA)
+        row = await backend.local_store.staff_get(filed.key)
+    finally:
+        await backend.aclose()
+    checking = await JiraGrievances.open(jira_settings(fake), fake.email, fake.token, db, read_only=True)
+    try:
+        with pytest.raises(TrackerError) as checked:
+            await checking.check()
+    finally:
+        await checking.aclose()
+    assert (await local_rows(db))[filed.key] == ("pushed", "GRV-101")
+    assert len(fake.requests_to("/issue", "POST")) == 2
+    assert row is not None and row.gone_at is None
+    assert (told.key, told.from_local_record, told.untracked) == ("GRV-101", True, False)
+    assert all(t.from_local_record and not t.untracked for t in listed)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [("ERROR", HIDDEN.format(key="GRV-101"))]
+    assert str(checked.value) == HIDDEN.format(key="GRV-102")  # the newest: still hidden
+
+
+async def test_issues_jira_shows_the_account_again_clear_what_check_says(fake, db) -> None:
+    fake.secure_new = True
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        with pytest.raises(TrackerError) as checked:
+            await backend.check()
+        fake.secure_new = False
+        await backend.register(NOVA, "other", "lag every evening")
+        assert await backend.push_pending() == 1
+        line = await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(checked.value) == HIDDEN.format(key="GRV-101")
+    assert line.endswith("project GRV, 0 pending")
+
+
+async def test_a_hidden_issue_given_the_desks_status_is_filed_once(fake, db) -> None:
+    # Its move to the status staff set while it waited is a 404: the grievance stayed pending, and
+    # each round's search by its key label, which Jira leaves the hidden issue out of, made another.
+    fake.secure_new = True
+    backend = await open_backend(fake, db)
+    try:
+        held = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.local_store.set_status_by_staff(held.key, "in progress")
+        assert await backend.push_pending() == 1
+        await expire_claims(db)
+        assert await backend.push_pending() == 0
+    finally:
+        await backend.aclose()
+    assert len(fake.requests_to("/issue", "POST")) == 1
+    assert (await local_rows(db))[held.key] == ("pushed", "GRV-101")
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:

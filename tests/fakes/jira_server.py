@@ -24,6 +24,8 @@ HTML "Page Unavailable" page (the site down or in maintenance), an API token exp
 then hang" (a timeout after Jira has already created the issue) and "hang, then create the
 issue" (a create Jira is slow to make: the issue comes when the hang ends, after the client, or
 with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
+With `secure_new`, each issue made is hidden from the account, as an issue security level it is
+not in hides it: searches leave it out, and its key answers 404.
 Issues can be moved to another project, a project's key changed, or an issue deleted, as staff
 do in Jira: an old key still answers with the moved issue, under its new key, as Jira's does.
 A site in another language shows its issue types' translated names (`type_names`), each with its
@@ -235,6 +237,8 @@ class FakeIssue:
     resolution: dict[str, Any] | None = None  # as Jira shows it: {"id", "name", ...}, or None
     values: dict[str, Any] = field(default_factory=dict)  # custom fields, by id
     comments: list[dict[str, Any]] = field(default_factory=list)  # as the comment field lists them
+    # At an issue security level the account is no member of: Jira hides the issue from it.
+    secured: bool = False
 
     def json(self, base: str, wanted: set[str] | None = None) -> dict[str, Any]:
         type_id = next(i for i, n in ISSUE_TYPES.items() if n == self.issue_type)
@@ -313,6 +317,11 @@ class FakeJira(Strict):
     # listed as none, as Jira documents; how Jira refuses other operations without their
     # permission is not modelled.
     lacking: frozenset[str] = frozenset()
+    # The project's issue security scheme gives each issue made from now on a default level of
+    # which the account is no member: Jira Cloud still makes it (201, with its key), then hides it
+    # from the account, as from anyone outside the level: a search leaves it out with a 200, and
+    # its key answers 404 "Issue does not exist or you do not have permission to see it."
+    secure_new: bool = False
     # Fields /field lists besides Jira's own: an admin's custom fields, as Jira describes them
     # ({"id": "customfield_10100", "name": ..., "custom": True, "clauseNames": [...]}).
     custom_fields: list[dict[str, Any]] = field(default_factory=list)
@@ -618,6 +627,7 @@ class FakeJira(Strict):
             labels=labels,
             created=now,
             updated=now,
+            secured=self.secure_new,
         )
         # A custom field's default is the new issue's value, whichever screen shows the field.
         for f in (f for fields in self.screens.values() for f in fields):
@@ -627,10 +637,12 @@ class FakeJira(Strict):
         return issue
 
     def _find(self, key_or_id: str) -> FakeIssue | None:
+        """An issue the account may see, by key or id (None: one that does not exist, or hidden)."""
         key_or_id = self.aliases.get(key_or_id, key_or_id)
-        return self.issues.get(key_or_id) or next(
+        found = self.issues.get(key_or_id) or next(
             (i for i in self.issues.values() if i.id == key_or_id), None
         )
+        return None if found is None or found.secured else found
 
     # ---- endpoints -----------------------------------------------------------------------
 
@@ -1067,6 +1079,7 @@ class FakeJira(Strict):
                 i
                 for i in self.issues.values()
                 if i.project == news["project"]
+                and not i.secured
                 and (news["labels"] is None or labels & set(i.labels))
                 and i.updated >= since
             ]
@@ -1076,7 +1089,7 @@ class FakeJira(Strict):
             found = [
                 i
                 for i in self.issues.values()
-                if i.project == match["project"] and match["label"] in i.labels
+                if i.project == match["project"] and match["label"] in i.labels and not i.secured
             ]
             if match["order"]:
                 found.sort(key=lambda i: (i.created, int(i.id)), reverse=True)
