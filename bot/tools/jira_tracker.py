@@ -966,7 +966,8 @@ class JiraTracker:
                 raw = client.project(self.project).raw
         except JIRAError as exc:  # only a 404 gets here
             raise TrackerError(
-                f"Jira has no project {self.project} this account can see (404): check jira.project",
+                f"Jira has no project {self.project} this account can see (404): check jira.project,"
+                " and that the account has the Browse projects permission there",
                 exc.status_code,
                 maybe_done=False,
             ) from None

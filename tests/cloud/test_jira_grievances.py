@@ -1531,7 +1531,11 @@ async def test_check_names_the_credentials_when_jira_refuses_them(fake, settings
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"project": "NOPE"}, "Jira has no project NOPE this account can see (404): check jira.project"),
+        (
+            {"project": "NOPE"},
+            "Jira has no project NOPE this account can see (404): check jira.project, and that the"
+            " account has the Browse projects permission there",
+        ),
         (
             {"issue_type": "Epic"},
             "Jira project GRV has no issue type 'Epic': set jira.issue_type to one of Task (10001),"
@@ -1963,6 +1967,22 @@ async def test_a_hidden_issue_given_the_desks_status_is_filed_once(fake, db) -> 
         await backend.aclose()
     assert len(fake.requests_to("/issue", "POST")) == 1
     assert (await local_rows(db))[held.key] == ("pushed", "GRV-101")
+
+
+async def test_check_names_browse_projects_to_an_account_that_lacks_it(fake, db) -> None:
+    # Jira Cloud answers the project as if it did not exist: `check` sent the operator to
+    # jira.project alone, while the pushes' own line names the permission.
+    fake.fail("no_browse")
+    backend = await open_backend(fake, db)
+    try:
+        with pytest.raises(TrackerError) as failed:
+            await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(failed.value) == (
+        "Jira has no project GRV this account can see (404): check jira.project, and that the"
+        " account has the Browse projects permission there"
+    )
 
 
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
