@@ -1196,7 +1196,12 @@ class TicketNews:
             except Exception as exc:
                 # A TrackerError's gist: its reason without the wait a 429 asks, new with each one.
                 said = getattr(exc, "gist", None) or str(exc)
-                self._jira_outage.failed(said, "ticket news: asking Jira what changed failed: %s", exc)
+                self._jira_outage.failed(
+                    said,
+                    "ticket news: asking Jira what changed failed: %s",
+                    exc,
+                    level=getattr(exc, "level", None),
+                )
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
                 self._jira_quiet_until = time.monotonic() + quiet_for(getattr(exc, "retry_after", None))

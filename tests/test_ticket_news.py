@@ -1470,8 +1470,9 @@ async def test_jira_down_for_many_rounds_is_said_once_and_its_end_once(
         fake.recover()
         assert await p.news.run_once(front) == 1
     said = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
-    failed = [m for level, m in said if level == logging.WARNING and "what changed failed" in m]
-    assert len(failed) == 2 and "HTTP 500" in failed[0] and "401" in failed[1]
+    failed = [(level, m) for level, m in said if level >= logging.WARNING and "what changed failed" in m]
+    assert [level for level, _ in failed] == [logging.WARNING, logging.ERROR], failed
+    assert "HTTP 500" in failed[0][1] and "401" in failed[1][1]
     assert (logging.INFO, "ticket news: Jira answers again") in said
 
 
@@ -1495,10 +1496,14 @@ async def test_an_expired_token_the_pusher_said_is_not_said_again_by_the_poll(
         delays.let_go()
         await eventually(lambda: "GRV-101" in fake.issues)
         await p.news.run_once(Recorder())  # Jira answers the poll again
+    # At ERROR, as a refused OpenAI or Azure key is: it lasts until someone sets a new token.
     warned = [
-        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "401" in r.getMessage()
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "401" in r.getMessage()
     ]
-    assert len(warned) == 1 and warned[0].startswith("pushing grievances to Jira failed"), warned
+    assert len(warned) == 1 and warned[0][1].startswith("pushing grievances to Jira failed"), warned
+    assert warned[0][0] == "ERROR"
 
 
 async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tmp_path: Path) -> None:

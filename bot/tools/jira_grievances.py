@@ -614,6 +614,7 @@ class JiraGrievances:
                         exc,
                         pending,
                         told,
+                        level=exc.level,
                     )
                 else:
                     log.exception(
@@ -740,7 +741,9 @@ class JiraGrievances:
         return merged[:limit]
 
     def _lookup_failed(self, what: str, exc: TrackerError) -> None:
-        self._lookup_outage.failed(exc.gist, "Jira %s failed, answering from the local record: %s", what, exc)
+        self._lookup_outage.failed(
+            exc.gist, "Jira %s failed, answering from the local record: %s", what, exc, level=exc.level
+        )
 
     async def _issue(self, key: str, user_id: str) -> RemoteIssue | None:
         return await self._in_thread(self._tracker.get_for_user, key, user_id)

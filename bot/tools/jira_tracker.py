@@ -141,6 +141,13 @@ class TrackerError(Exception):
             else status is not None and 400 <= status < 500 and status not in (401, 403, 404, 429)
         )
 
+    @property
+    def level(self) -> int | None:
+        """The level this failure's outage is said at, when not the log's usual WARNING: a refused
+        token (401) at ERROR, as a refused OpenAI or Azure key is, since it lasts until someone
+        sets a new one."""
+        return logging.ERROR if self.status == 401 else None
+
 
 class _FieldsByName(JIRA):
     """The client, asking a search for the fields named as they are named. The jira package maps

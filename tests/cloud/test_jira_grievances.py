@@ -1849,6 +1849,30 @@ async def test_an_expired_api_token_is_refused_credentials_not_an_empty_jira(fak
     assert (await local_rows(db))[waiting.key] == ("pending", None)
 
 
+async def test_an_expired_token_a_player_meets_first_is_one_error_line(fake, db, caplog) -> None:
+    # Nothing waits to be pushed, so the pusher asks Jira nothing: the players' lookups meet the
+    # refused token first, and said it at WARNING, where a refused OpenAI or Azure key is an ERROR.
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.fail("token_expired")
+        with caplog.at_level(logging.INFO, logger="bot.tools.jira_grievances"):
+            for _ in range(3):
+                (told,) = await backend.status(NOVA, filed.key)
+                assert told.from_local_record
+    finally:
+        await backend.aclose()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [
+        (
+            "ERROR",
+            "Jira status lookup failed, answering from the local record: Jira refused the"
+            " credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN",
+        )
+    ]
+
+
 @pytest.mark.parametrize("reason", ["AUTHENTICATED_FAILED", "AUTHENTICATION_DENIED"])
 def test_a_login_jira_refused_or_holds_for_a_captcha_is_refused_credentials(reason) -> None:
     # After failed logins Jira asks for a CAPTCHA first (AUTHENTICATION_DENIED), and answers as to
@@ -2511,8 +2535,9 @@ async def test_an_outage_is_logged_once_and_its_end_once(fake, db, caplog) -> No
     finally:
         await backend.aclose()
     said = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
-    failed = [m for level, m in said if level == logging.WARNING and "pushing grievances" in m]
-    assert len(failed) == 2 and "HTTP 500" in failed[0] and "401" in failed[1]
+    failed = [(level, m) for level, m in said if level >= logging.WARNING and "pushing grievances" in m]
+    assert [level for level, _ in failed] == [logging.WARNING, logging.ERROR], failed
+    assert "HTTP 500" in failed[0][1] and "401" in failed[1][1]
     (back,) = [m for level, m in said if level == logging.INFO and "again" in m]
     assert (
         back.startswith("Jira takes grievances again after ") and "(7 failed push round(s)); 1 pushed" in back
