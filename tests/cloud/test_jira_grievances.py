@@ -1849,6 +1849,40 @@ async def test_an_expired_api_token_is_refused_credentials_not_an_empty_jira(fak
     assert (await local_rows(db))[waiting.key] == ("pending", None)
 
 
+async def test_grievances_filed_while_the_token_is_refused_go_once_after_a_restart_with_a_new_one(
+    fake, db
+) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        first = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.fail("token_expired")
+        waiting = [await backend.register(NOVA, "other", f"lag number {n}") for n in range(2)]
+        for _ in range(2):
+            with pytest.raises(TrackerError, match="refused the credentials"):
+                await backend.push_pending()
+            await expire_claims(db)
+    finally:
+        await backend.aclose()
+    fake.recover()
+    fake.token = "a-new-api-token"
+    backend = await JiraGrievances.open(jira_settings(fake), fake.email, fake.token, db)
+    try:
+        assert await backend.push_pending() == 2
+        assert await backend.push_pending() == 0
+        (told,) = await backend.status(NOVA, first.key)
+    finally:
+        await backend.aclose()
+    rows = await local_rows(db)
+    assert [rows[g.key] for g in (first, *waiting)] == [
+        ("pushed", "GRV-101"),
+        ("pushed", "GRV-102"),
+        ("pushed", "GRV-103"),
+    ]
+    assert sorted(fake.issues) == ["GRV-101", "GRV-102", "GRV-103"]
+    assert not told.from_local_record and told.key == "GRV-101"
+
+
 async def test_an_expired_token_a_player_meets_first_is_one_error_line(fake, db, caplog) -> None:
     # Nothing waits to be pushed, so the pusher asks Jira nothing: the players' lookups meet the
     # refused token first, and said it at WARNING, where a refused OpenAI or Azure key is an ERROR.
