@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -776,10 +777,30 @@ async def _send(
     return [results[d["key"]] for d in batch]
 
 
-async def _stale_keys(client: SearchClient, current: set[str]) -> list[str]:
-    """Keys in the index that no manual section has any more (a section or manual removed)."""
-    results = await client.search(search_text="*", select=["key"], top=100_000)
-    return [doc["key"] async for doc in results if doc["key"] not in current]
+async def _stale_keys(client: SearchClient, current: set[str]) -> dict[str, str]:
+    """Keys in the index that no manual section has any more (a section or manual removed), each
+    with the manual it came from."""
+    results = await client.search(search_text="*", select=["key", "source"], top=100_000)
+    return {doc["key"]: doc["source"] async for doc in results if doc["key"] not in current}
+
+
+# Manuals a refusal names, at most: a service refusing everything under load names them all.
+NAMED_MANUALS = 5
+
+
+def _refused(refused: list[IndexingResult], chunks: list[Chunk], documents: list[dict[str, str]]) -> str:
+    """The passages refused, said by manual, and the first one's section and reason: its key
+    alone may be encoded ("b64-…"), naming no manual to look at."""
+    chunk_of = {d["key"]: c for d, c in zip(documents, chunks, strict=True)}
+    manuals = Counter(chunk_of[r.key].source for r in refused)
+    named = ", ".join(f"{m} ({n})" for m, n in list(manuals.items())[:NAMED_MANUALS])
+    if len(manuals) > NAMED_MANUALS:
+        named += f" and {len(manuals) - NAMED_MANUALS} more manuals"
+    first, chunk = refused[0], chunk_of[refused[0].key]
+    return (
+        f"{len(refused)} of {len(documents)} passages were refused, of {named}; the first, section "
+        f"'{chunk.title}' of {chunk.source}: {first.error_message} ({first.status_code})"
+    )
 
 
 async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Path) -> str:
@@ -810,23 +831,26 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
             results = []
             for batch in _batches(documents):
                 results += await _send(client.merge_or_upload_documents, batch)
-            refused = [r for r in results if not r.succeeded]
-            if refused:
-                first = refused[0]
-                raise SearchServiceError(
-                    f"{len(refused)} of {len(documents)} passages were refused; "
-                    f"{first.key}: {first.error_message} ({first.status_code})"
-                )
+            # Removed sections are deleted whatever became of the uploads: a passage refused for
+            # good would otherwise keep a removed manual (an old refund policy) answering, run
+            # after run, and a key no manual has any more is wrong in the index either way.
             stale = await _stale_keys(client, {d["key"] for d in documents})
             # As the uploads, in batches: over 1000 keys (a manuals folder reorganised) in one
             # request are refused, every run, and the removed sections go on answering.
+            kept: list[IndexingResult] = []
             for batch in _batches([{"key": key} for key in stale]):
-                gone = await _send(client.delete_documents, batch)
-                if kept := [r for r in gone if not r.succeeded]:
-                    raise SearchServiceError(
-                        f"{len(kept)} of {len(stale)} removed passages could not be deleted; "
-                        f"{kept[0].key}: {kept[0].error_message} ({kept[0].status_code})"
-                    )
+                kept += [r for r in await _send(client.delete_documents, batch) if not r.succeeded]
+            problems = []
+            if refused := [r for r in results if not r.succeeded]:
+                problems.append(_refused(refused, chunks, documents))
+            if kept:
+                first, manual = kept[0], stale[kept[0].key] or "no manual named"
+                problems.append(
+                    f"{len(kept)} of {len(stale)} removed passages could not be deleted; "
+                    f"{first.key} of {manual}: {first.error_message} ({first.status_code})"
+                )
+            if problems:
+                raise SearchServiceError("; and ".join(problems))
     except AzureError as exc:
         raise SearchServiceError(describe(exc, settings)) from exc
     finally:

@@ -295,7 +295,8 @@ async def test_removed_sections_the_service_refuses_to_delete_are_not_counted_re
     await index_manuals(settings, fake.api_key, tmp_path)
     (tmp_path / "b.md").unlink()
     fake.refuse_documents(503, times=100, after=1)
-    with pytest.raises(SearchServiceError, match=r"^1 of 1 removed passages could not be deleted; b-1: "):
+    said = r"^1 of 1 removed passages could not be deleted; b-1 of b\.md: "
+    with pytest.raises(SearchServiceError, match=said):
         await index_manuals(settings, fake.api_key, tmp_path)
     assert "b-1" in fake.documents("manuals")
 
@@ -305,10 +306,47 @@ async def test_passages_refused_for_good_are_said_after_a_few_tries(
 ) -> None:
     monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.0)
     fake.refuse_documents(503, times=100)
-    with pytest.raises(SearchServiceError, match=rf"^{SECTIONS} of {SECTIONS} passages were refused;"):
+    with pytest.raises(SearchServiceError, match=rf"^{SECTIONS} of {SECTIONS} passages were refused, of "):
         await index_manuals(search_settings(fake), fake.api_key, MANUALS)
     indexed = [r for r in fake.received if r.operation == "index"]
     assert len(indexed) == azure_manuals.DOCUMENT_TRIES  # not hammered without end
+
+
+async def test_passages_refused_in_a_207_name_their_manual_and_why_and_fail_the_run(
+    fake: FakeSearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some items of a 207 refused for good were said by their document key alone: an encoded key
+    # ("b64-cGF0Y2g…") names no manual, and the operator could not tell which one to look at.
+    monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.0)
+    (tmp_path / "refunds.md").write_text("# Refunds\n\n## Window\n\nRefunds within 14 days.\n")
+    (tmp_path / "patch 1.2.md").write_text("# Patch 1.2\n\n## Fixes\n\nCrash fixed.\n\n## Maps\n\nNew map.\n")
+    refused = {document_key("patch 1.2-1"), document_key("patch 1.2-2")}
+    fake.refuse_documents(503, times=100, keys=refused)
+    with pytest.raises(SearchServiceError) as raised:
+        await index_manuals(search_settings(fake), fake.api_key, tmp_path)
+    said = str(raised.value)
+    assert said.startswith("2 of 3 passages were refused, of patch 1.2.md (2); the first, "), said
+    assert "section 'Patch 1.2: Fixes' of patch 1.2.md" in said and "heavy load" in said and "(503)" in said
+    assert "b64-" not in said
+    assert set(fake.documents("manuals")) == {"refunds-1"}  # the others taken
+
+
+async def test_a_removed_manual_leaves_the_index_though_another_passage_is_refused(
+    fake: FakeSearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A passage refused for good stopped the run before the removed manuals' passages were
+    # deleted: every run the same, and the old refund policy kept answering players.
+    monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.0)
+    (tmp_path / "refunds.md").write_text("# Refunds\n\n## Window\n\nRefunds within 14 days.\n")
+    (tmp_path / "old-refunds.md").write_text("# Old refunds\n\n## Window\n\nRefunds within 90 days.\n")
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, tmp_path)
+    (tmp_path / "old-refunds.md").unlink()
+    (tmp_path / "refunds.md").write_text("# Refunds\n\n## Window\n\nRefunds within 30 days.\n")
+    fake.refuse_documents(503, times=100, keys={"refunds-1"})
+    with pytest.raises(SearchServiceError, match=r"^1 of 1 passages were refused"):
+        await index_manuals(settings, fake.api_key, tmp_path)
+    assert set(fake.documents("manuals")) == {"refunds-1"}
 
 
 async def test_passages_refused_for_now_are_sent_again_after_longer_and_longer_waits(

@@ -36,7 +36,8 @@ keyword queries still work; `semantic_enabled = False`, the semantic ranker plan
 semantic query a 400 (FeatureNotSupportedInService), as is one naming a semantic configuration
 the index does not have (UnknownSemanticConfiguration), each in the service's words;
 `refuse_documents(503, times=1)`, an indexing request whose every
-document is refused (a 207 whose items say so, as the service answers under heavy load).
+document is refused (a 207 whose items say so, as the service answers under heavy load), or with
+`keys=` only those documents, the rest taken.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class FakeSearch(Strict):
         self.semantic_enabled = True  # off: the service's semantic ranker plan is Disabled
         # Per indexing request to come: the status every item is refused with, 0 for none.
         self.documents_refused: list[int] = []
+        self.keys_refused: set[str] | None = None
         self.violations: list[str] = []
         self.violations_expected = False
         self._released = asyncio.Event()  # set on stop: hanging handlers return at once
@@ -240,9 +242,13 @@ class FakeSearch(Strict):
     def spend_semantic_quota(self) -> None:
         self.semantic_quota_spent = True
 
-    def refuse_documents(self, status: int = 503, *, times: int = 1, after: int = 0) -> None:
-        """Refuse every item of `times` indexing requests, once `after` more have been taken."""
+    def refuse_documents(
+        self, status: int = 503, *, times: int = 1, after: int = 0, keys: set[str] | None = None
+    ) -> None:
+        """Refuse every item of `times` indexing requests, once `after` more have been taken;
+        with `keys`, only those items, the others taken (a 207 with some documents failed)."""
         self.documents_refused = [0] * after + [status] * times
+        self.keys_refused = keys
 
     def fail_semantic(self, reason: str = "capacityOverloaded") -> None:
         if reason not in SEMANTIC_ERROR_REASONS:
@@ -442,7 +448,7 @@ class FakeSearch(Strict):
                     400,
                     f"The property '{sorted(unknown)[0]}' does not exist on type 'search.documentFields'.",
                 )
-            if refused:
+            if refused and (self.keys_refused is None or key in self.keys_refused):
                 results.append(
                     {
                         "key": key,
