@@ -805,6 +805,20 @@ def test_manuals_whose_names_differ_in_bytes_that_are_not_utf8_keep_keys_of_thei
         c.key.encode()  # no lone surrogate: SQLite and a JSON body take it
 
 
+def test_a_name_spelling_out_a_byte_with_a_backslash_keeps_a_key_of_its_own(tmp_path: Path) -> None:
+    # The byte E9 of a Latin-1 "café.md" is written \xe9 in its key, as a name holding a
+    # backslash, an x, an e and a 9 spells it: both went to one Azure document, the second
+    # manual's passages replacing the first's.
+    from bot.tools.azure_manuals import document_key
+    from bot.tools.manual_chunks import chunk_manuals
+
+    for name in (b"caf\xe9.md", b"caf\\xe9.md"):
+        (tmp_path / os.fsdecode(name)).write_text("## Start\nPress start.\n", encoding="utf-8")
+    chunks = chunk_manuals(tmp_path)
+    assert len(chunks) == 2 and len({c.source for c in chunks}) == 2
+    assert len({document_key(c.key) for c in chunks}) == 2, [c.key for c in chunks]
+
+
 async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, scripted_app_engine) -> None:
     # Each shares one everyday word with some manual ("change", "than", "last", the "s" of
     # "what's"), which alone ranked a passage about something else first.

@@ -31,8 +31,9 @@ def chunk_manual(path: Path) -> list[Chunk]:
     # surrogate for each such byte, which neither SQLite nor a JSON body can take.
     name = Path(os.fsencode(path.name).decode("utf-8", "replace"))
     # The key tells such bytes apart ("caf\xe9"), where U+FFFD would make "café" and "cafè" in
-    # Latin-1 one key, and the second's passages replace the first's in Azure Search.
-    stem = os.fsencode(path.stem).decode("utf-8", "backslashreplace")
+    # Latin-1 one key, and the second's passages replace the first's in Azure Search; a name's
+    # own backslash is doubled, so one spelling out "\xe9" is no such byte.
+    stem = os.fsencode(path.stem).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
     title = name.stem.replace("-", " ").capitalize()
     sections: list[tuple[str, list[str]]] = [("", [])]
     for line in _read_manual(path).splitlines():
