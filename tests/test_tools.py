@@ -819,6 +819,38 @@ def test_a_name_spelling_out_a_byte_with_a_backslash_keeps_a_key_of_its_own(tmp_
     assert len({document_key(c.key) for c in chunks}) == 2, [c.key for c in chunks]
 
 
+async def test_manuals_edited_or_removed_reach_a_running_bot_at_init_not_before(settings, tmp_path) -> None:
+    # What README says of storage.manuals_dir: the bot answers from the index, never the files; a
+    # re-run of `init` drops a removed manual's passages and a shortened one's extra sections,
+    # and the running bot's connection answers from the rebuilt index at the next question.
+    from bot.app import build_manuals_backend
+    from bot.seed import initialise
+
+    from .conftest import make_settings
+
+    manuals = tmp_path / "manuals"
+    manuals.mkdir()
+    (manuals / "refunds.md").write_text(
+        "# Refunds\n\n## Window\n\nRefunds within 14 days.\n\n## Gems\n\nGem refunds.\n"
+    )
+    (manuals / "old-policy.md").write_text(
+        "# Old policy\n\n## Triple\n\nThe old refund policy pays triple.\n"
+    )
+    studio = make_settings(settings.storage_dir, VOXDESK_STORAGE_MANUALS_DIR=str(manuals))
+    await initialise(studio, speech=False)
+    running = await build_manuals_backend(studio)
+    try:
+        assert {p.source for p in await running.search("refund", 5)} == {"refunds.md", "old-policy.md"}
+        (manuals / "old-policy.md").unlink()
+        (manuals / "refunds.md").write_text("# Refunds\n\n## Window\n\nRefunds within 30 days.\n")
+        assert len(await running.search("refund", 5)) == 3  # the files alone change nothing
+        await initialise(studio, speech=False)
+        found = await running.search("refund", 5)
+    finally:
+        await running.aclose()
+    assert [(p.source, p.text) for p in found] == [("refunds.md", "Refunds within 30 days.")]
+
+
 async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, scripted_app_engine) -> None:
     # Each shares one everyday word with some manual ("change", "than", "last", the "s" of
     # "what's"), which alone ranked a passage about something else first.
