@@ -161,7 +161,10 @@ async def try_discord_token(settings: Settings) -> str:
     import aiohttp
     import discord
 
-    url = f"{settings.discord.api_base.rstrip('/')}/users/@me"
+    from cogs.bot import discord_api_base
+
+    base = discord_api_base(settings.discord)
+    url = f"{base}/users/@me"
     headers = {
         "Authorization": f"Bot {settings.secrets.discord_token}",
         # discord.py's, as `run` names itself: Discord asks bots for DiscordBot (url, version).
@@ -182,7 +185,7 @@ async def try_discord_token(settings: Settings) -> str:
                 return NeedsHuman(f"DISCORD_TOKEN set, not tried: Discord answered {got.status}")
             me = await got.json()
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        where = shown_url(settings.discord.api_base)
+        where = shown_url(base)
         return NeedsHuman(
             f"DISCORD_TOKEN set, not tried: Discord could not be reached ({where}: {_reason(exc)})"
         )

@@ -123,6 +123,12 @@ MESSAGE_CONTENT_UNAPPROVED = (
 )
 
 
+def discord_api_base(settings: DiscordSettings) -> str:
+    """Where discord.py's REST calls go: `discord.api_base`, or the library's own address when it
+    is empty. `check` tries the token at the same place `run` logs in."""
+    return settings.api_base.rstrip("/") or _DEFAULT_API_BASE
+
+
 def point_discord_at(settings: DiscordSettings) -> None:
     """Send discord.py's REST calls and gateway connection to the configured endpoints.
 
@@ -135,7 +141,7 @@ def point_discord_at(settings: DiscordSettings) -> None:
     patching behaviour; the client is otherwise untouched. Attachment and CDN URLs come from
     the payloads themselves. A bot process runs one client, so process-wide is the right scope.
     """
-    discord.http.Route.BASE = settings.api_base.rstrip("/") or _DEFAULT_API_BASE
+    discord.http.Route.BASE = discord_api_base(settings)
     gateway = settings.gateway_url
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway) if gateway else _DEFAULT_GATEWAY
 

@@ -805,6 +805,24 @@ async def test_check_tries_the_discord_token_as_run_would_log_in(settings) -> No
     assert TOKEN not in good + refused + unreachable and "old-token" not in refused
 
 
+async def test_check_tries_the_discord_token_where_run_logs_in_with_no_api_base_set(
+    settings, monkeypatch
+) -> None:
+    # With discord.api_base unset, as a deployment has it, `run` logs in at discord.py's own
+    # address; `check` asked "/users/@me" with no host and said Discord could not be reached,
+    # never trying the token. The library's address is pointed at the fake here.
+    import cogs.bot
+    from bot.health import check_all
+    from tests.fakes.discord_server import BOT_USER_ID, TOKEN, serving
+
+    async with serving() as fake:
+        monkeypatch.setattr(cogs.bot, "_DEFAULT_API_BASE", fake.api_base)
+        env = {"DISCORD_TOKEN": TOKEN, "VOXDESK_DISCORD_API_BASE": ""}
+        checked = await check_all(make_settings(settings.storage_dir, **env), for_run=True)
+    line = next(r.line() for r in checked if r.service == "discord")
+    assert line == f"ok    discord    token    DISCORD_TOKEN accepted by Discord: bot voxdesk ({BOT_USER_ID})"
+
+
 def test_check_says_how_many_grievance_lines_were_set_aside(settings) -> None:
     # Each is the last copy of a grievance nobody filed; the ERROR line logged when it was set
     # aside may be rotated away by the time anyone looks.
