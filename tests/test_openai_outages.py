@@ -1510,6 +1510,29 @@ async def test_a_rate_limit_no_engine_answers_through_is_told_as_busy_not_down(
     assert (spent.kind, spent.text) == ("apology", say.VOICE_SERVICE_DOWN)
 
 
+async def test_a_rate_limits_429_come_late_leaves_a_spent_quotas_pause_told_as_down(storage, fake) -> None:
+    """A 429 rate_limit_exceeded of a request out before another's insufficient_quota came sets a
+    pause far shorter than the quota's: the quota's pause holds requests, and the notes it turns
+    away hear the service is down. They heard it was busy ("try again in a minute") for the
+    quota's five minutes: the shorter pause had labelled the gate a rate limit's."""
+    late = asyncio.Event()
+    fake.failures = [
+        Failure(status=429, code="rate_limit_exceeded", headers={"retry-after-ms": "10"}, held=late),
+        Failure(status=429, code="insufficient_quota"),
+    ]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")
+    async with running_app(settings) as app:
+        out_first = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        while len(fake.failures) > 1:  # noqa: ASYNC110 - the fake has no event for it; it is held
+            await asyncio.sleep(0.01)
+        spent = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        late.set()
+        limited = await out_first
+        after = await app.agent.respond(ToolContext(user_id=QUILL), NOTE)
+    assert len(fake.chats) == 2
+    assert [r.text for r in (spent, limited, after)] == [say.VOICE_SERVICE_DOWN] * 3
+
+
 async def test_a_400_naming_a_message_of_the_history_is_asked_again_without_it(storage, fake, caplog) -> None:
     """A 400 for something in an earlier turn, not this note, would refuse each later note of the
     player until the conversation idles: the note is asked again without the history, and the

@@ -374,8 +374,11 @@ class Gate:
             self._pause(self.breaker_seconds, f"{self.failures} failures in a row, the last {why}")
 
     def _pause(self, seconds: float, why: str, logged: bool = True, busy: bool = False) -> None:
-        self.until = max(self.until, time.monotonic() + seconds)
-        self.why, self.busy = why, busy
+        until = time.monotonic() + seconds
+        if until >= self.until:
+            # The pause that holds requests says why, and whether it is a rate limit's: a shorter
+            # one (a late 429 of a request out before a spent quota's) ends within it.
+            self.until, self.why, self.busy = until, why, busy
         if logged:
             self.outage.failed(
                 "paused",
