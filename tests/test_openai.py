@@ -1201,6 +1201,30 @@ async def test_a_transcription_refused_on_every_note_is_one_warning_until_it_is_
     assert "gpt-4o-mini-transcribe" in told[1][1]
 
 
+async def test_a_transcription_model_refused_at_start_up_is_not_said_again_by_the_first_note(
+    storage, fake, caplog
+) -> None:
+    """Start-up's lookup and the notes' transcriptions meet the same 403: start-up's warning said
+    it, and the first note's refusal said it again as news."""
+    from bot.audio import pcm_to_wav
+    from bot.engines.base import AudioClip
+    from bot.engines.openai import create_openai_engine
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.denied_models = ["gpt-4o-mini-transcribe"]
+    engine = await create_openai_engine(openai_settings(storage, fake))
+    clip = AudioClip(wav=pcm_to_wav(bytes(48_000), 24_000), seconds=1.0)
+    heard = [await engine.transcribe(clip) for _ in range(2)]
+    fake.denied_models = []
+    heard.append(await engine.transcribe(clip))
+    await engine.aclose()
+    assert [h is None for h in heard] == [True, True, False]
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in told] == ["WARNING", "INFO"], told
+    assert "openai.transcribe_model" in told[0][1]  # start-up's, which says what to do
+    assert "gpt-4o-mini-transcribe" in told[1][1]
+
+
 async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
     storage, fake, caplog
 ) -> None:

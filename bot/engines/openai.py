@@ -1025,14 +1025,16 @@ class OpenAIEngine:
             )
         except openai.PermissionDeniedError as exc:
             # Not the key's refusal: the chat's lookup passed with it, and the chat answers. Each
-            # note's transcription is refused, told only as one bare warning a note.
-            log.warning(
+            # note's transcription meets the same refusal, no news once this line has said it.
+            said = _said(exc)
+            self._hearing_refused.failed(
+                f"{exc.status_code} {said}",
                 "%s: the API key may not use transcription model %s (403: %s): allow it for the"
                 " key's project in OpenAI's settings, or set openai.transcribe_model to a model it"
                 " may use (empty for none); until then turns are kept without the player's words",
                 where,
                 self.transcribe_model,
-                _said(exc),
+                said,
             )
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.transcribe_model, type(exc).__name__)
