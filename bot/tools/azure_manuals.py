@@ -579,12 +579,8 @@ class AzureSearchManuals:
             async with asyncio.timeout(_budget(settings)):
                 count = await self._client.get_document_count()
         except (AzureError, TimeoutError) as exc:
-            said = describe(exc, settings)
-            if isinstance(exc, ServiceRequestError):
-                # No connection made at all (no such host, nothing listening): at `check` and
-                # start-up that is the address set, where a player's question meets an outage.
-                said += ": check search.endpoint"
-            raise SearchServiceError(said) from exc
+            # A running bot's outage, as a player's question meets it: no setting named.
+            raise SearchServiceError(describe(exc, settings)) from exc
         if not count:
             raise SearchServiceError(f"index '{settings.index}' is empty: run `python -m bot index-manuals`")
 

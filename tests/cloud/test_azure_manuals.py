@@ -1095,6 +1095,24 @@ async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) 
     assert "not-the-key" not in str(raised.value)
 
 
+async def test_healthz_probe_of_a_service_gone_away_names_no_setting_to_mend(fake: FakeSearch) -> None:
+    # /healthz's probe runs while the bot serves: a service that answered and then went away is an
+    # outage, not search.endpoint mistyped (`check` and start-up say that, see above). Its line,
+    # logged as "healthz: manuals does not answer: ...", sent staff to the configuration.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        await manuals.probe()
+        await fake.stop()
+        with pytest.raises(SearchServiceError) as raised:
+            await manuals.probe()
+    finally:
+        await manuals.aclose()
+    assert str(raised.value).startswith("cannot reach http://127.0.0.1:"), str(raised.value)
+    assert "search.endpoint" not in str(raised.value), str(raised.value)
+
+
 async def test_an_endpoint_that_is_no_search_service_is_said_to_be_one(tmp_path: Path) -> None:
     # search.endpoint set to the Azure OpenAI resource's address (pasted from openai.azure_endpoint):
     # its 404 was read as the index missing, and index-manuals itself said to run index-manuals.
