@@ -117,8 +117,8 @@ async def check_offline(settings: Settings, running: object = None) -> str:
 def priced(settings: Settings, engine: object, detail: str) -> str:
     """`detail`, and the [usage.prices] rows the engine's tokens are priced by: a name with none
     counts as $0 in the cost estimate, which a studio would rather hear from `check` than from
-    its bill. A warning when the engine could not look its models up (a key with no right to)."""
-    warn = isinstance(detail, NeedsHuman) or getattr(engine, "models_unread", False)
+    its bill. A NeedsHuman `detail` (the engine's models not looked up, say) stays one."""
+    warn = isinstance(detail, NeedsHuman)
     billed = getattr(engine, "billed_models", None)
     if billed is not None:
         rows = {name: settings.usage.price_row(name) for name in billed()}

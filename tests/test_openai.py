@@ -1173,6 +1173,21 @@ async def test_check_names_the_model_a_key_may_not_use_or_may_not_look_up(storag
     assert (await _one("engine", "openai", lambda: check_engine(settings))).mark == "warn"
 
 
+async def test_the_desks_check_passes_once_the_key_may_read_models_again(storage, fake) -> None:
+    """The desk checks the running bot's own engine: a key given Models: Read after a check that
+    found it without was still a `warn` at every later check, until the bot restarted."""
+    from bot.app import running_app
+    from bot.health import NeedsHuman, check_engine
+
+    fake.reads_models = False
+    async with running_app(openai_settings(storage, fake)) as app:
+        unread = await check_engine(app.settings, app)
+        fake.reads_models = True
+        read = await check_engine(app.settings, app)
+    assert isinstance(unread, NeedsHuman) and "api.model.read" in unread, unread
+    assert not isinstance(read, NeedsHuman) and "api.model.read" not in read, read
+
+
 async def test_a_transcription_refused_on_every_note_is_one_warning_until_it_is_answered(
     storage, fake, caplog
 ) -> None:

@@ -428,8 +428,6 @@ class OpenAIEngine:
         # A transcription refused (401/403) is refused for every note alike: said once, with the
         # model and the reason, and once more when one is answered again.
         self._hearing_refused = Outage(log, "OpenAI answers transcriptions with model %s again")
-        # The key may not look models up (no api.model.read scope): `check` could not prove them.
-        self.models_unread = False
         self.max_retries = max_retries
         self.turn_deadline = turn_deadline
         self.model = model
@@ -1102,9 +1100,11 @@ class OpenAIEngine:
             await self._look_up_transcriber(probe)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             if not azure and _lacks_model_read(exc):
-                # The key is taken (refused a scope, not itself), and no lookup shows the models.
-                self.models_unread = True
-                return f"OpenAI {where}: {self._unread(exc)}"
+                from bot.health import NeedsHuman
+
+                # The key is taken (refused a scope, not itself), and no lookup shows the models:
+                # this check's warning, the next check's to say again or not.
+                return NeedsHuman(f"OpenAI {where}: {self._unread(exc)}")
             if isinstance(exc, openai.AuthenticationError):
                 raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
             name, setting = named
