@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings, check_discord_token_shape, shown_url
+from bot.config import ConfigError, Settings, check_discord_token_shape
 from bot.db import LOCK_HELD, kept, mounted_read_only, naming, no_database, other_owner
 from bot.logs import masked
 
@@ -142,54 +142,13 @@ async def check_fallback(settings: Settings, live: App | None = None) -> str:
 
 
 def check_discord_token(settings: Settings, for_run: bool) -> str:
-    """No network call: what is plainly no bot token, or none at all (try_discord_token asks)."""
+    """No network call: what is plainly no bot token, or none at all (cogs.runner.try_token asks)."""
     if settings.secrets.discord_token:
         check_discord_token_shape(settings.secrets.discord_token)
         return "DISCORD_TOKEN set (Discord tries it when `run` logs in)"
     if for_run:
         raise ConfigError("DISCORD_TOKEN not set: `run` needs it")
     return "DISCORD_TOKEN not set: `run` needs it, `ask`/`web` do not"
-
-
-DISCORD_CHECK_SECONDS = 10.0
-
-
-async def try_discord_token(settings: Settings) -> str:
-    """DISCORD_TOKEN as `run`'s login tries it (GET /users/@me): a token reset in the portal or
-    another bot's is a FAIL here rather than `run` stopping on it. Discord out of reach is a
-    `warn`, as `run` would meet it too but the token may be good."""
-    import aiohttp
-    import discord
-
-    from cogs.bot import discord_api_base
-
-    base = discord_api_base(settings.discord)
-    url = f"{base}/users/@me"
-    headers = {
-        "Authorization": f"Bot {settings.secrets.discord_token}",
-        # discord.py's, as `run` names itself: Discord asks bots for DiscordBot (url, version).
-        "User-Agent": f"DiscordBot (https://github.com/Rapptz/discord.py {discord.__version__})",
-    }
-    try:
-        timeout = aiohttp.ClientTimeout(total=DISCORD_CHECK_SECONDS)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, headers=headers) as got,
-        ):
-            if got.status == 401:
-                raise ConfigError(
-                    "Discord refused DISCORD_TOKEN (401): copy the bot token again from the Bot page"
-                    " of the Discord developer portal (Reset Token)"
-                )
-            if got.status != 200:
-                return NeedsHuman(f"DISCORD_TOKEN set, not tried: Discord answered {got.status}")
-            me = await got.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        where = shown_url(base)
-        return NeedsHuman(
-            f"DISCORD_TOKEN set, not tried: Discord could not be reached ({where}: {_reason(exc)})"
-        )
-    return f"DISCORD_TOKEN accepted by Discord: bot {me.get('username')} ({me.get('id')})"
 
 
 async def check_web_secrets(settings: Settings) -> str:
@@ -467,7 +426,9 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         said = check_discord_token(settings, for_run)
         if live is not None or not settings.secrets.discord_token:
             return said  # the desk's bot logged in with it: its gateway state is on /healthz
-        return await try_discord_token(settings)
+        from cogs.runner import try_token  # discord.py's login request, where `run` makes it
+
+        return await try_token(settings)
 
     t, s = settings.tools, settings.secrets
     # In the order to mend them: the storage folder first, where the speech models, the local

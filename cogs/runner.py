@@ -13,8 +13,15 @@ import aiohttp
 import discord
 
 from bot import __version__, logs, stop_signals
-from bot.config import Settings, require_discord_token
-from cogs.bot import GATEWAY_RETRIES, LIMITED_INTENT_SERVERS, MESSAGE_CONTENT_OFF, VoxdeskBot
+from bot.config import ConfigError, Settings, require_discord_token, shown_url
+from bot.health import NeedsHuman
+from cogs.bot import (
+    GATEWAY_RETRIES,
+    LIMITED_INTENT_SERVERS,
+    MESSAGE_CONTENT_OFF,
+    VoxdeskBot,
+    point_discord_at,
+)
 from cogs.replies import limited_for
 
 if TYPE_CHECKING:
@@ -132,6 +139,37 @@ async def login(settings: Settings, token: str, app: App | None) -> VoxdeskBot:
     elif not wanted:
         log.warning(MESSAGE_CONTENT_OFF.replace("for this application", "(discord.message_content = false)"))
     return bot
+
+
+TOKEN_CHECK_SECONDS = 10.0
+
+
+async def try_token(settings: Settings) -> str:
+    """DISCORD_TOKEN through discord.py's own login request (GET /users/@me) at the address `run`
+    logs in at: a token reset in the portal, or another bot's, is a FAIL at `check` rather than
+    `run` stopping on it. Discord out of reach is a `warn`: `run` would meet it too, but the token
+    may be good."""
+    point_discord_at(settings.discord)
+    where = shown_url(discord.http.Route.BASE)
+    http = discord.http.HTTPClient(asyncio.get_running_loop())
+    try:
+        me = await asyncio.wait_for(http.static_login(settings.secrets.discord_token), TOKEN_CHECK_SECONDS)
+    except discord.LoginFailure:
+        raise ConfigError(
+            "Discord refused DISCORD_TOKEN (401): copy the bot token again from the Bot page"
+            " of the Discord developer portal (Reset Token)"
+        ) from None
+    except discord.HTTPException as exc:
+        return NeedsHuman(f"DISCORD_TOKEN set, not tried: Discord answered {exc.status}")
+    except TimeoutError:
+        return NeedsHuman(
+            f"DISCORD_TOKEN set, not tried: Discord did not answer within {TOKEN_CHECK_SECONDS:g} s ({where})"
+        )
+    except (aiohttp.ClientError, OSError) as exc:
+        return NeedsHuman(f"DISCORD_TOKEN set, not tried: Discord could not be reached ({where}: {exc})")
+    finally:
+        await http.close()
+    return f"DISCORD_TOKEN accepted by Discord: bot {me.get('username')} ({me.get('id')})"
 
 
 async def _logged_in(bot: VoxdeskBot, token: str) -> VoxdeskBot:
