@@ -1021,10 +1021,18 @@ class VoiceNotes(commands.Cog):
                 )
             # At once, as the notes a stop cuts are: the players of one place named in one line,
             # not a line each, one after another, into the channel's rate limit and the stop's wait.
-            await asyncio.gather(
-                *(self._ask_again(m, say.RESTARTING_SEND_AGAIN) for m in claimed),
-                *(send(m) for m in kept),
-            )
+            sending = [asyncio.ensure_future(send(m)) for m in kept]
+            try:
+                asking = (self._ask_again(m, say.RESTARTING_SEND_AGAIN) for m in claimed)
+                await asyncio.gather(*asking, *sending)
+            except asyncio.CancelledError:
+                # A gather cut ends as soon as the first of them does, but a send cut asks for its
+                # note in the stop's line and settles it as it ends (its line may wait out a rate
+                # limit): not waited for, it would be cut by the close, its note left claimed and
+                # its player untold. Cancelled again, not waited for any longer.
+                if sending:
+                    await asyncio.wait(sending)
+                raise
         finally:
             # Also once the stop's wait runs out, even as they are being settled (a slow disk):
             # left claimed, a note would look to the next start like one whose process died in

@@ -1573,6 +1573,26 @@ async def test_notes_discord_failed_where_the_bot_may_not_read_history_cut_at_a_
     assert [states[n["id"]] for n in notes] == ["expired"] * 3, states
 
 
+async def test_notes_whose_kept_answers_a_stop_cut_are_asked_for_once_its_line_waits_a_rate_limit(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # The stop's line asking for them met the channel's rate limit (a 429 of a few seconds): the
+    # stop went on as soon as the first cut send had settled its note, not waiting for the one
+    # sending the line, so the line was never sent and its note was left claimed ('started'), a
+    # crash for the next start to count.
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.5)
+    players = [nova, blaze, quill]
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        notes = await given_back_unfetchable(fake, caplog, *players)
+        fake.posts_held = 1  # the first voice message at the stop: the others wait behind it
+        fake.posts_rate_limited, fake.retry_after = 1, 3.0  # the line asking, once
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
+    (asked,) = said
+    assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
+    states = await stored_states(settings)
+    assert [states[n["id"]] for n in notes] == ["expired"] * 3, states
+
+
 async def _logged(log_path: Any, text: str, within: float) -> None:
     """Until the bot process's log holds `text`."""
     for _ in range(int(within / 0.1)):
