@@ -319,6 +319,13 @@ RESTARTING_SEND_AGAIN = (
 MAYBE_UNANSWERED_SEND_AGAIN = (
     "I restarted just now. If you didn't get my answer to your voice note here, please send it again."
 )
+# A kept answer a stop was sending where the bot may not read history, cut by the stop's last
+# seconds: the part on its way may still reach the player (Discord takes a message whose request it
+# read whole), and no process may look afterwards.
+STOPPING_MAYBE_UNANSWERED = (
+    "I'm restarting and may not have sent my answer to your voice note here. If it doesn't come, "
+    "please send the note again in a minute."
+)
 CUT_SHORT_BY_RESTART = (
     "I'm restarting and couldn't finish that in time. A complaint you filed is kept and will be "
     "filed; ask /grievance status in a minute."

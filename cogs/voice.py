@@ -1082,14 +1082,15 @@ class VoiceNotes(commands.Cog):
         except asyncio.CancelledError:
             # The stop's wait ran out (a raid's answers queued behind the channel's five messages
             # in five seconds): those not out are asked for in the stop's line, their players
-            # named together, as the notes with no answer kept are, not in a line each, one after
-            # another, into the same limit.
+            # named together, not in a line each, one after another, into the same limit. Only
+            # if the answer does not come: a part cut on its way may still be made (Discord
+            # read it whole), which nothing here can tell, nor any process look for later.
             if message.id in self._answer_out:
                 await self._heard(message, self._answer_out.pop(message.id))
                 await self._settle(ledger.answered, message)
             else:
                 if not self._withdrawn(message):
-                    await self._ask_again(message, say.RESTARTING_SEND_AGAIN)
+                    await self._ask_again(message, say.STOPPING_MAYBE_UNANSWERED)
                 await self._settle(ledger.unanswerable, message)
             raise
         finally:

@@ -32,6 +32,7 @@ from bot.sentences import (
     ONE_AT_A_TIME,
     RESTARTING,
     RESTARTING_SEND_AGAIN,
+    STOPPING_MAYBE_UNANSWERED,
     TOO_FAST,
     TOO_MANY_UNSEEN,
 )
@@ -1568,9 +1569,29 @@ async def test_notes_discord_failed_where_the_bot_may_not_read_history_cut_at_a_
         fake.posts_held = 1
     said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     (asked,) = said
-    assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
+    assert sorted(asked.removesuffix(STOPPING_MAYBE_UNANSWERED).split()) == sorted(
+        f"<@{p.id}>" for p in players
+    )
     states = await stored_states(settings)
     assert [states[n["id"]] for n in notes] == ["expired"] * 3, states
+
+
+async def test_a_kept_answer_a_stop_cut_on_its_way_is_not_said_unanswerable(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # Cut by the stop's last seconds with its voice message read whole by Discord, not yet answered:
+    # Discord made it, and the stop's line told its player "I'm restarting and can't answer notes
+    # here just now. Please send yours again", a second turn asked for a note answered. Nothing
+    # tells a part on its way from one not sent, so the line says only what may be so.
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.5)
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
+        fake.posts_held = 1  # the voice message at the stop: read, its answer held
+    fake.posts_released.set()  # Discord ends the request it read whole: the message is made
+    await eventually(lambda: any(r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL)))
+    said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL) if not r.is_voice_message]
+    assert said == [f"<@{nova.id}> {STOPPING_MAYBE_UNANSWERED}"], said
+    assert (await stored_states(settings))[note["id"]] == "expired"
 
 
 async def test_notes_whose_kept_answers_a_stop_cut_are_asked_for_once_its_line_waits_a_rate_limit(
@@ -1588,7 +1609,9 @@ async def test_notes_whose_kept_answers_a_stop_cut_are_asked_for_once_its_line_w
         fake.posts_rate_limited, fake.retry_after = 1, 3.0  # the line asking, once
     said = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     (asked,) = said
-    assert sorted(asked.removesuffix(RESTARTING_SEND_AGAIN).split()) == sorted(f"<@{p.id}>" for p in players)
+    assert sorted(asked.removesuffix(STOPPING_MAYBE_UNANSWERED).split()) == sorted(
+        f"<@{p.id}>" for p in players
+    )
     states = await stored_states(settings)
     assert [states[n["id"]] for n in notes] == ["expired"] * 3, states
 
