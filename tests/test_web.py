@@ -1972,6 +1972,97 @@ async def test_the_shared_password_logs_in_as_staff_without_a_name(settings) -> 
     assert Page(html).one("button", type="submit", **{"class": "link"})["<text>"] == "Log out"
 
 
+async def test_a_named_session_opens_the_desk_only_under_its_own_name_and_password(settings) -> None:
+    # Each session's mark is of its account's hash: alice's session with bob's name (made by one
+    # holding the session key) opens nothing, nor does a shared password's session of before
+    # named accounts (no name, the shared password's mark).
+    from bot.web.security import password_mark
+
+    named = named_settings(settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+    shared = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+    fernet = Fernet(FERNET_KEY.encode())
+    async with web_client(named) as (client, _):
+        assert await log_in_as(client, "alice", ALICE_PASSWORD) == 303
+        made = json.loads(fernet.decrypt(next(c for c in client.session.cookie_jar).value.encode()))
+        alices = made["session"]
+        unnamed = {k: v for k, v in alices.items() if k != "name"}
+        sessions = {
+            "alice's": alices,
+            "alice's renamed bob": alices | {"name": "bob"},
+            "alice's in capitals": alices | {"name": "ALICE"},
+            "the shared password's, no name": unnamed | {"password": password_mark(shared)},
+            "the shared password's, as staff": alices | {"name": "staff", "password": password_mark(shared)},
+        }
+        opened = {}
+        for whose, session in sessions.items():
+            cookie = fernet.encrypt(json.dumps(made | {"session": session}).encode()).decode()
+            async with TestClient(TestServer(client.app)) as browser:
+                browser.session.cookie_jar.update_cookies({"voxdesk_session": cookie})
+                opened[whose] = (await browser.get("/desk", allow_redirects=False)).status == 200
+    assert opened == {whose: whose == "alice's" for whose in sessions}
+
+
+async def test_an_unknown_name_is_refused_as_a_wrong_password_is_and_never_logged(
+    settings, monkeypatch, caplog
+) -> None:
+    # Users type passwords into name fields: a name with no account is never logged, and its
+    # refusal (the scrypt it costs, status, headers, words) tells nobody which names have one.
+    from bot.web import security
+
+    checked: list[str] = []
+    real = security.verify_password
+
+    def verify(password: str, stored: str) -> bool:
+        checked.append(stored.rpartition("$")[0].rpartition("$")[0])  # scrypt$N$r$p: its cost
+        return real(password, stored)
+
+    monkeypatch.setattr(security, "verify_password", verify)
+    caplog.set_level(logging.INFO)
+    answers = {}
+    async with web_client(named_settings(settings.storage_dir)) as (client, _):
+        for name in ("bob", "bobs-password-typed-here", "bob's password typed here"):
+            token = await csrf_of(client, "/desk/login")
+            form = {"csrf": token, "name": name, "password": "not anyone's password"}
+            got = await client.post("/desk/login", data=form, allow_redirects=False)
+            headers = {k: v for k, v in got.headers.items() if k not in ("Date", "Content-Length")}
+            answers[name] = (got.status, headers, (await got.text()).replace(name, "NAME"))
+    known, *unknown = answers.values()
+    assert known[0] == 401 and all(answer == known for answer in unknown[:1])
+    # Not name-shaped: not given back on the page, the only difference there may be.
+    assert unknown[1][:2] == known[:2] and "NAME" not in unknown[1][2]
+    assert checked == [f"scrypt${security.SCRYPT_N}${security.SCRYPT_R}${security.SCRYPT_P}"] * 3
+    assert not [r for r in caplog.records if "typed here" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.web.desk"]
+    unnamed = "staff login failed for client 127.0.0.1"
+    assert logged == ["staff login failed for 'bob' from client 127.0.0.1", unnamed, unnamed]
+
+
+async def test_a_staff_member_acts_under_their_own_name_whatever_the_form_says_and_logs_out_alone(
+    settings,
+) -> None:
+    s = named_settings(settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+    forged = {"name": "bob", "by": "bob", "author": "bob", "changed_by": "bob"}
+    async with web_client(s) as (alice, core), TestClient(TestServer(alice.app)) as bob:
+        assert await log_in_as(alice, "alice", ALICE_PASSWORD) == 303
+        assert await log_in_as(bob, "bob", BOB_PASSWORD) == 303
+        form = status_form(await (await alice.get("/desk/ticket/GRV-10")).text(), "resolved") | forged
+        moved = await alice.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+        assert moved.status == 303
+        note = {"csrf": await csrf_of(alice, "/desk/ticket/GRV-10"), "body": "Refund sent"} | forged
+        assert (await alice.post("/desk/ticket/GRV-10/note", data=note, allow_redirects=False)).status == 303
+        copy = next(c for c in alice.session.cookie_jar if c.key == "voxdesk_session").value
+        token = await csrf_of(alice, "/desk")
+        assert (await alice.post("/desk/logout", data={"csrf": token}, allow_redirects=False)).status == 303
+        async with TestClient(TestServer(alice.app)) as thief:
+            thief.session.cookie_jar.update_cookies({"voxdesk_session": copy})
+            assert (await thief.get("/desk", allow_redirects=False)).status == 303
+        assert (await bob.get("/desk", allow_redirects=False)).status == 200
+        store = core.grievances.local_store
+        history, notes = await store.status_history("GRV-10"), await store.staff_notes("GRV-10")
+    assert [c.changed_by for c in history] == ["alice"]
+    assert [n.author for n in notes] == ["alice"]
+
+
 async def test_a_ticket_link_as_typed_or_by_its_jira_key_opens_the_ticket(wsettings) -> None:
     # A key typed into the address as a player wrote it, or the Jira key a colleague pasted,
     # was a bare line of text, "No grievance grv-10.", with no way back to the desk.
