@@ -610,14 +610,19 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_web_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from bot.web.security import MIN_PASSWORD_CHARS, RESERVED_NAMES, STAFF_NAME, hash_password
+    from bot.web.security import (
+        MIN_PASSWORD_CHARS,
+        RESERVED_NAMES,
+        STAFF_NAME,
+        STAFF_NAME_RULE,
+        hash_password,
+    )
 
     name = args.name.strip().lower() if args.name is not None else None
     # Refused before the password is asked for: a hash under a name start-up refuses is no use.
     if name is not None and (not STAFF_NAME.fullmatch(name) or name in RESERVED_NAMES):
         _complain(
-            "web-password: --name is 1 to 32 letters a-z, digits, '.', '_' or '-', and neither"
-            f" {' nor '.join(sorted(RESERVED_NAMES))}"
+            f"web-password: --name is {STAFF_NAME_RULE}, and neither {' nor '.join(sorted(RESERVED_NAMES))}"
         )
         return 2
     typed = sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("password: ") + "\n"

@@ -1891,8 +1891,15 @@ async def test_a_name_taken_out_of_voxdesk_web_staff_is_logged_out_at_its_next_r
         (f"bob smith:{BOB_HASH}", "VOXDESK_WEB_STAFF's entry 1 has no name", "smith"),
         (f"alice:{ALICE_HASH},ALICE:{BOB_HASH}", "VOXDESK_WEB_STAFF's entry 2 names 'alice' again", BOB_HASH),
         (f"jira:{ALICE_HASH}", "VOXDESK_WEB_STAFF's entry 1 is named 'jira'", ALICE_HASH),
+        # All of the characters a name may have, but the first: the line says which rule it broke.
+        (
+            f"_alice:{ALICE_HASH}",
+            "VOXDESK_WEB_STAFF's entry 1 has no name of 1 to 32 letters a-z, digits, '.', '_' or"
+            " '-', the first a letter or digit,",
+            ALICE_HASH,
+        ),
     ],
-    ids=["hash-cut-short", "no-name", "name-with-a-space", "twice", "jira"],
+    ids=["hash-cut-short", "no-name", "name-with-a-space", "twice", "jira", "first-not-a-letter"],
 )
 async def test_a_malformed_voxdesk_web_staff_is_one_line_at_start_and_in_check(
     settings, staff: str, said: str, unsaid: str
@@ -1926,9 +1933,10 @@ async def test_web_password_with_a_name_prints_the_entry_that_logs_that_name_in(
     staff = f"alice:{ALICE_HASH},{entry}"
     async with web_client(named_settings(settings.storage_dir, staff)) as (client, _):
         assert await log_in_as(client, "carol", "carol's own desk password") == 303
-    for refused in ("jira", "carol smith", ""):
+    for refused in ("jira", "carol smith", "", "_carol"):
         assert main(["web-password", "--name", refused]) == 2
-        assert capsys.readouterr().err.startswith("web-password: --name is 1 to 32 letters")
+        rule = "1 to 32 letters a-z, digits, '.', '_' or '-', the first a letter or digit,"
+        assert capsys.readouterr().err.startswith(f"web-password: --name is {rule}"), refused
 
 
 async def test_named_accounts_and_the_shared_password_together_stop_start_up(settings) -> None:

@@ -310,6 +310,7 @@ def staff_password_hash(settings: Settings) -> str:
 # A staff account's name, as VOXDESK_WEB_STAFF and the login form give it (in any case) and the
 # ticket history shows it.
 STAFF_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+STAFF_NAME_RULE = "1 to 32 letters a-z, digits, '.', '_' or '-', the first a letter or digit"  # as said
 # What the ticket history already says of a change: the shared password's login, and Jira's.
 RESERVED_NAMES = frozenset({"staff", "jira"})
 SHARED_LOGIN = "staff"  # the name a session of the shared staff password acts under
@@ -348,9 +349,7 @@ def staff_accounts(settings: Settings) -> dict[str, StaffAccount]:
         if not colon:
             raise ConfigError(f"{where} is not name:hash: add each from `voxdesk web-password --name NAME`")
         if not STAFF_NAME.fullmatch(name):
-            raise ConfigError(
-                f"{where} has no name of 1 to 32 letters a-z, digits, '.', '_' or '-' before its ':'"
-            )
+            raise ConfigError(f"{where} has no name of {STAFF_NAME_RULE}, before its ':'")
         if name in RESERVED_NAMES:
             raise ConfigError(
                 f"{where} is named {name!r}, which the ticket history keeps for itself: rename it"
