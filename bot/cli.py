@@ -615,10 +615,11 @@ def cmd_web_password(args: argparse.Namespace) -> int:
         RESERVED_NAMES,
         STAFF_NAME,
         STAFF_NAME_RULE,
+        account_name,
         hash_password,
     )
 
-    name = args.name.strip().lower() if args.name is not None else None
+    name = account_name(args.name) if args.name is not None else None
     # Refused before the password is asked for: a hash under a name start-up refuses is no use.
     if name is not None and (not STAFF_NAME.fullmatch(name) or name in RESERVED_NAMES):
         _complain(

@@ -86,7 +86,6 @@ class WebState:
     core: App
     # Who may log in, by name (security.staff_accounts): none, and the desk stays locked.
     staff: dict[str, security.StaffAccount]
-    named_staff: bool  # VOXDESK_WEB_STAFF's accounts, logged in to by name; else the shared password
     staff_logins: security.StaffLogins
     logins: security.RateLimit
     notes: security.RateLimit  # per client
@@ -121,6 +120,11 @@ class WebState:
     @property
     def settings(self) -> Settings:
         return self.core.settings
+
+    @property
+    def named_staff(self) -> bool:
+        """VOXDESK_WEB_STAFF's accounts, logged in to by name, not the shared password's login."""
+        return bool(self.staff) and security.SHARED_LOGIN not in self.staff
 
     @property
     def playground_uploads(self) -> int:
@@ -189,7 +193,6 @@ async def build_web(
     app[STATE] = WebState(
         core=core,
         staff=security.staff_accounts(settings),
-        named_staff=bool(settings.secrets.web_staff),
         staff_logins=staff_logins,
         logins=security.RateLimit(w.login_attempts, w.login_seconds),
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),

@@ -313,8 +313,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await security.read_form(request)
     then = _next_page(form.get("next"))
     password = form.get("password")
-    typed = form.get("name") if st.named_staff else security.SHARED_LOGIN
-    name = typed.strip().lower() if isinstance(typed, str) else ""
+    name = security.account_name(form.get("name") if st.named_staff else security.SHARED_LOGIN)
     account = st.staff.get(name)
     ok = bool(st.staff) and isinstance(password, str) and bool(password)
     if ok:
@@ -384,8 +383,7 @@ def _login_refused(
     field to try again from, and the error is read out on that field."""
     form = request.get(security.FORM)
     st = web_state(request)
-    sent = form.get("name") if form is not None else None
-    typed = sent.strip().lower() if isinstance(sent, str) else ""
+    typed = security.account_name(form.get("name") if form is not None else None)
     context = (page or {}) | {
         "configured": bool(st.staff),
         "named": st.named_staff,

@@ -316,6 +316,12 @@ RESERVED_NAMES = frozenset({"staff", "jira"})
 SHARED_LOGIN = "staff"  # the name a session of the shared staff password acts under
 
 
+def account_name(typed: object) -> str:
+    """A staff name as typed (VOXDESK_WEB_STAFF, `web-password --name`, the login form) as its
+    account is kept: one rule for all three, or a name would log in as no account."""
+    return typed.strip().lower() if isinstance(typed, str) else ""
+
+
 @dataclass(frozen=True)
 class StaffAccount:
     password_hash: str
@@ -343,8 +349,8 @@ def staff_accounts(settings: Settings) -> dict[str, StaffAccount]:
     for place, entry in enumerate(s.web_staff.split(","), 1):
         if not entry.strip():  # a comma at the end, or two together
             continue
-        name, colon, stored = (part.strip() for part in entry.partition(":"))
-        name = name.lower()
+        typed, colon, stored = entry.partition(":")
+        name, stored = account_name(typed), stored.strip()
         where = f"VOXDESK_WEB_STAFF's entry {place}"
         if not colon:
             raise ConfigError(f"{where} is not name:hash: add each from `voxdesk web-password --name NAME`")
