@@ -626,7 +626,9 @@ def cmd_web_password(args: argparse.Namespace) -> int:
             f"web-password: --name is {STAFF_NAME_RULE}, and neither {' nor '.join(sorted(RESERVED_NAMES))}"
         )
         return 2
-    typed = sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("password: ") + "\n"
+    # Whose, when named: docs/web.md's example asks for two in one line.
+    prompt = f"password for {name}: " if name is not None else "password: "
+    typed = sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass(prompt) + "\n"
     if not typed:  # stdin at its end at once (</dev/null, a cron job): no password, not a short one
         _complain(
             "web-password: no password on stdin: pipe one in, as in"

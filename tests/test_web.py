@@ -1959,6 +1959,27 @@ async def test_web_password_with_a_name_prints_the_entry_that_logs_that_name_in(
         assert capsys.readouterr().err.startswith(f"web-password: --name is {rule}"), refused
 
 
+def test_web_password_asks_in_a_terminal_whose_password_it_hashes(monkeypatch, capsys) -> None:
+    # docs/web.md's example asks for two in one line, $(... --name alice),$(... --name bob): each
+    # prompt says whose, or bob's could be typed where alice's is asked for.
+    import getpass
+    import io
+
+    from bot.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: asked.append(prompt) or "a long enough password")
+    assert main(["web-password", "--name", "Alice"]) == 0
+    assert main(["web-password"]) == 0
+    assert capsys.readouterr().out.startswith("alice:scrypt$")
+    assert asked == ["password for alice: ", "password: "]
+
+
 async def test_named_accounts_and_the_shared_password_together_stop_start_up(settings) -> None:
     # A leaver who knew the shared password would keep the desk, whichever names are listed.
     from bot.config import ConfigError
