@@ -297,10 +297,11 @@ class Outage:
         recovery: str | None = None,
         level: int = logging.WARNING,
         quiet: int = logging.DEBUG,
-        beside: Outage | None = None,
+        beside: Outage | list[Outage] | None = None,
     ) -> None:
         self.log, self.recovery, self.level, self.quiet = log, recovery, level, quiet
-        # Another view of the same backend: what it said is no news here either.
+        # Other views of the same backend (a list others may still join): what one of them said
+        # is no news here either.
         self.beside = beside
         self.reason = ""  # the last failure's, while failing
         self.since: float | None = None  # time.monotonic() at the first failure
@@ -325,8 +326,9 @@ class Outage:
         with `exc_info`'s traceback (as `logging` takes it); at `quiet` without one, which would
         otherwise print the same traceback every time."""
         news = not self.failing or reason != self.reason
-        if news and self.beside is not None and self.beside.failing:
-            news = reason != self.beside.reason
+        others = [self.beside] if isinstance(self.beside, Outage) else self.beside or []
+        if news and any(o is not self and o.failing and o.reason == reason for o in others):
+            news = False
         if self.since is None:
             self.since = time.monotonic()
         self.failures += 1

@@ -1007,10 +1007,12 @@ class TicketNews:
         # and whether that round left the poll out for them.
         self._near_limit_seen = 0
         self._near_limit_skipped = False
-        # An outage the grievance pusher said already (an expired API token) is no news here.
-        self._jira_outage = Outage(
-            log, "ticket news: Jira answers again", beside=getattr(self._jira, "push_outage", None)
-        )
+        # An outage the grievance pusher or a player's lookup said already (an expired API token)
+        # is no news here, nor one said here to the lookups.
+        views = getattr(self._jira, "outages", None)
+        self._jira_outage = Outage(log, "ticket news: Jira answers again", beside=views)
+        if views is not None:
+            views.append(self._jira_outage)
         self._preferences_unread = Outage(log, "ticket news: preferences are read again")
         # News this process claimed, tried no DM of, and could not give back (news.db refused the
         # write): given back at the start of each round until it goes through, or at the next start.

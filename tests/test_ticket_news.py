@@ -3172,3 +3172,32 @@ async def test_news_a_second_cancel_lands_on_while_its_retry_is_written_is_pendi
 def test_a_time_out_of_range_in_utc_is_told_earlier(iso: str) -> None:
     # Year 1 an hour east of UTC is before year 1 in UTC: astimezone raises OverflowError.
     assert ticket_news.when(iso) == "earlier"
+
+
+async def test_an_expired_token_a_players_lookup_said_is_not_said_again_by_the_poll(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing waits to be pushed, so the pusher asks Jira nothing: a player's status lookup meets
+    # the refused token first and says it at ERROR; the poll, a minute on, said it once more.
+    # A grievance filed after both waits on the pusher, which said it a third time.
+    caplog.set_level(logging.INFO)
+    delays = Delays()
+    jira = await JiraGrievances.open(
+        jira_settings(fake), fake.email, fake.token, tmp_path / "grievances.db", delays.sleep
+    )
+    async with news_over(tmp_path, jira) as p:
+        filed = await p.grievances.register(NOVA, "wallet", "charged twice")
+        assert await p.grievances.push_pending() == 1
+        fake.fail("token_expired")
+        (told,) = await p.grievances.status(NOVA, filed.key)
+        assert told.from_local_record
+        assert await p.news.run_once(Recorder()) == 0
+        await p.grievances.register(NOVA, "other", "lag every evening")
+        await p.grievances.start()
+        await delays.next()  # the pusher met the 401 and waits
+    refused = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "401" in r.getMessage()
+    ]
+    assert len(refused) == 1 and refused[0][0] == "ERROR", refused

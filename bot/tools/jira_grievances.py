@@ -88,12 +88,18 @@ class JiraGrievances:
         self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
         self._task: asyncio.Task[None] | None = None
         self._sleep = sleep
+        # The views of one Jira outage (this pusher's, players' lookups', ticket news'): each says
+        # a refusal none of the others said, so an expired token is one line however it is met.
+        self._outages: list[Outage] = []
         self._push_outage = Outage(
-            log, "Jira takes grievances again after %.0f s (%d failed push round(s)); %d pushed"
+            log,
+            "Jira takes grievances again after %.0f s (%d failed push round(s)); %d pushed",
+            beside=self._outages,
         )
         # A player asking for their tickets during an outage is told from the local record: news
-        # once, not every time, nor when the pusher said it.
-        self._lookup_outage = Outage(log, quiet=logging.INFO, beside=self._push_outage)
+        # once, not every time.
+        self._lookup_outage = Outage(log, quiet=logging.INFO, beside=self._outages)
+        self._outages += (self._push_outage, self._lookup_outage)
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
@@ -181,10 +187,10 @@ class JiraGrievances:
             _lookup_until.reset(until)
 
     @property
-    def push_outage(self) -> Outage:
-        """The pusher's view of a Jira outage: what it said, another view of Jira (ticket news)
-        need not say again."""
-        return self._push_outage
+    def outages(self) -> list[Outage]:
+        """The views of a Jira outage (the pusher's, the players' lookups'): what one said, another
+        view of Jira (ticket news, which joins the list) need not say again, nor they after it."""
+        return self._outages
 
     @property
     def near_limit_answers(self) -> int:
