@@ -419,7 +419,8 @@ class JiraGrievances:
             await self._store.keep_local(row.local_key)
             log.info("grievance %s is not a Discord user's: kept local, not pushed", row.local_key)
             return None
-        creating = hidden = False
+        creating = False
+        shown: bool | None = True  # of the issue a create made; None: Jira did not say
         try:
             pushes = await self._in_thread(
                 self._tracker.pushes_of_local_key,
@@ -453,7 +454,7 @@ class JiraGrievances:
                     row.description,
                     pushing=True,
                 )
-                hidden = not await self._shown(remote_key)
+                shown = await self._shown(remote_key)
         except ValueError as exc:  # a value that may not go into JQL or a label
             error = TrackerError(str(exc), row_only=True, maybe_done=False)
             due = time.time() + s.max_backoff_seconds
@@ -484,8 +485,23 @@ class JiraGrievances:
             raise
         # An issue Jira hides from the account is not moved (its key is a 404 to it) but counts as
         # filed: kept pending, each round's search by its label, which leaves it out, made another.
-        if not hidden and STATUS_CATEGORIES.get(row.status, "new") != "new":
-            await self._give_status(row, remote_key, token)
+        if shown is not False and STATUS_CATEGORIES.get(row.status, "new") != "new":
+            try:
+                await self._give_status(row, remote_key, token)
+            except TrackerError as exc:
+                if shown is not None:
+                    raise
+                # Whether Jira shows the issue it made is unknown: kept pending, a hidden one would
+                # be left out of the next round's search by its label, which made another.
+                if exc.status == 404:  # the move's own look-up: hidden
+                    await self._hidden(remote_key)
+                else:
+                    log.warning(
+                        "grievance %s: in Jira as %s, left at its first status: %s",
+                        row.local_key,
+                        remote_key,
+                        exc,
+                    )
         elif found is not None:
             # Made by an earlier create whose answer was lost, maybe long ago (a create Jira did
             # not answer is looked for only after the longest backoff): a change staff made to it
@@ -495,26 +511,30 @@ class JiraGrievances:
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
 
-    async def _shown(self, remote_key: str) -> bool:
+    async def _shown(self, remote_key: str) -> bool | None:
         """Whether Jira shows the account the issue a create of its own has just made, said once
         in the log, and kept for `check`, when not: an issue security level the account is not in
         hides each one, and every status lookup and ticket news round would otherwise read them
-        as deleted, or never changed. Taken as shown when Jira does not answer."""
+        as deleted, or never changed. None when Jira does not answer."""
         try:
             shown = await self._in_thread(self._tracker.shows, remote_key, pushing=True)
         except TrackerError:
-            return True
+            return None
         if shown:
             if await self._store.hidden_issue() is not None:
                 await self._store.note_hidden(None)
                 log.info("Jira shows this account the issues it files again (%s)", remote_key)
             self._hidden_said = False
             return True
+        await self._hidden(remote_key)
+        return False
+
+    async def _hidden(self, remote_key: str) -> None:
+        """Jira hides `remote_key`, an issue a create of its own has just made (_shown)."""
         await self._store.note_hidden(remote_key)
         if not self._hidden_said:
             self._hidden_said = True
             log.error("%s", hidden_reason(self._settings.project, remote_key))
-        return False
 
     async def _give_status(self, row: PendingGrievance, remote_key: str, token: float) -> None:
         """Move the issue just made (or found) for `row` to the status staff set on the desk while

@@ -2043,6 +2043,33 @@ async def test_check_names_browse_projects_to_an_account_that_lacks_it(fake, db)
     )
 
 
+@pytest.mark.parametrize("failure", ["500", "429", "hang"])
+async def test_a_hidden_issue_whose_look_up_fails_is_still_filed_once(fake, db, failure) -> None:
+    # The look-up after the create fails (Jira busy, rate limited, slow): the issue was taken as
+    # shown, its move to the desk's status was a 404, the grievance stayed pending, and the next
+    # round's search by its label, which Jira leaves the hidden issue out of, made another.
+    fake.secure_new = True
+    fake.retry_after = "1"
+    backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
+    try:
+        held = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.local_store.set_status_by_staff(held.key, "in progress")
+        # serverInfo, the search by its label, the project, the create: then the look-up fails.
+        fake.fail(failure, times=1, after=4)
+        with contextlib.suppress(TrackerError):
+            await backend.push_pending()
+        fake.recover()
+        for _ in range(2):
+            await expire_claims(db)
+            rate_limit_ends(backend)
+            with contextlib.suppress(TrackerError):
+                await backend.push_pending()
+    finally:
+        await backend.aclose()
+    assert len(fake.requests_to("/issue", "POST")) == 1
+    assert (await local_rows(db))[held.key] == ("pushed", "GRV-101")
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:
