@@ -251,7 +251,10 @@ class JiraGrievances:
             )
         if permissions := await self._in_thread(self._tracker.lacking_permissions):
             raise TrackerError(permission_reason(project, permissions))
-        if hidden := await self._store.hidden_issue():
+        # Kept by a pusher: asked again, as the account may have been let into the level since.
+        if (hidden := await self._store.hidden_issue()) and not await self._in_thread(
+            self._tracker.shows, hidden
+        ):
             raise TrackerError(hidden_reason(project, hidden))
         lacking, unfillable = await self._in_thread(self._tracker.create_screen_gaps)
         if lacking or unfillable:
@@ -813,7 +816,7 @@ class JiraGrievances:
             if issue is not None and self._tracker.user_of(issue) != user_id:
                 # Still in Jira, relabelled by staff for more than this player: nobody's to see.
                 return dataclasses.replace(row, untracked=True)
-        if issue is None and await self._store.hidden_issue() is not None:
+        if issue is None and await self._still_hidden():
             # Jira hides what it files from the account (_shown): not found is no sign it is gone.
             return dataclasses.replace(row, from_local_record=True)
         if issue is None:
@@ -826,6 +829,18 @@ class JiraGrievances:
                 )
             return dataclasses.replace(row, untracked=True)
         return await self._merged(issue, row)
+
+    async def _still_hidden(self) -> bool:
+        """Whether Jira still hides the issue a push kept as hidden (_shown): the account may have
+        been let into the level since, with no grievance filed to clear it. Raises TrackerError
+        when Jira fails."""
+        if (hidden := await self._store.hidden_issue()) is None:
+            return False
+        if not await self._in_thread(self._tracker.shows, hidden):
+            return True
+        await self._store.note_hidden(None)
+        log.info("Jira shows this account the issues it files again (%s)", hidden)
+        return False
 
     async def follow_issue(self, user_id: str, issue: RemoteIssue) -> tuple[StaffRow | None, bool]:
         """For ticket news: the grievance an updated issue is the push of (by its key, or by its

@@ -2010,6 +2010,27 @@ async def test_issues_jira_shows_the_account_again_clear_what_check_says(fake, d
     assert line.endswith("project GRV, 0 pending")
 
 
+async def test_the_account_let_into_the_level_is_not_told_hidden_by_what_was_kept(fake, db) -> None:
+    # The admin adds the account to the level: Jira shows it every issue again. With no grievance
+    # filed since, `check` went on failing with the kept key, and an issue staff then deleted was
+    # answered from the local record for ever rather than taken for deleted.
+    fake.secure_new = True
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        await backend.register(NOVA, "other", "lag every evening")
+        assert await backend.push_pending() == 2  # GRV-102 kept as hidden
+        fake.secure_new = False
+        for issue in fake.issues.values():
+            issue.secured = False
+        await backend.check()
+        fake.delete("GRV-101")
+        (told,) = await backend.status(NOVA, filed.key)
+    finally:
+        await backend.aclose()
+    assert (told.from_local_record, told.untracked) == (False, True)
+
+
 async def test_a_hidden_issue_given_the_desks_status_is_filed_once(fake, db) -> None:
     # Its move to the status staff set while it waited is a 404: the grievance stayed pending, and
     # each round's search by its key label, which Jira leaves the hidden issue out of, made another.
