@@ -829,15 +829,21 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
                 results += await _send(client.merge_or_upload_documents, batch)
             # Removed sections are deleted whatever became of the uploads: a passage refused for
             # good would otherwise keep a removed manual (an old refund policy) answering, run
-            # after run, and a key no manual has any more is wrong in the index either way.
-            stale = await _stale_keys(client, {d["key"] for d in documents})
+            # after run, and a key no manual has any more is wrong in the index either way. Those
+            # of a manual with a passage refused are kept: under a key it had before (a name
+            # with a backslash), that passage is still the manual's only one in the index.
+            refused = [r for r in results if not r.succeeded]
+            source_of = {d["key"]: d["source"] for d in documents}
+            held = {source_of[r.key] for r in refused}
+            scanned = await _stale_keys(client, set(source_of))
+            stale = {key: manual for key, manual in scanned.items() if manual not in held}
             # As the uploads, in batches: over 1000 keys (a manuals folder reorganised) in one
             # request are refused, every run, and the removed sections go on answering.
             kept: list[IndexingResult] = []
             for batch in _batches([{"key": key} for key in stale]):
                 kept += [r for r in await _send(client.delete_documents, batch) if not r.succeeded]
             problems = []
-            if refused := [r for r in results if not r.succeeded]:
+            if refused:
                 problems.append(_refused(refused, chunks, documents))
             if kept:
                 first, manual = kept[0], stale[kept[0].key] or "no manual named"
