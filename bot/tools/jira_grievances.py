@@ -525,8 +525,7 @@ class JiraGrievances:
             return None
         if shown:
             if await self._store.hidden_issue() is not None:
-                await self._store.note_hidden(None)
-                log.info("Jira shows this account the issues it files again (%s)", remote_key)
+                await self._shown_again(remote_key)
             self._hidden_said = False
             return True
         await self._hidden(remote_key)
@@ -838,9 +837,15 @@ class JiraGrievances:
             return False
         if not await self._in_thread(self._tracker.shows, hidden):
             return True
-        await self._store.note_hidden(None)
-        log.info("Jira shows this account the issues it files again (%s)", hidden)
+        await self._shown_again(hidden)
         return False
+
+    async def _shown_again(self, remote_key: str) -> None:
+        """Jira shows the account `remote_key`, after hiding the issues it filed: the kept key
+        goes, and a level hiding them again is news to the log."""
+        await self._store.note_hidden(None)
+        self._hidden_said = False
+        log.info("Jira shows this account the issues it files again (%s)", remote_key)
 
     async def follow_issue(self, user_id: str, issue: RemoteIssue) -> tuple[StaffRow | None, bool]:
         """For ticket news: the grievance an updated issue is the push of (by its key, or by its

@@ -2010,10 +2010,11 @@ async def test_issues_jira_shows_the_account_again_clear_what_check_says(fake, d
     assert line.endswith("project GRV, 0 pending")
 
 
-async def test_the_account_let_into_the_level_is_not_told_hidden_by_what_was_kept(fake, db) -> None:
+async def test_the_account_let_into_the_level_is_not_told_hidden_by_what_was_kept(fake, db, caplog) -> None:
     # The admin adds the account to the level: Jira shows it every issue again. With no grievance
     # filed since, `check` went on failing with the kept key, and an issue staff then deleted was
-    # answered from the local record for ever rather than taken for deleted.
+    # answered from the local record for ever rather than taken for deleted. A level hiding them
+    # again later is said again.
     fake.secure_new = True
     backend = await open_backend(fake, db)
     try:
@@ -2026,9 +2027,14 @@ async def test_the_account_let_into_the_level_is_not_told_hidden_by_what_was_kep
         await backend.check()
         fake.delete("GRV-101")
         (told,) = await backend.status(NOVA, filed.key)
+        fake.secure_new = True
+        await backend.register(NOVA, "other", "lag every morning")
+        assert await backend.push_pending() == 1
     finally:
         await backend.aclose()
     assert (told.from_local_record, told.untracked) == (False, True)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said == [HIDDEN.format(key="GRV-101"), HIDDEN.format(key="GRV-103")]
 
 
 async def test_a_hidden_issue_given_the_desks_status_is_filed_once(fake, db) -> None:
