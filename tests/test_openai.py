@@ -1086,6 +1086,30 @@ async def test_a_transcription_model_openai_does_not_serve_is_said_at_start_and_
         await check_engine(settings)
 
 
+async def test_a_transcription_model_not_served_said_at_start_up_is_not_said_again_by_the_notes(
+    storage, fake, caplog
+) -> None:
+    """Start-up's lookup names the transcription model OpenAI does not serve; each note's 404 was
+    then a warning of its own, saying it again."""
+    from bot.audio import pcm_to_wav
+    from bot.engines.base import AudioClip
+    from bot.engines.openai import create_openai_engine
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    typo = "gpt-4o-mini-transcibe"
+    engine = await create_openai_engine(openai_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL=typo))
+    clip = AudioClip(wav=pcm_to_wav(bytes(48_000), 24_000), seconds=1.0)
+    heard = [await engine.transcribe(clip) for _ in range(2)]
+    fake.models = [*fake.models, typo]  # the provider serves it after all
+    heard.append(await engine.transcribe(clip))
+    await engine.aclose()
+    assert [h is None for h in heard] == [True, True, False]
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in told] == ["WARNING", "INFO"], told
+    assert "check openai.transcribe_model" in told[0][1]  # start-up's, which says what to do
+    assert typo in told[1][1]
+
+
 async def test_a_transcription_model_the_project_may_not_use_is_one_warning_at_start_up(
     storage, fake, caplog
 ) -> None:
@@ -1237,6 +1261,47 @@ async def test_a_transcription_model_refused_at_start_up_is_not_said_again_by_th
     told = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
     assert [level for level, _ in told] == ["WARNING", "INFO"], told
     assert "openai.transcribe_model" in told[0][1]  # start-up's, which says what to do
+    assert "gpt-4o-mini-transcribe" in told[1][1]
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (Failure(status=503, message="The server is overloaded"), "503 The server is overloaded"),
+        (
+            Failure(status=404, code="model_not_found", message="The model `x` does not exist"),
+            "404 The model `x` does not exist",
+        ),
+        (Failure(hang=600), "timed out after 1 s"),
+        (Failure(drop=True), "connection lost (RemoteProtocolError"),
+    ],
+    ids=["503", "404", "timeout", "dropped"],
+)
+async def test_a_transcription_failing_on_every_note_is_one_warning_naming_model_and_reason(
+    storage, fake, caplog, monkeypatch, failure, reason
+) -> None:
+    """A transcription failing on every note otherwise than refused (a 5xx, a 404 for a model
+    OpenAI does not serve, a timeout, a lost connection) was a bare "transcription failed:
+    InternalServerError" warning a note, naming neither the model nor the cause: an hour's outage
+    under a raid, hundreds of them. It is said once, as a refusal is, and its end once."""
+    from bot.audio import pcm_to_wav
+    from bot.engines import openai as engine_module
+    from bot.engines.base import AudioClip
+
+    monkeypatch.setattr(engine_module, "TRANSCRIBE_TIMEOUT", 1.0)
+    caplog.set_level(logging.INFO, logger="bot")
+    engine = await engine_module.create_openai_engine(openai_settings(storage, fake), verify=False)
+    clip = AudioClip(wav=pcm_to_wav(bytes(48_000), 24_000), seconds=1.0)
+    # Two in a row: a third would pause transcriptions (the breaker), which says so itself.
+    fake.transcription_failures = [failure, failure]
+    heard = [await engine.transcribe(clip) for _ in range(3)]
+    fake.transcription_failures = [failure]
+    heard.append(await engine.transcribe(clip))
+    await engine.aclose()
+    assert [h is None for h in heard] == [True, True, False, True]
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in told] == ["WARNING", "INFO", "WARNING"], told
+    assert "gpt-4o-mini-transcribe" in told[0][1] and reason in told[0][1], told
     assert "gpt-4o-mini-transcribe" in told[1][1]
 
 

@@ -425,9 +425,10 @@ class OpenAIEngine:
         self.connect_timeout = connect_timeout
         self.chat_gate = Gate("chat", breaker_seconds, "the fallback answers")
         self.hearing_gate = Gate("transcription", breaker_seconds, "turns are kept without the words")
-        # A transcription refused (401/403) is refused for every note alike: said once, with the
-        # model and the reason, and once more when one is answered again.
-        self._hearing_refused = Outage(log, "OpenAI answers transcriptions with model %s again")
+        # A transcription refused (401/403), or failing (a 5xx, a model not served, timeouts), fails
+        # for every note alike through an outage: said once, with the model and the reason, and
+        # once more when one is answered again.
+        self._hearing_failed = Outage(log, "OpenAI answers transcriptions with model %s again")
         self.max_retries = max_retries
         self.turn_deadline = turn_deadline
         self.model = model
@@ -469,12 +470,13 @@ class OpenAIEngine:
                 # A 5xx or a 429 would be tried again for words the turn can be kept without, into
                 # a service that is failing or limiting.
                 unsent_only=True,
+                late=f"timed out after {TRANSCRIBE_TIMEOUT:g} s",
             )
         except EnginePaused:
             return None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             said = _said(exc)
-            self._hearing_refused.failed(
+            self._hearing_failed.failed(
                 f"{exc.status_code} {said}",
                 "OpenAI refused transcription with model %s (%d: %s): turns are kept without the"
                 " player's words until it answers one",
@@ -484,9 +486,16 @@ class OpenAIEngine:
             )
             return None
         except (openai.OpenAIError, EngineError) as exc:
-            log.warning("transcription failed: %s", type(exc).__name__)
+            why = _hearing_failure(exc)
+            self._hearing_failed.failed(
+                _failure_kind(exc, why),
+                "OpenAI transcription with model %s failed: %s; turns are kept without the player's"
+                " words until it answers one",
+                self.transcribe_model,
+                why,
+            )
             return None
-        self._hearing_refused.answered(self.transcribe_model)
+        self._hearing_failed.answered(self.transcribe_model)
         text = result.text.strip()
         if not text:
             return None
@@ -783,13 +792,14 @@ class OpenAIEngine:
         retries: int,
         spent_elsewhere: Callable[[], bool] = lambda: False,
         unsent_only: bool = False,
+        late: str = "no answer within openai.turn_deadline_seconds",
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
         time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`, a
         408), and unless `unsent_only` after a 5xx but a gateway's 502 or 504, or a 429 asking for
         at most SHORT_WAIT. A 408's or a 5xx's Retry-After is waited out as a 429's. Raises the
         SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits
-        (BusyPause for a rate limit's), EngineError at the deadline (waiting for the request that
+        (BusyPause for a rate limit's), EngineError(`late`) at the deadline (waiting for the request that
         went first after a 429's pause too), or EngineBusy when that request's 429 was the last
         of this turn's tries. A request cut off at a deadline mostly `spent_elsewhere` (by the
         turn's tools) is not the service's failure: the breaker does not count it."""
@@ -802,7 +812,7 @@ class OpenAIEngine:
                     async with asyncio.timeout(deadline - time.monotonic()):
                         await gate.probe.wait()
                 except TimeoutError:
-                    raise EngineError("no answer within openai.turn_deadline_seconds") from None
+                    raise EngineError(late) from None
                 if gate.limited > limited:
                     # Refused: as this turn's own request would have been, had it gone.
                     if unsent_only or tries >= retries:
@@ -816,7 +826,7 @@ class OpenAIEngine:
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
-                raise EngineError("no answer within openai.turn_deadline_seconds")
+                raise EngineError(late)
             probe = gate.sending()
             sent = time.monotonic()  # not before the gate's probe_sent: its own 429 counts
             # Seeing whether the service is back: its failure is the pause going on, not this
@@ -829,7 +839,7 @@ class OpenAIEngine:
                 # Slow tools would otherwise pause OpenAI for every player, and it was not slow.
                 if not spent_elsewhere():
                     gate.failed("at the turn's deadline", sent=sent)
-                raise EngineError("no answer within openai.turn_deadline_seconds") from None
+                raise EngineError(late) from None
             except openai.RateLimitError as exc:
                 if exc.code == OUT_OF_QUOTA:
                     gate.out_of_quota()
@@ -1015,9 +1025,11 @@ class OpenAIEngine:
             return  # not answering: start-up waits for no second lookup
         try:
             await self._look_up_transcriber(once)
-        except openai.NotFoundError:
+        except openai.NotFoundError as exc:
             self.not_offered.add(self.transcribe_model)
-            log.warning(
+            # Each note's transcription meets the same 404, no news once this line has said it.
+            self._hearing_failed.failed(
+                _failure_kind(exc, _hearing_failure(exc)),
                 "model %s is not offered by this provider: check openai.transcribe_model",
                 self.transcribe_model,
             )
@@ -1025,7 +1037,7 @@ class OpenAIEngine:
             # Not the key's refusal: the chat's lookup passed with it, and the chat answers. Each
             # note's transcription meets the same refusal, no news once this line has said it.
             said = _said(exc)
-            self._hearing_refused.failed(
+            self._hearing_failed.failed(
                 f"{exc.status_code} {said}",
                 "%s: the API key may not use transcription model %s (403: %s): allow it for the"
                 " key's project in OpenAI's settings, or set openai.transcribe_model to a model it"
@@ -1049,8 +1061,8 @@ class OpenAIEngine:
     async def _look_up_transcriber(self, client: openai.AsyncOpenAI) -> None:
         """Look up the transcription model, where there is one apart from the chat model, at
         start-up and for `check`; the provider's error (openai.NotFoundError: it does not serve
-        it) is the caller's to tell. Unseen, each note's transcription would be a 404 told only as
-        one warning a note, and every turn kept without the player's words."""
+        it) is the caller's to tell. Unseen, each note's transcription would be a 404, and every
+        turn kept without the player's words."""
         if self.transcribe_model and self.transcribe_model != self.model:
             await client.models.retrieve(self.transcribe_model)
 
@@ -1378,6 +1390,37 @@ def _said(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     text = str(body.get("message") or exc.message).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _hearing_failure(exc: openai.OpenAIError | EngineError) -> str:
+    """A failed transcription's reason for the log, the same for each note failing alike (the
+    outage's key): the status and the provider's words, the timeout, or the connection's fault."""
+    if isinstance(exc, openai.APIStatusError):
+        return f"{exc.status_code} {_said(exc)}"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        named = _first_line(cause) if cause is not None else type(exc).__name__
+        if _never_sent(exc):
+            return f"could not connect ({named})"
+        if isinstance(exc, openai.APITimeoutError):
+            return f"timed out after {TRANSCRIBE_TIMEOUT:g} s"
+        return f"connection lost ({named})"
+    if isinstance(exc, EngineError):
+        return str(exc) or type(exc).__name__
+    return _first_line(exc)
+
+
+def _failure_kind(exc: openai.OpenAIError | EngineError, why: str) -> str:
+    """What tells one failure from another: the status and the error's code where it names one
+    (a model lookup's 404 and a transcription's word model_not_found apart), else `why`."""
+    if isinstance(exc, openai.APIStatusError) and isinstance(exc.code, str) and exc.code:
+        return f"{exc.status_code} {exc.code}"
+    return why
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def _lacks_model_read(exc: openai.APIStatusError) -> bool:
