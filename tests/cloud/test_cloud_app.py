@@ -184,7 +184,7 @@ async def test_run_names_a_wrong_jira_project_and_search_index_as_it_starts(
         await eventually(lambda: len(said()) >= 2)
     assert sorted(said()) == [
         "start-up check failed: grievances (jira): Jira has no project NOPE this account can see"
-        " (404): check jira.project",
+        " (404): check jira.project, and that the account has the Browse projects permission there",
         f"start-up check failed: manuals (azure): index 'nope' not found at {search.endpoint}: set"
         " search.index to the index's name, or run `python -m bot index-manuals` to make it",
     ]
