@@ -284,6 +284,9 @@ async def _serve(
             connection = asyncio.create_task(bot.connect(reconnect=True))
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            # Stopping: a service's answer to the start-up check, come during the drain, would be
+            # said in the middle of the shutdown about a bot no longer serving.
+            probe.cancel()
             if connection in done:
                 if isinstance(connection.exception(), discord.PrivilegedIntentsRequired):
                     # discord.py leaves the client open for this close only: REST still works,

@@ -189,3 +189,52 @@ async def test_run_names_a_wrong_jira_project_and_search_index_as_it_starts(
         " search.index to the index's name, or run `python -m bot index-manuals` to make it",
     ]
     assert "Traceback" not in caplog.text
+
+
+async def test_a_start_up_check_still_out_when_run_stops_says_nothing_during_the_shutdown(
+    services, seeded_storage: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Jira hangs at start; the stop comes with a note in flight, and Jira answers during the drain.
+    # A start-up check cancelled only after the drain says that answer as a WARNING in the middle
+    # of the shutdown (seen 9.4 s after "shutting down"), about a bot no longer serving.
+    import asyncio
+
+    from tests.discord_harness import caught_up, nova, running_bot, voice_note
+    from tests.fakes.discord_server import serving
+    from tests.frontend_engine import FrontendEngine
+
+    search, jira = services
+    # Longer than the test: it is the test that ends the hang.
+    jira.hang_seconds = 600
+    settings = await cloud_settings(
+        copy_of(seeded_storage, tmp_path / "s"), search, jira, VOXDESK_JIRA_TIMEOUT_SECONDS="600"
+    )
+    caplog.set_level(logging.INFO)
+    jira.fail("hang")
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+
+    def start_up_check() -> list[asyncio.Task[object]]:
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "say_what_the_cloud_tools_refuse"
+        ]
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
+
+    async with serving() as discord, running_bot(settings, discord, engine=engine) as h:
+        await caught_up(h.bot)
+        assert start_up_check()  # still waiting for Jira
+        await discord.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        h.stop.set()
+        await eventually(lambda: "shutting down: no new notes" in said())
+        jira.fail("500")
+        jira.release()  # Jira answers now, while the note in flight holds the drain
+        await eventually(lambda: not start_up_check())
+        engine.hold.set()
+    lines = said()
+    after = lines[lines.index("shutting down: no new notes") :]
+    assert not [line for line in after if line.startswith("start-up check")], after
