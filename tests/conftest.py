@@ -22,6 +22,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from bot import logs
 from bot.config import Settings, load_settings
 from bot.tools.base import GameSummary, PlayerSummary
 from tests import repo_boundary
@@ -127,6 +128,16 @@ def _nothing_read_beside_the_repository():
     reads = BOUNDARY.take()
     if reads:
         pytest.fail("read outside the repository (a clone has nothing beside it): " + "; ".join(reads[:5]))
+
+
+# The log's mask is process-wide and only grows, as a key replaced in the settings may still be in
+# flight: a test's short secret (the password "token" in a Jira address) would mask that word in
+# every later test's log lines, in whichever xdist worker happens to run both, once any test has
+# left a masking handler on the root logger.
+@pytest.fixture(autouse=True)
+def _secrets_masked_for_their_test_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_values", logs._values)
+    monkeypatch.setattr(logs, "_pattern", logs._pattern)
 
 
 # A child process inherits an ignored SIGINT or SIGTERM and the blocked-signal mask from the test
