@@ -1753,19 +1753,14 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_ask_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_words(settings, tmp_path) -> None:
-    # grievances.db and its spool both refused the complaint (a full disk): the reply promised to
-    # hold it and file it later, and the process ended with it at once, status 0.
-    from bot.sentences import HELD_FOR_LATER, NOT_FILED
-
-    note = paths.SAMPLES / "4-charged-twice.ogg"
-    before = _grievances(settings.storage_dir)
-    done = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, "ask", str(note), "--json", "--out", str(tmp_path / "out")],
+def _on_a_full_disk(storage: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A one-shot command whose grievances.db and spool both refuse to write (FULL_DISK)."""
+    return subprocess.run(
+        [sys.executable, "-c", FULL_DISK, *args],
         cwd=REPO,
         env={
             **os.environ,
-            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+            "VOXDESK_STORAGE_DIR": str(storage),
             "VOXDESK_OFFLINE_WORKERS": "1",
             "VOXDESK_OFFLINE_VOICE": "en-us",
         },
@@ -1773,6 +1768,16 @@ def test_ask_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_words
         text=True,
         timeout=300,
     )
+
+
+def test_ask_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_words(settings, tmp_path) -> None:
+    # grievances.db and its spool both refused the complaint (a full disk): the reply promised to
+    # hold it and file it later, and the process ended with it at once, status 0.
+    from bot.sentences import HELD_FOR_LATER, NOT_FILED
+
+    note = paths.SAMPLES / "4-charged-twice.ogg"
+    before = _grievances(settings.storage_dir)
+    done = _on_a_full_disk(settings.storage_dir, "ask", str(note), "--json", "--out", str(tmp_path / "out"))
     reply = json.loads(done.stdout)["reply_text"]
     assert HELD_FOR_LATER not in reply
     assert NOT_FILED in reply
@@ -1800,19 +1805,7 @@ def test_demo_says_a_complaint_the_disk_refused_is_not_filed_and_prints_its_word
     samples.mkdir()
     shutil.copy(paths.SAMPLES / "4-charged-twice.ogg", samples)
     before = _grievances(settings.storage_dir)
-    done = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, "demo", "--samples", str(samples)],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
-            "VOXDESK_OFFLINE_WORKERS": "1",
-            "VOXDESK_OFFLINE_VOICE": "en-us",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _on_a_full_disk(settings.storage_dir, "demo", "--samples", str(samples))
     assert HELD_FOR_LATER not in done.stdout
     assert NOT_FILED in done.stdout, done.stdout
     db = settings.storage_dir / "grievances.db"
