@@ -1078,7 +1078,8 @@ class VoiceNotes(commands.Cog):
         log.info("note %s from %s: sending its kept answer before the stop", message.id, message.author.id)
         self._sending_at_stop.add(message.id)
         try:
-            reached = await self._answer(message, message.attachments[0], time.monotonic())
+            async with self._in_order(message.author.id):  # its player's other kept answer first
+                reached = await self._answer(message, message.attachments[0], time.monotonic())
         except asyncio.CancelledError:
             # The stop's wait ran out (a raid's answers queued behind the channel's five messages
             # in five seconds): those not out are asked for in the stop's line, their players

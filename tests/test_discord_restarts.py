@@ -1616,6 +1616,35 @@ async def test_notes_whose_kept_answers_a_stop_cut_are_asked_for_once_its_line_w
     assert [states[n["id"]] for n in notes] == ["expired"] * 3, states
 
 
+async def test_two_kept_answers_of_one_player_go_out_one_after_the_other_at_a_stop(
+    settings, fake, caplog
+) -> None:
+    # Two notes of one player given back where the bot may not read history, their answers kept:
+    # the stop sent both at once, the second's parts posted while the first's were on their way,
+    # where every other path sends a player's answers one after the other, in the order sent.
+    fake.throttle(0.1)  # Discord's limits in its headers: discord.py posts a channel's five at once
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        notes = await given_back_unfetchable(fake, caplog, nova, nova)
+        ids = [n["id"] for n in notes]
+        # Another player's note answered, which teaches discord.py the channel's limit.
+        other = (await fake.send_note(blaze, voice_note(), guild=True))["id"]
+        await fake.wait_for(lambda _: len([r for r in fake.sent() if other in str(r.body.get("nonce"))]) == 2)
+        before = len(fake.sent("message", ALLOWED_CHANNEL))
+
+        async def slow_first_post(record: Received) -> None:
+            # Discord slow to answer the stop's first post: what else is on its way comes meanwhile.
+            fake.after_post = None
+            mine = record.body.get("nonce")
+            with contextlib.suppress(TimeoutError):
+                await fake.wait_for(lambda rs: (rs[-1].body or {}).get("nonce") != mine, 1.0)
+
+        fake.after_post = slow_first_post
+    nonces = [str(r.body.get("nonce")) for r in fake.sent("message", ALLOWED_CHANNEL)[before:]]
+    owners = [next((i for i in ids if nonce.endswith(i)), nonce) for nonce in nonces]
+    assert len(owners) == 4 and set(owners) == set(ids), nonces  # a voice message and words each
+    assert owners == sorted(owners, key=ids.index), nonces
+
+
 async def _logged(log_path: Any, text: str, within: float) -> None:
     """Until the bot process's log holds `text`."""
     for _ in range(int(within / 0.1)):
