@@ -638,7 +638,7 @@ class VoiceNotes(commands.Cog):
             if message.id in self._answer_out:
                 # Cut while its transcript was still going out: the answer itself was sent, and
                 # answering it again after the restart would answer it twice.
-                await self._heard(message, self._answer_out[message.id])
+                await self._heard(message, self._answer_out.pop(message.id))
                 await self._settle(ledger.answered, message)
                 raise
             if self._withdrawn(message):
@@ -663,7 +663,13 @@ class VoiceNotes(commands.Cog):
             raise
         finally:
             metrics.NOTES_WAITING.leave(message)
-            told = self._answer_out.pop(message.id, None)
+        await self._after_turn(message, reached)
+
+    async def _after_turn(self, message: discord.Message, reached: Reached) -> None:
+        """Settle the note, or give it back, once its turn (or a stop's send of its kept answer)
+        is over, by what reached its player."""
+        author, ledger = message.author, self.bot.core.notes
+        told = self._answer_out.pop(message.id, None)
         if reached is not Reached.YES and self._withdrawn(message):
             await self._give_up_withdrawn(message)
             return
@@ -1096,21 +1102,7 @@ class VoiceNotes(commands.Cog):
             raise
         finally:
             self._sending_at_stop.discard(message.id)
-        told = self._answer_out.pop(message.id, None)
-        if reached is Reached.YES:
-            await self._heard(message, told or [])
-            await self._settle(ledger.answered, message)
-        elif self._withdrawn(message):
-            await self._give_up_withdrawn(message)
-        elif reached is Reached.LATER or timed_out_until(message.guild):
-            log.warning(
-                "note %s from %s got no answer at the stop: the next start sends the answer kept",
-                message.id,
-                message.author.id,
-            )
-            await self._release(message)
-        else:
-            await self._settle(ledger.unanswerable, message)
+        await self._after_turn(message, reached)
 
     def given_back(self, message_id: int) -> discord.Message | None:
         """The note, if this process gave it back where it may not read history (Discord failing

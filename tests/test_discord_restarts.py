@@ -57,6 +57,7 @@ from tests.fakes.discord_server import (
     BOT_USER_ID,
     OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
+    SEND_MESSAGES,
     VOICE_FLAG,
     FakeDiscord,
     InjectedUser,
@@ -1643,6 +1644,23 @@ async def test_two_kept_answers_of_one_player_go_out_one_after_the_other_at_a_st
     owners = [next((i for i in ids if nonce.endswith(i)), nonce) for nonce in nonces]
     assert len(owners) == 4 and set(owners) == set(ids), nonces  # a voice message and words each
     assert owners == sorted(owners, key=ids.index), nonces
+
+
+async def test_a_kept_answer_nothing_of_which_reaches_its_player_at_a_stop_is_said_at_error(
+    settings, fake, caplog
+) -> None:
+    # Its send at the stop refused whole (Send Messages denied, the bot's cache not told yet):
+    # the note was settled with no line naming the channel, where a turn that reaches no one
+    # says so at ERROR, for the admin to fix what the channel denies.
+    async with running_without_history(settings, fake, recheck_seconds=3600):
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
+        fake.expect_refusals()
+        await fake.deny(ALLOWED_CHANNEL, SEND_MESSAGES, tell_the_bot=False)
+    assert not fake.sent("message", ALLOWED_CHANNEL)
+    assert (await stored_states(settings))[note["id"]] == "expired"
+    said = f"note {note['id']} from {nova.id} got no answer: nothing could be posted in channel "
+    said += str(ALLOWED_CHANNEL)
+    assert [r.levelno for r in caplog.records if said in r.getMessage()] == [logging.ERROR], caplog.text
 
 
 async def _logged(log_path: Any, text: str, within: float) -> None:
