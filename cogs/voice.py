@@ -1016,7 +1016,7 @@ class VoiceNotes(commands.Cog):
                 if mine:  # else answered or given up on elsewhere meanwhile
                     claimed.append(message)
             for message in list(claimed):
-                if await self._answer_kept(message):
+                if self._unsent.get(message.id) or await self._kept(message.id, "asking for it again"):
                     claimed.remove(message)  # settled by its send
                     kept.append(message)
             for message in claimed:
@@ -1058,20 +1058,6 @@ class VoiceNotes(commands.Cog):
                     await mark(message)
             if cut is not None:
                 raise cut
-
-    async def _answer_kept(self, message: discord.Message) -> bool:
-        """Whether an answer is kept for the note, here or in the ledger (kept in memory again)."""
-        if self._unsent.get(message.id) is not None:
-            return True
-        try:
-            kept = await self.bot.core.notes.kept_answer(message.id)
-        except Exception as exc:
-            log.error("could not read the answer kept for note %s, asking for it again: %s", message.id, exc)
-            return False
-        if kept is None:
-            return False
-        remember(self._unsent, message.id, kept, MAX_UNSENT)
-        return True
 
     async def _send_kept_at_stop(self, message: discord.Message) -> None:
         """A note given back where the bot may not read history, claimed by a stop, whose answer
@@ -1121,11 +1107,9 @@ class VoiceNotes(commands.Cog):
         sending that answer takes: no download, and no reply link where history may not be read.
         None where the ledger keeps no answer for it. Errors reading the ledger propagate: the
         note waits for the next recheck rather than be given up."""
-        kept = await self.bot.core.notes.kept_answer(message_id)
-        if kept is None:
+        if await self._kept(message_id, instead=None) is None:
             return None
         copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)
-        remember(self._unsent, message_id, kept, MAX_UNSENT)
         # As a note given back here is: a stop before its answer is out asks its player for it.
         remember(self._given_back, message_id, copy, MAX_UNSENT)
         return copy
@@ -1166,16 +1150,20 @@ class VoiceNotes(commands.Cog):
                 # Also once a stop cuts the line: left claimed, the next start would count a crash.
                 await self._settle(ledger.unanswerable, copy)
 
-    async def _kept(self, message: discord.Message) -> KeptAnswer | None:
+    async def _kept(self, message_id: int, instead: str | None = "making another") -> KeptAnswer | None:
         """The answer the ledger keeps for the note (made before a restart, by another process on
-        this storage, or forgotten here for newer ones), kept in memory again; None if none."""
+        this storage, or forgotten here for newer ones), kept in memory again; None if none.
+        `instead`: what is done when the ledger cannot be read, logged with the error, which is
+        taken as none; None: the error propagates."""
         try:
-            kept = await self.bot.core.notes.kept_answer(message.id)
+            kept = await self.bot.core.notes.kept_answer(message_id)
         except Exception as exc:
-            log.error("could not read the answer kept for note %s, making another: %s", message.id, exc)
+            if instead is None:
+                raise
+            log.error("could not read the answer kept for note %s, %s: %s", message_id, instead, exc)
             return None
         if kept is not None:
-            remember(self._unsent, message.id, kept, MAX_UNSENT)
+            remember(self._unsent, message_id, kept, MAX_UNSENT)
         return kept
 
     async def _mark(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
@@ -1372,7 +1360,7 @@ class VoiceNotes(commands.Cog):
         # Came while the note waited behind its player's others: a refusal would be refused (50013).
         if timed_out_until(message.guild) or self._withdrawn(message):
             return False, Reached.NO
-        if (unsent := self._unsent.get(message.id) or await self._kept(message)) is not None:
+        if (unsent := self._unsent.get(message.id) or await self._kept(message.id)) is not None:
             log.info("note %s from %s: sending the answer Discord failed", message.id, message.author.id)
             # No turn to wait for: a stalled send would read as a queue behind the turn slots.
             metrics.NOTES_WAITING.leave(message)
