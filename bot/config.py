@@ -49,6 +49,12 @@ class ConfigError(Exception):
     """A setting is wrong; the message names the key and what to do, in one line."""
 
 
+class NeedsHuman(str):
+    """A check's detail for a service that works but wants a person's hand: its line says `warn`,
+    and `check` still exits 0, so a deploy script or ExecStartPre does not stop on it. Here, below
+    every backend, so a backend's own check can say it without reaching for `bot.health`."""
+
+
 # user:password@ in an address; the password runs to the authority's last "@", as urllib reads it.
 _URL_PASSWORD = re.compile(r"(//[^/?#:]*:)[^/?#]*@")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings, check_discord_token_shape
+from bot.config import ConfigError, NeedsHuman, Settings, check_discord_token_shape
 from bot.db import LOCK_HELD, kept, mounted_read_only, naming, no_database, other_owner
 from bot.logs import masked
 
@@ -31,11 +31,6 @@ log = logging.getLogger(__name__)
 # the spool's lines are small, but a disk that fills holds new grievances in memory alone.
 LOW_DISK_BYTES = 100 * 2**20
 CHECK_TIMEOUT = 30.0  # seconds per service: longer than any client's own timeout and retries
-
-
-class NeedsHuman(str):
-    """A check's detail for a service that works but wants a person's hand: its line says `warn`,
-    and `check` still exits 0, so a deploy script or ExecStartPre does not stop on it."""
 
 
 @dataclass(frozen=True)

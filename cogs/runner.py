@@ -13,8 +13,7 @@ import aiohttp
 import discord
 
 from bot import __version__, logs, stop_signals
-from bot.config import ConfigError, Settings, require_discord_token, shown_url
-from bot.health import NeedsHuman
+from bot.config import ConfigError, NeedsHuman, Settings, require_discord_token, shown_url
 from cogs.bot import (
     GATEWAY_RETRIES,
     LIMITED_INTENT_SERVERS,

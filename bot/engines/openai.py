@@ -45,7 +45,7 @@ import openai
 from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
-from bot.config import OPENAI_VOICES, ConfigError, Settings, reply_audio_choices, shown_url
+from bot.config import OPENAI_VOICES, ConfigError, NeedsHuman, Settings, reply_audio_choices, shown_url
 from bot.db import fsync_path, new_partial, remove_partials
 from bot.engines.base import (
     AudioClip,
@@ -1112,8 +1112,6 @@ class OpenAIEngine:
             await self._look_up_transcriber(probe)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             if not azure and _lacks_model_read(exc):
-                from bot.health import NeedsHuman
-
                 # The key is taken (refused a scope, not itself), and no lookup shows the models:
                 # this check's warning, the next check's to say again or not.
                 return NeedsHuman(f"OpenAI {where}: {self._unread(exc)}")

@@ -51,7 +51,7 @@ from azure.search.documents.indexes.models import (
 from azure.search.documents.models import IndexingResult
 
 from bot import sentences as say
-from bot.config import SearchSettings, shown_url
+from bot.config import NeedsHuman, SearchSettings, shown_url
 from bot.logs import Outage
 from bot.tools.base import Passage, ToolError
 
@@ -501,7 +501,6 @@ class AzureSearchManuals:
     async def check(self) -> str:
         """The index answers a question's own request; a NeedsHuman detail when its definition
         differs from the one `index-manuals` makes (what `index-manuals` would refuse)."""
-        from bot.health import NeedsHuman
 
         settings = self._settings
         refused, mend = "", "it is enabled again"

@@ -29,6 +29,7 @@ import aiosqlite
 from bot import db as bot_db
 from bot import metrics
 from bot import sentences as say
+from bot.config import NeedsHuman
 from bot.db import (
     add_missing_columns,
     first,
@@ -1764,8 +1765,6 @@ class LocalGrievanceStore:
         if self._absent:
             # Not "0 grievances": a storage.dir set wrong, or a database lost, reads as a store
             # nobody has complained to yet, and the first grievance `run` files starts it anew.
-            from bot.health import NeedsHuman
-
             return NeedsHuman(
                 await self.with_unfiled(
                     f"local grievance store: {self._absent}; `run` makes it anew, empty: restore it"
@@ -1807,8 +1806,6 @@ class LocalGrievanceStore:
             said += f"; grievance(s) the database refused wait unfiled: {' and '.join(where)}"
         else:
             return said
-        from bot.health import NeedsHuman
-
         return NeedsHuman(said)
 
     async def aclose(self) -> None:
