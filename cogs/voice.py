@@ -683,13 +683,14 @@ class VoiceNotes(commands.Cog):
         if reached is Reached.LATER:
             # discord.py's own retries are spent: the recheck answers the note once Discord is
             # back, for as long as catch-up would. Filings are keyed by the note, so a ticket
-            # this turn filed is not filed twice.
+            # this turn filed is not filed twice. Said once given back, its answer kept: a kill
+            # after this line finds what the recheck needs on disk.
+            await self._release(message)
             log.warning(
                 "note %s from %s got no answer because Discord failed: it is answered again later",
                 message.id,
                 author.id,
             )
-            await self._release(message)
             return
         # Recorded as given up on, not answered, and not tried again: what kept every message from
         # the player (mostly permissions the channel denies) would most likely meet it again.
