@@ -3029,6 +3029,61 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
     assert [kind for kind, _ in events] == ["filed_late"]  # ticket news tells the player its key
 
 
+def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line(
+    settings, monkeypatch
+) -> None:
+    # A SQL or proxy password that is an ordinary word ("refund") is masked wherever it stands as
+    # a word: the store's UNFILED line, the one copy of a grievance the disk refused at a stop, read
+    # "***" for the player's word, and `refile` filed the altered complaint as theirs.
+    import io
+
+    from bot.tools.grievance_spool import UNFILED
+
+    from .test_cli import voxdesk
+
+    logs.mask_secrets(["refund", "hunter2-but-longer"])
+    said = "no refund for the gems I was charged twice; my note says hunter2-but-longer"
+    path = settings.storage_dir / "grievances.db"
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(logs.plain_formatter())
+    store_log = logging.getLogger("bot.tools.grievance_store")
+    store_log.addHandler(handler)
+    logs.install_secret_mask(store_log)
+
+    async def held_at_shutdown() -> None:
+        store = await LocalGrievanceStore.open(path)
+        free = fill_the_disk(store, monkeypatch)
+        try:
+            with pytest.raises(ToolError):
+                await complaint_filer(store)(ToolContext(user_id=NOVA, request_id="42"), "wallet", said)
+            store_log.warning("a refund of %s", "hunter2-but-longer")  # any other line: masked
+        finally:
+            await store.aclose()  # the disk still full
+            free()
+
+    try:
+        asyncio.run(held_at_shutdown())
+    finally:
+        store_log.removeHandler(handler)
+    lines = written.getvalue().splitlines()
+    assert [line for line in lines if line.endswith("a *** of ***")]
+    (unfiled,) = [line for line in lines if UNFILED in line]
+    log_file = settings.storage_dir.parent / "voxdesk.log"
+    log_file.write_text(unfiled + "\n")
+    done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
+    assert done.returncode == 0, done.stderr
+
+    async def filed() -> list[str]:
+        store = await LocalGrievanceStore.open(path)
+        try:
+            return [g.description for g in await store.status(NOVA)]
+        finally:
+            await store.aclose()
+
+    assert said in asyncio.run(filed())
+
+
 async def test_a_cancel_while_the_app_closes_still_logs_a_grievance_the_disk_refuses(
     settings, scripted_app_engine, monkeypatch, caplog
 ) -> None:
