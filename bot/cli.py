@@ -518,6 +518,17 @@ def cmd_refile(args: argparse.Namespace) -> int:
             if waiting
             else "refile: filed; ticket news tells each player the key of theirs"
         )
+    # The store's line keeps a secret as the player's word it is (bot/logs.py), but an older
+    # voxdesk's log masked it there too: "***" for a password that is an ordinary word. Filed all
+    # the same (the rest is the player's), and named, as a player may write "***" as well.
+    if starred := [row["id"] for row in rows if any(logs.MASK in row[f] for f in FIELDS)]:
+        more = ", ..." if len(starred) > PASSED_OVER_SHOWN else ""
+        _complain(
+            f"refile: {len(starred)} grievance(s) filed with {logs.MASK} in their words"
+            f" ({', '.join(starred[:PASSED_OVER_SHOWN])}{more}): an older voxdesk's log masked a"
+            " word of the player's there that was also a secret (a password that is an ordinary"
+            " word), or the player wrote it; check each with its player"
+        )
     for line in passed_over:
         # Spelled out: the log's colours, or a player's escape codes, stay off the terminal.
         _complain(f"refile: not filed: {logs.one_line(line)}")
@@ -544,7 +555,7 @@ def cmd_refile(args: argparse.Namespace) -> int:
         _complain(
             f"refile: {unreadable} marked line(s) could not be read: copy each grievance from the log by hand"
         )
-    return 1 if unreadable or how_many or left_out else 0
+    return 1 if unreadable or how_many or left_out or starred else 0
 
 
 def cmd_index_manuals(args: argparse.Namespace) -> int:

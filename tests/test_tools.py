@@ -3177,6 +3177,23 @@ async def test_a_players_words_logged_at_debug_are_no_unfiled_grievance_to_refil
     assert unfiled_in(out.getvalue().splitlines()) == ([], 0)
 
 
+def test_refile_files_an_older_logs_masked_words_and_names_them(settings) -> None:
+    # An older voxdesk's log masked secrets in the store's line too: "***" for a player's word
+    # that a short password equals. refile filed it as the player's words without a word.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import voxdesk
+
+    log_file = settings.storage_dir.parent / "voxdesk.log"
+    row = {"user_id": NOVA, "category": "wallet", "description": "no *** for the gems I was charged twice"}
+    line = spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="local_only")
+    log_file.write_text(f"[ERROR   ] bot.tools.grievance_store: {UNFILED}{line}\n")
+    done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
+    assert "1 unfiled grievance(s) found" in done.stdout  # filed: the rest is the player's
+    assert "refile: 1 grievance(s) filed with *** in their words (f1)" in done.stderr
+    assert done.returncode == 1  # as for each line staff look at
+
+
 def test_refile_into_a_storage_folder_without_grievances_files_nothing_there(tmp_path) -> None:
     # A storage folder named wrong (VOXDESK_STORAGE_DIR, another install) got a new grievances.db
     # the bot never reads, and the operator was told the grievance was filed.
