@@ -1031,7 +1031,7 @@ async def test_grievance_list_shows_every_ticket_open_ones_first(settings, fake:
         keys = ["GRV-11"] + [text.split("`")[1] for text in filed]  # GRV-11: his seeded ticket
         store = h.bot.core.grievances
         assert isinstance(store, LocalGrievanceStore)
-        assert await store.set_status_by_staff(keys[-1], "resolved")  # his newest: done
+        assert await store.set_status_by_staff(keys[-1], "resolved", by="staff")  # his newest: done
         listed = await ask(fake, blaze, "grievance", sub("list"))
         assert listed.startswith("**Your tickets** (13)\n")
         shown = [line.split("`")[1] for line in listed.splitlines() if line.startswith("`")]
@@ -1059,7 +1059,7 @@ async def test_a_ticket_staff_declined_on_the_desk_is_told_closed_without_a_fix(
     # The local backend's desk could not decline a ticket: its player read "resolved" and waited.
     store = harness.bot.core.grievances
     for key, status in (("GRV-10", "declined"), ("GRV-12", "duplicate")):
-        assert await store.set_status_by_staff(key, status)  # type: ignore[union-attr]
+        assert await store.set_status_by_staff(key, status, by="staff")  # type: ignore[union-attr]
     declined = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-10"))
     assert "closed without a fix" in declined and "declined" not in declined, declined
     listed = await ask(harness.fake, nova, "grievance", sub("list"))
@@ -1878,7 +1878,7 @@ async def test_the_same_complaint_filed_twice_is_told_the_first_ticket_until_it_
         assert other.startswith("Filed ticket") and key not in other  # another player's own
         store = h.bot.core.grievances.local_store
         assert [g.description for g in await store.status(BLAZE)].count(words) == 1
-        assert await store.set_status_by_staff(key, "resolved")
+        assert await store.set_status_by_staff(key, "resolved", by="staff")
         reopened = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
         assert reopened.startswith("Filed ticket") and key not in reopened  # it came back: a new one
         assert [g.description for g in await store.status(BLAZE)].count(words) == 2
@@ -1908,7 +1908,8 @@ async def test_a_repeat_cut_short_while_its_first_ticket_is_looked_up_is_kept(
     words = "Bought 500 gems, the wallet never showed them."
     async with running_bot(settings, fake) as h:
         filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
-        assert await h.bot.core.grievances.local_store.set_status_by_staff(filed.split("`")[1], "resolved")
+        store = h.bot.core.grievances.local_store
+        assert await store.set_status_by_staff(filed.split("`")[1], "resolved", by="staff")
     looking = asyncio.Event()
 
     async def slow_lookup(*_: object, **__: object) -> list[object]:
@@ -1937,7 +1938,7 @@ async def test_two_repeats_at_once_after_the_first_ticket_was_resolved_file_one(
         filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
         key = filed.split("`")[1]
         store = h.bot.core.grievances.local_store
-        assert await store.set_status_by_staff(key, "resolved")
+        assert await store.set_status_by_staff(key, "resolved", by="staff")
         said = await filed_twice_at_once(fake, words)
         (new,) = {text.split("`")[1] for text in said}
         assert new != key and sorted(t.startswith("Filed ticket") for t in said) == [False, True]

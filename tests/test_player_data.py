@@ -48,7 +48,7 @@ async def _fill(storage: Path, user_id: str, words: str, notify: bool = True, fo
     grievances = await LocalGrievanceStore.open(paths_.grievances)
     filed = await grievances.register(user_id, "wallet", words)
     assert await grievances.add_staff_note(filed.key, "staff", f"called back about: {words}")
-    assert await grievances.set_status_by_staff(filed.key, "in progress")
+    assert await grievances.set_status_by_staff(filed.key, "in progress", by="staff")
     await grievances.aclose()
     news = await NewsStore.open(paths_.news)
     for status in ("in_progress", "resolved"):

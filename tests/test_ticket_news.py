@@ -206,7 +206,7 @@ async def test_a_ticket_of_no_discord_user_is_news_to_nobody(tmp_path: Path, own
     front = Recorder()
     async with news_over(tmp_path) as p:
         ticket = await p.local.register(owner, "wallet", "my card was charged twice", untold=True)
-        await p.local.set_status_by_staff(ticket.key, "resolved")
+        await p.local.set_status_by_staff(ticket.key, "resolved", by="staff")
         assert await p.news.run_once(front) == 0
         assert await p.store.told(owner) == []
     assert front.dms == []
@@ -264,7 +264,7 @@ async def test_a_ticket_reopened_and_resolved_again_is_told_each_time_and_each_c
         ticket = await p.local.register(NOVA, "wallet", "charged twice")
         events_read = f"grievance-events-{await p.local.store_id()}"  # ticket news's cursor
         for status in ("resolved", "open", "resolved", "in progress", "resolved"):
-            await p.local.set_status_by_staff(ticket.key, status)  # what the web desk calls
+            await p.local.set_status_by_staff(ticket.key, status, by="staff")  # what the web desk calls
             (event,) = sql(db, "SELECT id, grievance_id, kind FROM news_events")
             cursor = await p.store.cursor(events_read) or "0"
             assert await p.news.run_once(front) == 1
@@ -1964,7 +1964,7 @@ async def test_a_ticket_jira_no_longer_has_is_worked_on_the_desk_and_its_player_
         await p.grievances.push_pending()
         fake.delete("GRV-101")
         asked = await p.grievances.status(NOVA)  # finds it gone
-        await p.local.set_status_by_staff(ticket.key, "resolved")  # the desk works it now
+        await p.local.set_status_by_staff(ticket.key, "resolved", by="staff")  # the desk works it now
         assert await p.news.run_once(front) == 1
         assert [t.untracked for t in asked] == [True]
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
@@ -1980,7 +1980,7 @@ async def test_a_ticket_resolved_on_the_desk_while_jira_was_off_is_not_told_open
         with pytest.raises(Exception, match="500"):
             await p.grievances.push_pending()
     async with news_over(tmp_path) as p:  # tools.grievances = "local" meanwhile: the desk works it
-        await p.local.set_status_by_staff(ticket.key, "resolved")
+        await p.local.set_status_by_staff(ticket.key, "resolved", by="staff")
         assert await p.news.run_once(front) == 1
     fake.recover()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:  # Jira on again
@@ -2011,7 +2011,7 @@ async def desk_set_while_jira_was_off(fake: FakeJira, storage: Path, status: str
             await p.grievances.push_pending()
     fake.recover()
     async with news_over(storage) as p:
-        await p.local.set_status_by_staff(ticket.key, status)
+        await p.local.set_status_by_staff(ticket.key, status, by="staff")
     sql(storage / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
     return ticket.key
 
@@ -2832,7 +2832,7 @@ async def test_an_older_news_db_keeps_what_it_told_and_tells_a_reopened_ticket_r
     db, news_db, front = tmp_path / "grievances.db", tmp_path / "news.db", Recorder()
     store = await LocalGrievanceStore.open(db)
     ticket = await store.register(NOVA, "wallet", "charged twice")
-    await store.set_status_by_staff(ticket.key, "resolved")
+    await store.set_status_by_staff(ticket.key, "resolved", by="staff")
     store_id = await store.store_id()
     await store.aclose()
     with contextlib.closing(sqlite3.connect(news_db)) as conn, conn:
@@ -2850,7 +2850,7 @@ async def test_an_older_news_db_keeps_what_it_told_and_tells_a_reopened_ticket_r
             assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
     async with news_over(tmp_path) as p:
         for status in ("open", "resolved"):
-            await p.local.set_status_by_staff(ticket.key, status)
+            await p.local.set_status_by_staff(ticket.key, status, by="staff")
             assert await p.news.run_once(front) == 1
         assert [s for _, _, s, _ in await p.store.told(NOVA)] == ["resolved", "open", "resolved"]
     assert [i for (i,) in sql(news_db, "SELECT id FROM news ORDER BY id")] == [7, 10, 11]

@@ -1037,7 +1037,7 @@ STORE_WRITES = {
     "mark_gone": lambda s: s.mark_gone("GRV-1"),
     "drop_news_events": lambda s: s.drop_news_events(0),
     "add_staff_note": lambda s: s.add_staff_note("GRV-1", "staff", "called the player"),
-    "set_status_by_staff": lambda s: s.set_status_by_staff("GRV-1", "closed"),
+    "set_status_by_staff": lambda s: s.set_status_by_staff("GRV-1", "closed", by="staff"),
 }
 
 
@@ -1070,14 +1070,17 @@ async def test_a_tickets_status_history_is_its_newest_changes_each_said_by_whom(
         # Jira's word on a status unchanged (only its time) is no change.
         await store.update_status("GRV-1", "open", "2026-12-01T10:00:00Z")
         await store.update_status("GRV-1", "closed", "2026-12-01T11:00:00Z")
-        assert await store.set_status_by_staff("GRV-2", "resolved")
-        assert not await store.set_status_by_staff("GRV-9", "resolved")
+        assert await store.set_status_by_staff("GRV-2", "resolved", by="staff")
+        assert not await store.set_status_by_staff("GRV-9", "resolved", by="staff")
+        # Whoever changes a status says who: a desk route that forgot would record "staff".
+        with pytest.raises(TypeError, match="'by'"):
+            await store.set_status_by_staff("GRV-2", "open")  # type: ignore[call-arg]
         history = await store.status_history("GRV-1")
         assert [(c.at, c.from_status, c.to_status, c.changed_by) for c in history] == [
             ("2026-12-01T11:00:00Z", "open", "closed", "jira")
         ]
         for n in range(STATUS_CHANGES_KEPT):
-            await store.set_status_by_staff("GRV-1", "open" if n % 2 else "in progress")
+            await store.set_status_by_staff("GRV-1", "open" if n % 2 else "in progress", by="staff")
         history = await store.status_history("GRV-1")
         assert len(history) == STATUS_CHANGES_KEPT and history[0].from_status == "closed"
         assert [(c.from_status, c.changed_by) for c in await store.status_history("GRV-2")] == [

@@ -170,8 +170,8 @@ async def test_staff_close_an_old_versions_grievances_without_a_fix(version: str
     try:
         opened = rows(old / "grievances.db", GRIEVANCE)  # with the spool's line filed
         first, second = [key for key, owner, *_ in opened if owner == NOVA][:2]
-        assert await store.set_status_by_staff(first, "declined")
-        assert await store.set_status_by_staff(second, "duplicate")
+        assert await store.set_status_by_staff(first, "declined", by="staff")
+        assert await store.set_status_by_staff(second, "duplicate", by="staff")
         said = {g.key: say.status_said(g.status) for g in await store.status(NOVA, limit=50)}
     finally:
         await store.aclose()

@@ -1313,7 +1313,7 @@ async def test_paging_on_while_grievances_are_filed_and_resolved_shows_each_once
         for i in range(3):
             await core.grievances.register(NOVA, "wallet", f"filed while the desk was read {i}")
         for key in keys_on(first)[10:15]:
-            assert await store.set_status_by_staff(key, "resolved")
+            assert await store.set_status_by_staff(key, "resolved", by="staff")
         seen = keys_on(first)
         html, path = first, link_of(first, "next")
         while path:

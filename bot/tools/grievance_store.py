@@ -1548,7 +1548,7 @@ class LocalGrievanceStore:
         raise WorkedInJira(row)
 
     async def set_status_by_staff(
-        self, local_key: str, status: str, was: str | None = None, *, jira: bool = False, by: str = "staff"
+        self, local_key: str, status: str, was: str | None = None, *, jira: bool = False, by: str
     ) -> bool:
         """Move a grievance to `status`; the news_status trigger records it, so the player hears
         of it through ticket news like any other change, and its status history as made `by` (a

@@ -487,7 +487,7 @@ async def test_one_issues_write_limit_holds_back_neither_lookups_nor_other_pushe
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)
     try:
         resolved = await backend.register(NOVA, "wallet", "charged twice for the season pass")
-        assert await backend.local_store.set_status_by_staff(resolved.key, "resolved")
+        assert await backend.local_store.set_status_by_staff(resolved.key, "resolved", by="staff")
         with contextlib.suppress(TrackerError):
             await backend.push_pending()  # made, but not moved: it waits
         assert fake.transitioned == [] and len(fake.issues) == 1
@@ -509,7 +509,7 @@ async def test_one_issues_write_limit_is_logged_as_a_hold_not_a_refusal(fake, db
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)
     try:
         held = await backend.register(NOVA, "wallet", "charged twice for the season pass")
-        assert await backend.local_store.set_status_by_staff(held.key, "resolved")
+        assert await backend.local_store.set_status_by_staff(held.key, "resolved", by="staff")
         with caplog.at_level(logging.DEBUG, logger="bot.tools.jira_grievances"):
             assert await backend.push_pending() == 0
     finally:
@@ -1206,7 +1206,7 @@ async def test_grievances_filed_before_jira_was_on_or_after_it_was_off_stay_answ
     store = await LocalGrievanceStore.open(db)  # tools.grievances = "local"
     try:
         before = await store.register(NOVA, "wallet", "filed before Jira")
-        await store.set_status_by_staff(before.key, "in progress")
+        await store.set_status_by_staff(before.key, "in progress", by="staff")
     finally:
         await store.aclose()
     backend = await open_backend(fake, db)  # Jira on
@@ -2044,7 +2044,7 @@ async def test_a_hidden_issue_given_the_desks_status_is_filed_once(fake, db) -> 
     backend = await open_backend(fake, db)
     try:
         held = await backend.register(NOVA, "wallet", "charged twice")
-        assert await backend.local_store.set_status_by_staff(held.key, "in progress")
+        assert await backend.local_store.set_status_by_staff(held.key, "in progress", by="staff")
         assert await backend.push_pending() == 1
         await expire_claims(db)
         assert await backend.push_pending() == 0
@@ -2080,7 +2080,7 @@ async def test_a_hidden_issue_whose_look_up_fails_is_still_filed_once(fake, db, 
     backend = await open_backend(fake, db, timeout_seconds=SHORT_TIMEOUT)
     try:
         held = await backend.register(NOVA, "wallet", "charged twice")
-        assert await backend.local_store.set_status_by_staff(held.key, "in progress")
+        assert await backend.local_store.set_status_by_staff(held.key, "in progress", by="staff")
         # serverInfo, the search by its label, the project, the create: then the look-up fails.
         fake.fail(failure, times=1, after=4)
         with contextlib.suppress(TrackerError):
