@@ -342,6 +342,9 @@ class WebSettings:
     playground_complaints_per_day: int = 100
     login_attempts: int = 5  # failed staff logins per client ...
     login_seconds: float = 300.0  # ... in this many seconds, then 429 until the window passes
+    # Failed logins for one name, every client's together, in login_seconds: past them a client
+    # with a failed login of its own in that window tries that name no more until it lapses.
+    login_name_attempts: int = 10
     session_hours: float = 8.0  # a staff login lasts this long
     secure_cookies: bool = False  # true behind HTTPS: the browser then sends cookies only over TLS
     trust_forwarded: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's last hop
@@ -810,7 +813,8 @@ POSITIVE = {
     ("discord", "catch_up_reads_per_second"),
     ("discord", "send_seconds"), ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
-    ("web", "login_seconds"), ("web", "session_hours"), ("web", "playground_turns"),
+    ("web", "login_seconds"), ("web", "login_name_attempts"), ("web", "session_hours"),
+    ("web", "playground_turns"),
     ("web", "playground_notes_per_minute"), ("web", "playground_complaints"),
     ("web", "playground_complaints_per_day"),
 }  # fmt: skip

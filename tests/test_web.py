@@ -736,7 +736,8 @@ async def test_a_login_flood_past_the_password_queue_is_refused_at_once(
 
     monkeypatch.setattr(security, "verify_password", held)
     room = security.PASSWORD_THREADS + security.PASSWORD_QUEUE
-    s = wsettings.replace(web={"login_attempts": room + 2})
+    # From one client, under neither its limit nor the shared login's (one try each past that).
+    s = wsettings.replace(web={"login_attempts": room + 2, "login_name_attempts": room + 2})
     async with web_client(s) as (client, _):
         token = await csrf_of(client, "/desk/login")
         checks = client.app[STATE].passwords
@@ -1824,6 +1825,51 @@ async def log_in_as(client: TestClient, name: str, password: str) -> int:
 
 def history_of(html: str) -> list[str]:
     return [" ".join(li["<text>"].split()) for li in Page(html).all("li", **{"class": "status-change"})]
+
+
+async def test_many_clients_failing_one_name_get_one_try_each_and_its_owner_still_logs_in(
+    settings, caplog
+) -> None:
+    s = named_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_LOGIN_NAME_ATTEMPTS="3",
+        VOXDESK_WEB_LOGIN_SECONDS="100",
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+    )
+    async with web_client(s) as (client, _):
+        now = [1000.0]
+        st = client.app[STATE]
+        st.logins.clock = st.name_failures.clock = lambda: now[0]
+
+        async def attempt(address: str, name: str, password: str) -> tuple[int, str | None]:
+            # A login makes a fresh session, and token: each attempt takes the page's.
+            form = {"csrf": await csrf_of(client, "/desk/login"), "name": name, "password": password}
+            got = await client.post(
+                "/desk/login", data=form, headers={"X-Forwarded-For": address}, allow_redirects=False
+            )
+            return got.status, got.headers.get("Retry-After")
+
+        # An attacker on three addresses, each under the per-client limit (5).
+        for n in (1, 2, 3):
+            assert await attempt(f"203.0.113.{n}", "alice", "guess") == (401, None)
+        now[0] = 1040.0
+        # Each has had its try at alice: the right password is not checked, so says nothing.
+        assert await attempt("203.0.113.1", "alice", ALICE_PASSWORD) == (429, "60")
+        assert await attempt("203.0.113.2", "alice", "guess") == (429, "60")
+        # A new address gets one try, no more; the refusals were no tries, and bob is no target.
+        assert await attempt("203.0.113.4", "alice", "guess") == (401, None)
+        assert await attempt("203.0.113.4", "alice", "guess") == (429, "100")
+        assert await attempt("203.0.113.1", "bob", "guess") == (401, None)
+        # alice herself, from an address that has not failed: in, whatever the others try.
+        assert await attempt("198.51.100.7", "alice", ALICE_PASSWORD) == (303, None)
+        # Past its own failures' window a client is checked again, as Retry-After said.
+        now[0] = 1141.0
+        assert await attempt("203.0.113.2", "alice", ALICE_PASSWORD) == (303, None)
+    started = [r.getMessage() for r in caplog.records if "from any client" in r.getMessage()]
+    assert started == [
+        "staff logins: 3 failed for 'alice' within 100 s, from any client: a client with a failed"
+        " login of its own gets no more tries of it until that lapses"
+    ]
 
 
 async def test_each_staff_member_logs_in_by_name_and_the_ticket_says_who_did_what(settings) -> None:

@@ -304,6 +304,9 @@ async def login_page(request: web.Request) -> dict[str, Any]:
 async def login(request: web.Request) -> web.StreamResponse:
     st = web_state(request)
     client = security.client_key(request, st.settings.web)
+    # A failed login of this client's still in its window, before this attempt counts (a login
+    # that succeeds forgets them).
+    failed_before = st.logins.held(client) > 0
     wait = st.logins.retry_after(client)
     if wait:
         # Rounded up, as the playground's: a browser or script told to wait 0 seconds would not.
@@ -315,6 +318,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     password = form.get("password")
     name = security.account_name(form.get("name") if st.named_staff else security.SHARED_LOGIN)
     account = st.staff.get(name)
+    # Each name of an account's shape is counted, whether or not it has one: a slow-down for
+    # accounts alone would tell which names have one.
+    tried = name if security.STAFF_NAME.fullmatch(name) or name == security.SHARED_LOGIN else None
+    if failed_before and tried is not None and st.name_failures.spent(tried):
+        # Many clients' failures for this name (an attacker spread over many addresses): one try
+        # each until their failures lapse, where the client limit gives login_attempts. A client
+        # with no failure is checked as ever, so the real person's right password always opens
+        # the desk, whatever others try. No password was checked: not counted as an attempt.
+        st.logins.take_back(client)
+        seconds = max(1, math.ceil(st.logins.held(client)))
+        error = f"Too many failed logins for this name: try again in {say.wait_of(seconds)}."
+        return _login_refused(request, error, 429, seconds)
     ok = bool(st.staff) and isinstance(password, str) and bool(password)
     if ok:
         # An unknown name costs the check a known one does: how long a refusal takes tells nobody
@@ -345,6 +360,19 @@ async def login(request: web.Request) -> web.StreamResponse:
             )
         else:
             log.warning("staff login failed for %s", who)
+        if tried is not None and not st.name_failures.spent(tried):
+            st.name_failures.retry_after(tried)
+            if st.name_failures.spent(tried):  # said once as it starts, not at each try after
+                # A name only when it is an account's, as above.
+                named = f"{name!r}" if account is not None else "a name with no account"
+                named = named if st.named_staff else "the shared password"
+                log.warning(
+                    "staff logins: %d failed for %s within %.0f s, from any client: a client with a"
+                    " failed login of its own gets no more tries of it until that lapses",
+                    st.settings.web.login_name_attempts,
+                    named,
+                    st.settings.web.login_seconds,
+                )
         wrong = "That name and password do not match." if st.named_staff else "That password is not right."
         return _login_refused(request, wrong, 401)
     st.logins.forget(client)

@@ -814,6 +814,17 @@ class RateLimit:
         now = self.clock()
         return events is not None and sum(1 for t in events if t > now - self.seconds) >= self.count
 
+    def held(self, key: str) -> float:
+        """Seconds until `key` has no event left in the window: 0 when it has none now."""
+        events = self._events.get(key)
+        return max(0.0, events[-1] + self.seconds - self.clock()) if events else 0.0
+
+    def take_back(self, key: str) -> None:
+        """Uncount `key`'s latest event: one retry_after counted for what turned out no attempt."""
+        events = self._events.get(key)
+        if events:
+            events.pop()
+
     def forget(self, key: str) -> None:
         self._events.pop(key, None)
 
