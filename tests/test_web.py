@@ -1839,7 +1839,7 @@ async def test_many_clients_failing_one_name_get_one_try_each_and_its_owner_stil
     async with web_client(s) as (client, _):
         now = [1000.0]
         st = client.app[STATE]
-        st.logins.clock = st.name_failures.clock = lambda: now[0]
+        st.logins.clock = st.client_failures.clock = st.name_failures.clock = lambda: now[0]
 
         async def attempt(address: str, name: str, password: str) -> tuple[int, str | None]:
             # A login makes a fresh session, and token: each attempt takes the page's.
@@ -1870,6 +1870,53 @@ async def test_many_clients_failing_one_name_get_one_try_each_and_its_owner_stil
         "staff logins: 3 failed for 'alice' within 100 s, from any client: a client with a failed"
         " login of its own gets no more tries of it until that lapses"
     ]
+
+
+async def test_a_login_sent_twice_at_once_is_no_failure_while_its_name_is_under_attack(
+    settings, monkeypatch
+) -> None:
+    # A double click on "Log in": the second is sent while the first's check runs, and neither
+    # has failed, so neither is refused by the per-name slow-down.
+    import threading
+
+    from bot.web import security
+
+    release = threading.Event()
+    real_verify = security.verify_password
+
+    def held(password: str, stored: str) -> bool:
+        release.wait()
+        return real_verify(password, stored)
+
+    s = named_settings(
+        settings.storage_dir, VOXDESK_WEB_LOGIN_NAME_ATTEMPTS="2", VOXDESK_WEB_TRUST_FORWARDED="true"
+    )
+    async with web_client(s) as (client, _):
+        for n in (1, 2):  # two addresses' failures: alice is under attack
+            forwarded = {"X-Forwarded-For": f"203.0.113.{n}"}
+            form = {"csrf": await csrf_of(client, "/desk/login"), "name": "alice", "password": "guess"}
+            assert (await client.post("/desk/login", data=form, headers=forwarded)).status == 401
+        monkeypatch.setattr(security, "verify_password", held)
+        checks = client.app[STATE].passwords
+        form = {"csrf": await csrf_of(client, "/desk/login"), "name": "alice", "password": ALICE_PASSWORD}
+
+        async def attempt() -> int:
+            sent = await client.post(
+                "/desk/login",
+                data=form,
+                headers={"X-Forwarded-For": "198.51.100.7"},
+                allow_redirects=False,
+            )
+            return sent.status
+
+        first = asyncio.create_task(attempt())
+        while checks.taken < 1:  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(attempt())
+        while checks.taken < 2 and not second.done():  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.01)
+        release.set()
+        assert await asyncio.gather(first, second) == [303, 303]
 
 
 async def test_each_staff_member_logs_in_by_name_and_the_ticket_says_who_did_what(settings) -> None:

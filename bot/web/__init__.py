@@ -87,8 +87,10 @@ class WebState:
     # Who may log in, by name (security.staff_accounts): none, and the desk stays locked.
     staff: dict[str, security.StaffAccount]
     staff_logins: security.StaffLogins
-    logins: security.RateLimit  # failed staff logins, per client
-    # ... and per name tried, every client's together (desk.login's per-name slow-down)
+    logins: security.RateLimit  # staff login attempts, per client, forgotten at a login
+    # Failed staff logins alone, per client (not those in flight: a double click is no failure),
+    # and per name tried, every client's together: desk.login's per-name slow-down.
+    client_failures: security.RateLimit
     name_failures: security.RateLimit
     notes: security.RateLimit  # per client
     all_notes: security.RateLimit  # every client's together, under the one key ALL
@@ -197,6 +199,7 @@ async def build_web(
         staff=security.staff_accounts(settings),
         staff_logins=staff_logins,
         logins=security.RateLimit(w.login_attempts, w.login_seconds),
+        client_failures=security.RateLimit(w.login_attempts, w.login_seconds),
         name_failures=security.RateLimit(w.login_name_attempts, w.login_seconds),
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),
         all_notes=security.RateLimit(w.playground_notes_per_minute, 60.0),

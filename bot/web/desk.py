@@ -304,9 +304,6 @@ async def login_page(request: web.Request) -> dict[str, Any]:
 async def login(request: web.Request) -> web.StreamResponse:
     st = web_state(request)
     client = security.client_key(request, st.settings.web)
-    # A failed login of this client's still in its window, before this attempt counts (a login
-    # that succeeds forgets them).
-    failed_before = st.logins.held(client) > 0
     wait = st.logins.retry_after(client)
     if wait:
         # Rounded up, as the playground's: a browser or script told to wait 0 seconds would not.
@@ -321,13 +318,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     # Each name of an account's shape is counted, whether or not it has one: a slow-down for
     # accounts alone would tell which names have one.
     tried = name if security.STAFF_NAME.fullmatch(name) or name == security.SHARED_LOGIN else None
-    if failed_before and tried is not None and st.name_failures.spent(tried):
+    if tried is not None and st.name_failures.spent(tried) and st.client_failures.held(client):
         # Many clients' failures for this name (an attacker spread over many addresses): one try
         # each until their failures lapse, where the client limit gives login_attempts. A client
         # with no failure is checked as ever, so the real person's right password always opens
         # the desk, whatever others try. No password was checked: not counted as an attempt.
         st.logins.take_back(client)
-        seconds = max(1, math.ceil(st.logins.held(client)))
+        seconds = max(1, math.ceil(st.client_failures.held(client)))
         error = f"Too many failed logins for this name: try again in {say.wait_of(seconds)}."
         return _login_refused(request, error, 429, seconds)
     ok = bool(st.staff) and isinstance(password, str) and bool(password)
@@ -360,6 +357,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             )
         else:
             log.warning("staff login failed for %s", who)
+        st.client_failures.retry_after(client)
         if tried is not None and not st.name_failures.spent(tried):
             st.name_failures.retry_after(tried)
             if st.name_failures.spent(tried):  # said once as it starts, not at each try after
@@ -376,6 +374,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         wrong = "That name and password do not match." if st.named_staff else "That password is not right."
         return _login_refused(request, wrong, 401)
     st.logins.forget(client)
+    st.client_failures.forget(client)
     if st.named_staff:
         log.info("staff login: %r from client %s", name, client)
     # A fresh session (and CSRF token) at login: a cookie planted before it is worth nothing after.
