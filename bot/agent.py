@@ -57,6 +57,10 @@ TRANSCRIPT_GRACE = 2.0
 # as text.
 MAX_SPOKEN_CHARS = 3000
 
+# Seconds of a rate limit's named wait that "try again in a minute" still fits; past them the
+# apology names no time.
+A_MINUTE_OR_SO = 120.0
+
 # Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
 # the agent uses it for apologies when the engine itself cannot speak.
 Speaker = Callable[[str, str | None], Awaitable[audio.ReplyAudio]]
@@ -623,10 +627,11 @@ class VoiceAgent:
             sorry = say.NOTE_TOO_LARGE
         elif isinstance(why, NoAnswer):
             sorry = say.NO_ANSWER_MADE
-        elif isinstance(why, EngineBusy) or isinstance(first, EngineBusy):
+        elif isinstance(busy := why if isinstance(why, EngineBusy) else first, EngineBusy):
             # A rate limit's reset, not an outage's end, is what the player waits for: the engine's
             # answers then, whatever became of its fallback.
-            sorry = say.VOICE_SERVICE_BUSY
+            long_wait = busy.wait is not None and busy.wait > A_MINUTE_OR_SO
+            sorry = say.VOICE_SERVICE_LIMITED if long_wait else say.VOICE_SERVICE_BUSY
         else:
             sorry = say.VOICE_SERVICE_DOWN
         keys = _filed_keys(r for rnd in turn.rounds for r in rnd.results)

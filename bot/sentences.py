@@ -101,6 +101,12 @@ VOICE_SERVICE_DOWN = (
 VOICE_SERVICE_BUSY = (
     "Sorry, my voice service is busy right now, so I can't answer. Please try again in a minute."
 )
+# The same, when the limit named a wait of more than a few minutes (a day's requests or tokens run
+# out): "in a minute" would have players try again and again. It names no time: a day's limit
+# refills over the day and lets a request in well before its reset.
+VOICE_SERVICE_LIMITED = (
+    "Sorry, my voice service has reached its limit for now, so I can't answer. Please try again later."
+)
 # The note, with what a turn sends along, is more than the voice service takes in one request,
 # however long it waits; other players' notes are still answered meanwhile.
 NOTE_TOO_LARGE = (

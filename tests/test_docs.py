@@ -621,7 +621,7 @@ def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_cod
 
 def test_the_figures_the_docs_give_for_retries_checks_and_catch_up_are_the_codes() -> None:
     # Each a constant a studio tunes its proxies, probes and alerts by, quoted in prose.
-    from bot.agent import TRANSCRIPT_GRACE
+    from bot.agent import A_MINUTE_OR_SO, TRANSCRIPT_GRACE
     from bot.engines.openai import (
         AUDIO_REFUSED_PAUSE,
         KEEPALIVE_EXPIRY,
@@ -639,6 +639,7 @@ def test_the_figures_the_docs_give_for_retries_checks_and_catch_up_are_the_codes
     assert f"a 429 asking to wait a few seconds ({SHORT_WAIT:g} at most) is tried again" in readme
     assert f"is sent again after that wait, not sooner, if it is {SHORT_WAIT:g} s at most." in readme
     assert f"has {TRANSCRIBE_TIMEOUT:g} s of its own" in readme
+    assert f"named a wait of more than {A_MINUTE_OR_SO / 60:g} minutes" in readme
     assert f"the answer waits for it at most {TRANSCRIPT_GRACE:g} s once ready" in readme
     assert f"transcripts for {AUDIO_REFUSED_PAUSE / 60:g} minutes, then an id is tried again" in readme
     assert f"sent once and waits {PROBE_TIMEOUT:g} s at most (`openai.timeout_seconds` if shorter)" in readme

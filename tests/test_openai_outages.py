@@ -23,7 +23,15 @@ from bot import sentences as say
 from bot.app import running_app
 from bot.tools.base import ToolContext
 from bot.turns import PastTurn
-from tests.fakes.openai_server import Failure, Held, answer, request_tokens, serving, tool_calls
+from tests.fakes.openai_server import (
+    Failure,
+    Held,
+    answer,
+    rate_limited,
+    request_tokens,
+    serving,
+    tool_calls,
+)
 from tests.fakes.search_server import running_fake_search
 from tests.fakes.token_server import self_signed
 from tests.test_openai import NOTE, azure_settings, openai_settings
@@ -1508,6 +1516,47 @@ async def test_a_rate_limit_no_engine_answers_through_is_told_as_busy_not_down(
     assert (retried.kind, retried.text) == ("apology", say.VOICE_SERVICE_BUSY)
     assert (paused.kind, paused.text) == ("apology", say.VOICE_SERVICE_BUSY)
     assert (spent.kind, spent.text) == ("apology", say.VOICE_SERVICE_DOWN)
+
+
+@pytest.mark.parametrize(
+    ("limit", "paused"),
+    [
+        (rate_limited(200, "6h0m0s"), 300.0),
+        (rate_limited(200, "1d"), 300.0),
+        (rate_limited(200, "59m0s", retry_after="21600"), 300.0),
+        (rate_limited(90_000, "3h0m0s", per="tokens per day (TPD)", again="40m"), 300.0),
+    ],
+    ids=["reset-hours", "reset-a-day", "retry-after-hours", "tokens-per-day"],
+)
+async def test_a_limit_that_resets_in_hours_is_not_told_as_a_minutes_wait(
+    storage, fake, limit, paused
+) -> None:
+    """OpenAI's 429 for a day's requests or tokens run out names a reset hours away (its
+    x-ratelimit-reset-* or a retry-after): the notes it turns away, and those the pause holds,
+    heard "try again in a minute". The pause is the longest a 429's is, not a second doubled,
+    so that one request looks whether the limit lets one in every few minutes, not seconds."""
+    fake.failures = [limit]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")
+    async with running_app(settings) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        held = app.agent.engine.chat_gate.wait()
+    assert len(fake.chats) == 1
+    assert paused - 5 < held <= paused
+    assert [r.text for r in (first, second) if "in a minute" in r.text] == []
+    for reply in (first, second):
+        assert (reply.kind, reply.text) == ("apology", say.VOICE_SERVICE_LIMITED)
+
+
+async def test_a_limit_that_resets_in_seconds_is_still_told_as_a_minutes_wait(storage, fake) -> None:
+    # OpenAI's 429 for the requests per minute run out: a wait of seconds.
+    fake.failures = [rate_limited(500, "20s", per="requests per min (RPM)")]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")
+    async with running_app(settings) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert len(fake.chats) == 1
+    assert (first.text, second.text) == (say.VOICE_SERVICE_BUSY, say.VOICE_SERVICE_BUSY)
 
 
 async def test_a_rate_limits_429_come_late_leaves_a_spent_quotas_pause_told_as_down(storage, fake) -> None:

@@ -48,7 +48,12 @@ class EnginePaused(EngineError):
 
 class EngineBusy(EngineError):
     """The engine's service is up but turned the request away for its rate limit (a 429) past the
-    engine's own retries: the limit's reset cures it, not an outage's end."""
+    engine's own retries: the limit's reset cures it, not an outage's end. `wait`: the seconds the
+    service named until then, however long (a day's limit names hours), None when it named none."""
+
+    def __init__(self, *args: object, wait: float | None = None) -> None:
+        super().__init__(*args)
+        self.wait = wait
 
 
 class BusyPause(EnginePaused, EngineBusy):

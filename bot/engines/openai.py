@@ -143,9 +143,11 @@ SHORT_WAIT = 5.0  # seconds: a turn waits out a pause up to this; past it the fa
 BREAKER_FAILURES = 3
 FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for each in a row ...
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
-RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
+# x-ratelimit-reset-*: "20ms", "1.5s", "6m0s", "6h0m0s", or in days ("1d"): a reset left unread
+# pauses its 429 a second, doubled, and a day's limit would be asked again every few seconds.
+RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
 RESET_SECONDS = re.compile(r"\d+(?:\.\d+)?")  # Azure's x-ratelimit-reset-*: seconds, no unit ("37")
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 # The transport errors (by name, as httpx and httpx2 both call them) of a request that never went
 # out: no connection was made (refused, unreachable, timed out), the proxy would not carry it, or
 # none came free from the pool.
@@ -228,6 +230,9 @@ class Gate:
         self.failures = 0  # timeouts, connection failures, 408s and 5xx in a row
         self.limited = 0  # 429s in a row
         self.limited_at = 0.0  # time.monotonic() when the last 429 counted in `limited` came
+        # time.monotonic() when the wait the last 429 named ends, however far past the pause that
+        # is (a day's limit names hours): the players' apology says whether it is a minute's.
+        self.limit_ends = 0.0
         # The request out alone after a pause, None when there is none: its Event is set once it
         # is done. After the breaker's or a spent quota's pause (`holding` False), or a 429's.
         self.probe: asyncio.Event | None = None
@@ -282,6 +287,7 @@ class Gate:
             self.failures = 0
             return
         self.failures = self.limited = 0
+        self.limit_ends = 0.0
         self._let_go()
         self.spent = False
         self.outage.answered(self.what, self.outage.seconds(), self.why)
@@ -320,7 +326,11 @@ class Gate:
         whether the service is back (the pause goes on): the pause was said when it began, so the
         turn's log line is no news. A rate limit's tells the player the service is busy, not down."""
         why = f"OpenAI {self.what} requests paused: {self.why}"
-        return BusyPause(why) if self.busy else EnginePaused(why)
+        return BusyPause(why, wait=self.limit_left()) if self.busy else EnginePaused(why)
+
+    def limit_left(self) -> float | None:
+        """Seconds left of the wait the last 429 named, None when it named none."""
+        return max(0.0, self.limit_ends - time.monotonic()) if self.limit_ends else None
 
     def rate_limited(self, asked: float | None, sent: float) -> float:
         """A 429 of a request sent at `sent` (time.monotonic()): the pause it sets (seconds). One
@@ -337,6 +347,7 @@ class Gate:
         self.failures = 0
         self.probe = None
         pause = self._limited_pause(asked)
+        self.limit_ends = 0.0 if asked is None else time.monotonic() + asked
         # A short pause is waited out by the turns (see _send): only a longer one needs saying.
         self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT, busy=True)
         return pause
@@ -608,7 +619,8 @@ class OpenAIEngine:
                 self.ready = False
             elif isinstance(exc, openai.RateLimitError):
                 # Past the turn's retries, or asking a longer wait than a turn holds a slot for.
-                raise EngineBusy(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
+                wait = _pause_asked(exc.response.headers)
+                raise EngineBusy(f"OpenAI answered {exc.status_code}: {_said(exc)}", wait=wait) from exc
             # The provider's reason: a request it refuses for a setting (a token limit over the
             # model's, a voice it does not speak) is refused for every note, and `check` passes.
             raise EngineError(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
@@ -816,7 +828,7 @@ class OpenAIEngine:
                 if gate.limited > limited:
                     # Refused: as this turn's own request would have been, had it gone.
                     if unsent_only or tries >= retries:
-                        raise EngineBusy(f"OpenAI {gate.what} requests {gate.why}")
+                        raise EngineBusy(f"OpenAI {gate.what} requests {gate.why}", wait=gate.limit_left())
                     tries += 1
                 continue
             if wait > 0:

@@ -12,7 +12,8 @@ audio ids it gave out (an assistant message naming any other, or one expired by 
 may run ahead of this host's, is a 400 `audio_not_found`), stops
 at `max_completion_tokens` with finish_reason "length", can be told to take its time (or hold one
 answer until a test lets it go), and to fail
-(chat and transcription apart, or at a step of the script): 429 with retry-after, 500, a hang
+(chat and transcription apart, or at a step of the script): 429 with retry-after, or as OpenAI
+sends one for a limit run out (`rate_limited`: its x-ratelimit-* headers and message), 500, a hang
 past the client's timeout, a connection closed with no answer once the request is read, or reset
 before its body is, malformed
 JSON, OpenAI's 429 "Request too large" for a request over the tokens per minute on its own
@@ -181,6 +182,48 @@ class Failure:
     # The answer waits for this to be set (or the fake to stop) before its `hang`: a test lets a
     # request's answer come at the step of its own that it chooses.
     held: asyncio.Event | None = None
+
+
+def rate_limited(
+    limit: int,
+    reset: str,
+    per: str = "requests per day (RPD)",
+    retry_after: str | None = None,
+    again: str | None = None,
+    model: str = "gpt-audio-1.5",
+    held: asyncio.Event | None = None,
+) -> Failure:
+    """OpenAI's 429 rate_limit_exceeded for a limit run out (`per` names it, as its message does),
+    with the headers it sends: every x-ratelimit-* of both limits, the one run out at 0 remaining
+    and `reset` the time until it is whole again ("6h0m0s", as Go words a duration; a day limit
+    refills over the day, so that is hours, though one request may go again sooner), and a
+    retry-after only when `retry_after` is given. The message's "try again in" is `again`, by
+    default `reset` (for a day's 200 requests OpenAI words it "7m12s", the time one comes back)."""
+    limits = "requests" if "requests" in per else "tokens"
+    other = "tokens" if limits == "requests" else "requests"
+    headers = {
+        f"x-ratelimit-limit-{limits}": str(limit),
+        f"x-ratelimit-remaining-{limits}": "0",
+        f"x-ratelimit-reset-{limits}": reset,
+        f"x-ratelimit-limit-{other}": "30000",
+        f"x-ratelimit-remaining-{other}": "29000",
+        f"x-ratelimit-reset-{other}": "2s",
+    }
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    message = (
+        f"Rate limit reached for {model} in organization org-fake on {per}: Limit {limit}, Used"
+        f" {limit}, Requested 1. Please try again in {again or reset}. Visit"
+        " https://platform.openai.com/account/rate-limits to learn more."
+    )
+    return Failure(
+        status=429,
+        headers=headers,
+        code="rate_limit_exceeded",
+        message=message,
+        error_type=limits,
+        held=held,
+    )
 
 
 @dataclass
