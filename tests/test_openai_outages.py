@@ -265,8 +265,9 @@ async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_h
 
 async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_deadline(storage, fake) -> None:
     """The request that went first after a 429's pause may take as long as any answer; a turn
-    waiting for it is bounded by its own deadline, not by that request's timeout."""
-    from bot.engines.base import EngineError
+    waiting for it is bounded by its own deadline, not by that request's timeout: the rate limit
+    held it, and it says so."""
+    from bot.engines.base import EngineBusy
     from bot.engines.openai import create_openai_engine
 
     # The hang outlasts the late turn's 1 s by far, on a busy machine too; the test cancels it.
@@ -301,9 +302,33 @@ async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_dea
         first.cancel()
     finally:
         await engine.client.close()
-    assert isinstance(gave_up, EngineError) and "turn_deadline" in str(gave_up)
+    assert isinstance(gave_up, EngineBusy) and "turn_deadline" in str(gave_up)
     assert still_out  # it gave up while the request gone first was still out
     assert len(fake.chats) == 2
+
+
+async def test_a_note_out_of_time_behind_the_request_gone_first_is_told_the_service_is_busy(
+    storage, fake
+) -> None:
+    """A note that reaches its turn's deadline waiting for the answer of the request that went
+    first after a 429's pause sent nothing of its own: the rate limit held it, and its player
+    heard that the service is down."""
+    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=20)]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")
+    async with running_app(settings) as app:
+        first = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        while len(fake.chats) < 2:  # its 429, the pause, then it goes first, into the hang
+            assert not first.done(), first
+            await asyncio.sleep(0.01)
+        app.agent.engine.turn_deadline = 1.0  # this note's turn, not the one gone first
+        late = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        still_out = not first.done()
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+    assert still_out
+    assert len(fake.chats) == 2  # the late note sent none
+    assert (late.kind, late.text) == ("apology", say.VOICE_SERVICE_BUSY)
 
 
 async def test_a_transcription_waiting_for_the_request_gone_first_is_not_tried_again_on_its_429(

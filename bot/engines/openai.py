@@ -811,11 +811,13 @@ class OpenAIEngine:
         408), and unless `unsent_only` after a 5xx but a gateway's 502 or 504, or a 429 asking for
         at most SHORT_WAIT. A 408's or a 5xx's Retry-After is waited out as a 429's. Raises the
         SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits
-        (BusyPause for a rate limit's), EngineError(`late`) at the deadline (waiting for the request that
-        went first after a 429's pause too), or EngineBusy when that request's 429 was the last
+        (BusyPause for a rate limit's), EngineError(`late`) at the deadline, EngineBusy at the
+        deadline while waiting for the request that went first after a 429's pause (EngineError
+        when a request of the turn's own failed before), or when that request's 429 was the last
         of this turn's tries. A request cut off at a deadline mostly `spent_elsewhere` (by the
         turn's tools) is not the service's failure: the breaker does not count it."""
         tries = 0
+        failed = False  # a request of this turn's own timed out, failed or met a 5xx
         while True:
             wait = gate.wait()
             if wait > 0 and gate.probe is not None and gate.holding:
@@ -824,7 +826,13 @@ class OpenAIEngine:
                     async with asyncio.timeout(deadline - time.monotonic()):
                         await gate.probe.wait()
                 except TimeoutError:
-                    raise EngineError(late) from None
+                    if failed:
+                        raise EngineError(late) from None
+                    # Held by the rate limit alone: the service is up, not "down" to the player.
+                    raise EngineBusy(
+                        f"{late}, waiting for the request out alone after a 429's pause",
+                        wait=gate.limit_left(),
+                    ) from None
                 if gate.limited > limited:
                     # Refused: as this turn's own request would have been, had it gone.
                     if unsent_only or tries >= retries:
@@ -888,6 +896,7 @@ class OpenAIEngine:
                     raise
                 asked = _wait_named(exc.response.headers) if status is not None else None
                 timed_out = isinstance(exc, openai.APITimeoutError)
+                failed = True
                 gate.failed("timed out" if timed_out else str(status or type(exc).__name__), asked, sent)
                 if probing:
                     raise gate.paused() from exc
