@@ -1305,6 +1305,29 @@ async def test_a_transcription_failing_on_every_note_is_one_warning_naming_model
     assert "gpt-4o-mini-transcribe" in told[1][1]
 
 
+async def test_the_pause_after_transcriptions_timing_out_names_their_own_deadline(
+    storage, fake, caplog, monkeypatch
+) -> None:
+    """Three transcriptions in a row out of time pause them (the breaker), and its line said "the
+    last at the turn's deadline": a transcription has a deadline of its own, not
+    openai.turn_deadline_seconds, which an operator would raise for nothing."""
+    from bot.audio import pcm_to_wav
+    from bot.engines import openai as engine_module
+    from bot.engines.base import AudioClip
+
+    monkeypatch.setattr(engine_module, "TRANSCRIBE_TIMEOUT", 1.0)
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    engine = await engine_module.create_openai_engine(openai_settings(storage, fake), verify=False)
+    clip = AudioClip(wav=pcm_to_wav(bytes(48_000), 24_000), seconds=1.0)
+    fake.transcription_failures = [Failure(hang=600)] * 3
+    heard = [await engine.transcribe(clip) for _ in range(3)]
+    await engine.aclose()
+    assert heard == [None] * 3
+    (paused,) = [r.getMessage() for r in caplog.records if "transcription paused for" in r.getMessage()]
+    assert "turn's deadline" not in paused, paused
+    assert "the last at the transcription's deadline of 1 s" in paused, paused
+
+
 async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
     storage, fake, caplog
 ) -> None:

@@ -482,6 +482,7 @@ class OpenAIEngine:
                 # a service that is failing or limiting.
                 unsent_only=True,
                 late=f"timed out after {TRANSCRIBE_TIMEOUT:g} s",
+                timed_out_at=f"at the transcription's deadline of {TRANSCRIBE_TIMEOUT:g} s",
             )
         except EnginePaused:
             return None
@@ -805,6 +806,7 @@ class OpenAIEngine:
         spent_elsewhere: Callable[[], bool] = lambda: False,
         unsent_only: bool = False,
         late: str = "no answer within openai.turn_deadline_seconds",
+        timed_out_at: str = "at the turn's deadline (openai.turn_deadline_seconds)",
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
         time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`, a
@@ -815,7 +817,8 @@ class OpenAIEngine:
         deadline while waiting for the request that went first after a 429's pause (EngineError
         when a request of the turn's own failed before), or when that request's 429 was the last
         of this turn's tries. A request cut off at a deadline mostly `spent_elsewhere` (by the
-        turn's tools) is not the service's failure: the breaker does not count it."""
+        turn's tools) is not the service's failure: the breaker does not count it; one that is
+        counts as a failure `timed_out_at`, which names the deadline for the breaker's line."""
         tries = 0
         failed = False  # a request of this turn's own timed out, failed or met a 5xx
         while True:
@@ -858,7 +861,7 @@ class OpenAIEngine:
             except TimeoutError:
                 # Slow tools would otherwise pause OpenAI for every player, and it was not slow.
                 if not spent_elsewhere():
-                    gate.failed("at the turn's deadline", sent=sent)
+                    gate.failed(timed_out_at, sent=sent)
                 raise EngineError(late) from None
             except openai.RateLimitError as exc:
                 if exc.code == OUT_OF_QUOTA:
