@@ -331,6 +331,53 @@ async def test_a_note_out_of_time_behind_the_request_gone_first_is_told_the_serv
     assert (late.kind, late.text) == ("apology", say.VOICE_SERVICE_BUSY)
 
 
+async def test_a_turn_whose_own_request_failed_before_it_waited_for_the_request_gone_first_is_down(
+    storage, fake
+) -> None:
+    """A turn whose own request met a 5xx (out with the 429's, answered once the request gone
+    first after the pause is out), then reached its deadline waiting for that one's answer, was
+    held by the failure as much as by the rate limit: it is told as the service failing."""
+    from bot.engines.base import EngineBusy, EngineError
+    from bot.engines.openai import create_openai_engine
+
+    limited, failed = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        Failure(status=429, retry_after=0.3, held=limited),
+        Failure(status=500, held=failed),
+        Failure(status=500, hang=20),
+    ]
+    engine = await create_openai_engine(openai_settings(storage, fake), verify=False)
+    asked, request = _turns_asking(engine)
+
+    def turn(i: int, seconds: float) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(engine.chat_gate, lambda: request(i), deadline=time.monotonic() + seconds, retries=2)
+        )
+
+    try:
+        first = turn(0, 30)
+        while len(fake.failures) > 2:  # its request out, its 429 held
+            assert not first.done(), first
+            await asyncio.sleep(0.01)
+        second = turn(1, 3)
+        while len(fake.failures) > 1:  # out with it, its 500 held
+            assert not second.done(), second
+            await asyncio.sleep(0.01)
+        limited.set()  # the 429, its pause, then the first goes first, into the hang
+        while fake.failures:
+            assert not second.done(), second
+            await asyncio.sleep(0.01)
+        failed.set()  # the second's own 500: it waits for the first's answer, past its deadline
+        (gave_up,) = await asyncio.gather(second, return_exceptions=True)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+    finally:
+        await engine.client.close()
+    assert asked == [0, 1, 0]
+    assert isinstance(gave_up, EngineError) and not isinstance(gave_up, EngineBusy), repr(gave_up)
+
+
 async def test_a_transcription_waiting_for_the_request_gone_first_is_not_tried_again_on_its_429(
     storage, fake
 ) -> None:
