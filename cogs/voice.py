@@ -617,13 +617,8 @@ class VoiceNotes(commands.Cog):
         if self._wait_out_timeout(message):
             await self._release(message)
             return
-        if not may_send(message):
-            # Nothing could reach the player there: no turn is spent on an answer that cannot go out.
-            self._cannot_post(message)
-            metrics.note("discord", "failed", "permissions")
-            await self._settle(ledger.unanswerable, message)
+        if await self._settled_unpostable(message):
             return
-        self._denying.pop(_permission_place(message), None)
         if several and message.id not in self._told_several:  # once it is this process's to answer
             remember(self._told_several, message.id, None, MAX_TOLD_SEVERAL)
             self.bot.track(self._tell_several(message), aside=True)  # its note is counted
@@ -852,6 +847,19 @@ class VoiceNotes(commands.Cog):
         )
         return True
 
+    async def _settled_unpostable(self, message: discord.Message) -> bool:
+        """Whether the bot is known to be denied posting where the note was sent, the note then
+        settled unanswered: nothing could reach the player there, so no turn is spent on an
+        answer that cannot go out, nor a refused request (403 50013, counted toward an address
+        ban) made for one already kept."""
+        if may_send(message):
+            self._denying.pop(_permission_place(message), None)
+            return False
+        self._cannot_post(message)
+        metrics.note("discord", "failed", "permissions")
+        await self._settle(self.bot.core.notes.unanswerable, message)
+        return True
+
     def _cannot_post(self, message: discord.Message) -> None:
         """A warning for the first note of a channel that denies the bot Send Messages; the rest
         at info until a note there may be answered again: a raid there is one line to act on. In
@@ -1068,6 +1076,8 @@ class VoiceNotes(commands.Cog):
         with its answer and what of it was posted: the next start's recheck sends it from the
         ledger (see `copy_from_the_ledger`), as a line asking for it would fail alike."""
         ledger = self.bot.core.notes
+        if await self._settled_unpostable(message):
+            return
         log.info("note %s from %s: sending its kept answer before the stop", message.id, message.author.id)
         self._sending_at_stop.add(message.id)
         try:

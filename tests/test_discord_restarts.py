@@ -1663,6 +1663,26 @@ async def test_a_kept_answer_nothing_of_which_reaches_its_player_at_a_stop_is_sa
     assert [r.levelno for r in caplog.records if said in r.getMessage()] == [logging.ERROR], caplog.text
 
 
+async def test_a_kept_answer_where_the_bot_is_known_not_to_post_is_not_sent_at_a_stop(
+    settings, fake, caplog
+) -> None:
+    # Send Messages denied after its answer was kept, the bot's cache told: the stop posted the
+    # answer all the same (its voice message, then its words), each refused 403 50013, a request
+    # counted toward an address ban and time off the stop's wait, where a note's turn posts
+    # nothing there and settles the note with the channel's warning.
+    caplog.set_level(logging.INFO)
+    async with running_without_history(settings, fake, recheck_seconds=3600) as h:
+        (note,) = await given_back_unfetchable(fake, caplog, nova)
+        await fake.deny(ALLOWED_CHANNEL, SEND_MESSAGES)
+        channel = h.bot.get_channel(ALLOWED_CHANNEL)
+        await eventually(lambda: not channel.permissions_for(channel.guild.me).send_messages)
+    assert fake.refused == [], fake.refused
+    assert not fake.sent("message", ALLOWED_CHANNEL)
+    assert (await stored_states(settings))[note["id"]] == "expired"
+    said = f"note {note['id']} from {nova.id} not answered: no Send Messages permission in channel "
+    assert said + str(ALLOWED_CHANNEL) in caplog.text, caplog.text
+
+
 async def _logged(log_path: Any, text: str, within: float) -> None:
     """Until the bot process's log holds `text`."""
     for _ in range(int(within / 0.1)):
