@@ -1961,16 +1961,30 @@ async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_
     # the next start counted as a crash in each one's turn.
     from cogs import bot as bot_module
 
-    monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", 2.0)
+    # The stop's wait, long enough for the asking on any machine: it runs out when the first
+    # note's write begins, not when a short one happens to, which on a loaded machine came while
+    # the line was still being sent (no line, and nothing settling to cut).
+    budget = 3600.25
+    monkeypatch.setattr(bot_module, "FOLLOW_UP_SECONDS", budget)
+    timeout = asyncio.timeout
+    waits: list[asyncio.Timeout] = []
+
+    def recorded(delay: float | None) -> asyncio.Timeout:
+        made = timeout(delay)
+        if delay == budget:
+            waits.append(made)
+        return made
+
+    monkeypatch.setattr(asyncio, "timeout", recorded)
     settling = NoteLedger.unanswerable
     slow = [True]
 
     async def slow_disk(ledger: NoteLedger, message_id: int) -> None:
-        task = asyncio.current_task()
-        # The first note's write lasts until the stop's wait runs out (unless it ran out before,
-        # on a machine slow enough for the asking to take it all).
-        if slow and task is not None and not task.cancelling():
+        # The first note's write lasts until the stop's wait runs out, which it does now.
+        if slow:
             slow.clear()
+            (wait,) = waits
+            wait.reschedule(asyncio.get_running_loop().time())
             await asyncio.sleep(60)
         await settling(ledger, message_id)
 
@@ -1978,6 +1992,7 @@ async def test_given_back_notes_a_stop_ran_out_of_time_settling_are_settled_all_
         notes = await given_back_unfetchable(fake, caplog, nova, blaze)
         await with_no_answer_kept(h, notes)
         monkeypatch.setattr(NoteLedger, "unanswerable", slow_disk)
+    assert "closing before every note given back unfetchable was asked for again" in caplog.text
     (asked,) = [r.body.get("content") for r in fake.sent("message", ALLOWED_CHANNEL)]
     assert asked.endswith(RESTARTING_SEND_AGAIN)
     states = await stored_states(settings)
