@@ -1,6 +1,12 @@
 """End to end through discord.py and the fake Discord: how much the bot itself adds per note.
 
     python bench/e2e.py [--notes N] [--users 1,10,50]
+    python bench/e2e.py --keep-first 5 [--users 1,10]
+
+`--keep-first R`: each user count R times over, taking turns with and without the answer written
+to the notes ledger (NoteLedger.keep_answer: its text and Ogg/Opus audio) before its first post,
+what keeping it beforehand where the bot may not read history would cost each answer; medians
+of the rounds' p50s, and their ratio (with / without).
 
 The bot runs exactly as `python -m bot run` runs it (cogs.runner.serve), on embedded defaults
 seeded into a temporary directory, with an engine that answers instantly (no tool call, a 1 s
@@ -37,6 +43,23 @@ from tests.audio_samples import encode, speechlike
 from tests.discord_harness import discord_settings
 from tests.fakes.discord_server import TOKEN, FakeDiscord, InjectedUser
 from tests.frontend_engine import FrontendEngine
+
+# Whether VoiceNotes._send writes the answer to the ledger first (`--keep-first`).
+KEEP_FIRST = [False]
+
+
+def keep_before_sending() -> None:
+    from cogs.voice import VoiceNotes
+
+    send = VoiceNotes._send
+
+    async def keeping_first(self: Any, message: Any, unsent: Any, arrived: float) -> Any:
+        if KEEP_FIRST[0]:
+            await self.bot.core.notes.keep_answer(message.id, unsent)
+        return await send(self, message, unsent, arrived)
+
+    VoiceNotes._send = keeping_first  # type: ignore[method-assign]
+
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,7 +153,25 @@ async def scenario(ft: FakeThread, users: int, notes: int, note: bytes, round_: 
     }
 
 
-async def main(notes: int, user_counts: list[int], note_seconds: float) -> None:
+async def compare_keeping(
+    ft: FakeThread, users: int, notes: int, note: bytes, rounds: int, base: int
+) -> None:
+    """Rounds taking turns without and with the answer kept before its first post."""
+    seen: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for r in range(rounds):
+        for keep in (False, True) if r % 2 == 0 else (True, False):
+            KEEP_FIRST[0] = keep
+            seen[keep].append(await scenario(ft, users, max(notes, users), note, base + 2 * r + keep))
+    KEEP_FIRST[0] = False
+    for key in ("voice_p50", "full_p50", "notes_per_s"):
+        without = statistics.median(x[key] for x in seen[False])
+        with_ = statistics.median(x[key] for x in seen[True])
+        print(f"{users:>5} {key:>12} without {without:>9.1f} with {with_:>9.1f} ratio {with_ / without:.3f}")
+
+
+async def main(notes: int, user_counts: list[int], note_seconds: float, keep_first: int = 0) -> None:
+    if keep_first:
+        keep_before_sending()
     note = encode(speechlike(note_seconds), 48_000, "ogg")
     with tempfile.TemporaryDirectory(prefix="voxdesk-bench-") as tmp:
         base = load_settings(
@@ -156,6 +197,11 @@ async def main(notes: int, user_counts: list[int], note_seconds: float) -> None:
                 f"{'users':>5} {'notes':>5} {'notes/s':>8} {'voice p50':>10} {'voice p95':>10} "
                 f"{'full p50':>9} {'full p95':>9} {'loop lag max':>13}"
             )
+            if keep_first:
+                print(f"answer kept before its first post or not, {keep_first} rounds each, medians:")
+                for i, users in enumerate(user_counts):
+                    await compare_keeping(ft, users, notes, note, keep_first, 100 + i * 100)
+                user_counts = []
             for i, users in enumerate(user_counts):
                 r = await scenario(ft, users, max(notes, users), note, i)
                 print(
@@ -177,5 +223,9 @@ if __name__ == "__main__":
     parser.add_argument("--notes", type=int, default=100, help="notes per scenario (at least one per user)")
     parser.add_argument("--users", default="1,10,50", help="comma-separated concurrent user counts")
     parser.add_argument("--note-seconds", type=float, default=3.0, help="length of each voice note")
+    parser.add_argument(
+        "--keep-first", type=int, default=0, help="rounds comparing the answer kept before its first post"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.notes, [int(u) for u in args.users.split(",")], args.note_seconds))
+    users = [int(u) for u in args.users.split(",")]
+    asyncio.run(main(args.notes, users, args.note_seconds, args.keep_first))
