@@ -320,8 +320,8 @@ NOTES_CUT_SHORT = (
 RESTARTING_SEND_AGAIN = (
     "I'm restarting and can't answer notes here just now. Please send yours again in a minute."
 )
-# A note whose turn a kill cut where the bot may not read history: its answer may have reached the
-# player before the kill (nothing recorded it), and no process may look.
+# A note whose turn a kill cut where the bot may not read history, no answer kept: its answer may
+# have reached the player before the kill (the ledger refused to keep it), and no process may look.
 MAYBE_UNANSWERED_SEND_AGAIN = (
     "I restarted just now. If you didn't get my answer to your voice note here, please send it again."
 )
