@@ -151,7 +151,25 @@ def is_connection_lost(exc: BaseException) -> bool:
 _HINTS = {
     "28000": "login failed: check the user and password in VOXDESK_SQL_CONNECTION_STRING",
     "IM002": "no such ODBC driver or data source: check Driver= in VOXDESK_SQL_CONNECTION_STRING",
+    # Microsoft's driver: a server name that does not resolve, a port closed or filtered.
+    "08001": "server unreachable: check Server= (name and port) in VOXDESK_SQL_CONNECTION_STRING,"
+    " and that its firewall lets this machine in",
 }
+# SQL Server's 4060 comes first, before the 18456 ("Login failed") that follows it, for a
+# Database= the server has no such database by, or one the login may not open.
+_NO_DATABASE = re.compile(r"\(4060\)")
+_NO_DATABASE_HINT = (
+    "database does not exist, or the login may not open it: check Database= in VOXDESK_SQL_CONNECTION_STRING"
+)
+# The SQLite driver's SQLITE_CANTOPEN at connect: a file in a folder that does not exist, or one
+# this user may not read.
+_SQLITE_CANNOT_OPEN = re.compile(r"\[SQLite\]connect failed \(14\)")
+_SQLITE_CANNOT_OPEN_HINT = (
+    "database does not exist or cannot be opened: check Database= in VOXDESK_SQL_CONNECTION_STRING"
+)
+# Microsoft's driver says HYT00 "Login timeout expired" before the 08001 of a server that never
+# answered; HYT00 alone is also a statement's query timeout, which is no connection failure.
+_LOGIN_TIMEOUT = "Login timeout expired"
 _UNTRUSTED_HINT = (
     "the server's TLS certificate is not trusted: connect by the name it was issued for"
     " (<server>.database.windows.net) with CA certificates installed, or, for a server with a"
@@ -218,6 +236,12 @@ def describe(exc: BaseException) -> str:
             hint = _HINTS["IM002"]
         elif _UNTRUSTED_CERTIFICATE.search(message):
             hint = _UNTRUSTED_HINT
+        elif _NO_DATABASE.search(message):
+            hint = _NO_DATABASE_HINT
+        elif _SQLITE_CANNOT_OPEN.search(message):
+            hint = _SQLITE_CANNOT_OPEN_HINT
+        elif _LOGIN_TIMEOUT in message:
+            hint = _HINTS["08001"]
         else:
             hint = _HINTS.get(sqlstate, "")
         text = f"{hint} ({message}, SQLSTATE {sqlstate})" if hint else f"{message} (SQLSTATE {sqlstate})"

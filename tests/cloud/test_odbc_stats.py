@@ -294,6 +294,49 @@ def test_describe_names_the_reason_and_hides_the_password() -> None:
     assert PASSWORD not in describe(echoed)
 
 
+# Microsoft's driver as a deployer meets it: pyodbc joins the diagnostic records, the first one's
+# SQLSTATE standing for all.
+SERVER_UNREACHABLE = pyodbc.OperationalError(
+    "HYT00",
+    "[HYT00] [Microsoft][ODBC Driver 18 for SQL Server]Login timeout expired (0) (SQLDriverConnect); "
+    "[08001] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: Error code 0x2AF9 (11001); "
+    "[08001] [Microsoft][ODBC Driver 18 for SQL Server]A network-related or instance-specific error"
+    " has occurred while establishing a connection to sqlx.database.windows.net. (11001)",
+)
+NO_DATABASE = pyodbc.InterfaceError(
+    "42000",
+    '[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Cannot open database "playrs"'
+    " requested by the login. The login failed. (4060) (SQLDriverConnect); [28000] [Microsoft][ODBC"
+    " Driver 18 for SQL Server][SQL Server]Login failed for user 'bot'. (18456)",
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (SERVER_UNREACHABLE, "server unreachable: check Server= (name and port)"),
+        (
+            driver_error("08001", "TCP Provider: Error code 0x2749", 10057, "SQLDriverConnect"),
+            "server unreachable",
+        ),
+        (NO_DATABASE, "database does not exist, or the login may not open it: check Database="),
+        (
+            driver_error("28000", "[SQL Server]Login failed for user 'bot'.", 18456, "SQLDriverConnect"),
+            "login failed: check the user and password",
+        ),
+    ],
+    ids=["server unreachable", "connection refused", "no such database", "login refused"],
+)
+def test_describe_says_which_part_of_the_connection_string_is_wrong(error: pyodbc.Error, said: str) -> None:
+    assert describe(error).startswith(said), describe(error)
+    assert "VOXDESK_SQL_CONNECTION_STRING" in describe(error)
+
+
+def test_a_query_timeout_is_no_unreachable_server() -> None:
+    timeout = driver_error("HYT00", "Query timeout expired", 0)
+    assert not describe(timeout).startswith("server unreachable"), describe(timeout)
+
+
 @pytest.mark.parametrize("error", UNTRUSTED_CERTIFICATE, ids=["openssl", "schannel", "principal name"])
 def test_describe_says_what_to_do_about_an_untrusted_certificate(error: pyodbc.Error) -> None:
     said = describe(error)
