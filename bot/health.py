@@ -463,12 +463,19 @@ def _has_offline_fallback(settings: Settings, live: App | None) -> bool:
 
 
 async def say_what_the_cloud_tools_refuse(app: App) -> None:
-    """At `run`'s start, the manuals and grievances backends that are cloud services (Azure AI
-    Search, Jira) tried once as `check` tries them, each failing one a WARNING line naming what
-    to mend. They are otherwise first asked when a player needs them: a mistyped jira.project or
-    search.index would go unsaid until then, grievances waiting unpushed. The bot serves
-    meanwhile, as it does while either service is down."""
+    """At `run`'s start, the tool backends that are remote services (an ODBC player database,
+    Azure AI Search, Jira) tried once as `check` tries them, each failing one a WARNING line
+    naming what to mend. They are otherwise first asked when a player needs them: a mistyped
+    server, database, jira.project or search.index would go unsaid until then, grievances
+    waiting unpushed. The bot serves meanwhile, as it does while any of them is down. An ODBC
+    driver that is not installed has its own ERROR line as the backend is built: not said twice."""
     tools, tried = app.settings.tools, []
+    if tools.stats == "odbc":
+        from bot.tools.odbc_stats import missing_driver
+
+        connection = app.settings.secrets.sql_connection_string
+        if await asyncio.to_thread(missing_driver, connection) is None:
+            tried.append(_one("stats", tools.stats, app.stats.check))  # type: ignore[attr-defined]
     if tools.manuals == "azure":
         tried.append(_one("manuals", tools.manuals, app.manuals.check))  # type: ignore[attr-defined]
     if tools.grievances == "jira":

@@ -238,3 +238,56 @@ async def test_a_start_up_check_still_out_when_run_stops_says_nothing_during_the
     lines = said()
     after = lines[lines.index("shutting down: no new notes") :]
     assert not [line for line in after if line.startswith("start-up check")], after
+
+
+@pytest.mark.parametrize(
+    ("database", "driver", "said"),
+    [
+        (
+            "missing/players.db",
+            "SQLite3",
+            "start-up check failed: stats (odbc): database does not exist or cannot be opened: check"
+            " Database= in VOXDESK_SQL_CONNECTION_STRING",
+        ),
+        ("players.db", "NoSuchDriver", None),  # its own ERROR line as the backend is built
+    ],
+    ids=["no such database", "no such driver"],
+)
+async def test_run_names_a_player_database_it_cannot_open_as_it_starts(
+    services,
+    seeded_storage: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    database: str,
+    driver: str,
+    said: str | None,
+) -> None:
+    # `check` tried the connection, but `run` did not: a wrong server or database went unsaid
+    # until the first player asked for their stats. A wrong jira.project beside it is said in
+    # the same pass, so its line shows the pass has ended.
+    from tests.discord_harness import running_bot
+    from tests.fakes.discord_server import serving
+
+    search, jira = services
+    password = "hunter2-odbc"
+    wrong_odbc = f"Driver={driver};Database={tmp_path / database};Timeout=200;UID=bot;PWD={password}"
+    settings = await cloud_settings(
+        copy_of(seeded_storage, tmp_path / "s"),
+        search,
+        jira,
+        VOXDESK_SQL_CONNECTION_STRING=wrong_odbc,
+        VOXDESK_JIRA_PROJECT="NOPE",
+    )
+    caplog.set_level(logging.INFO)
+
+    def said_at_start() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "bot.health"]
+
+    async with serving() as discord, running_bot(settings, discord):
+        await eventually(lambda: any("grievances (jira)" in line for line in said_at_start()))
+    stats_lines = [line for line in said_at_start() if "stats (odbc)" in line]
+    assert len(stats_lines) == (1 if said else 0), stats_lines
+    assert all(line.startswith(f"{said} ([SQLite]connect failed (14)") for line in stats_lines)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([e for e in errors if "NoSuchDriver" in e]) == (0 if said else 1), errors
+    assert password not in caplog.text and "Traceback" not in caplog.text
