@@ -392,8 +392,50 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
     return CheckResult(service, backend, True, masked(detail), warn=isinstance(detail, NeedsHuman))
 
 
+async def _check_local_manuals(settings: Settings, manuals: object) -> str:
+    """The local index's own line, and the manuals of the folder it no longer matches: a manual
+    added, changed or removed since `init` built it is answered from the old passages (or not at
+    all) until `init` runs again. The index keeps each passage's text, so the folder's manuals
+    are cut as `init` cuts them and compared whole."""
+    from bot.tools.manual_chunks import chunk_manuals
+
+    detail: str = await manuals.check()  # type: ignore[attr-defined]
+    held = await manuals.indexed()  # type: ignore[attr-defined]
+    if not held:
+        return detail  # the empty index's own line says to run `init`
+    folder = settings.manuals_dir
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for chunk in await asyncio.to_thread(chunk_manuals, folder):
+        found.setdefault(chunk.source, []).append((chunk.key, chunk.title, chunk.text))
+    differ = [
+        ("added", sorted(found.keys() - held.keys())),
+        ("changed", sorted(n for n in found.keys() & held.keys() if found[n] != held[n])),
+        ("removed", sorted(held.keys() - found.keys())),
+    ]
+    if not any(names for _, names in differ):
+        return detail
+    said = "; ".join(f"{how} {', '.join(names)}" for how, names in differ if names)
+    return NeedsHuman(
+        f"{detail}; the manuals in {folder} differ from the index ({said}): players are answered"
+        " from the old passages until `python -m bot init` indexes them again"
+    )
+
+
 # Each tool backend's database, when it is the local one.
 DATABASES = {"stats": "players", "manuals": "manuals", "grievances": "grievances"}
+
+
+class _Compared:
+    """A local manuals index whose check compares it with the manuals folder too."""
+
+    def __init__(self, settings: Settings, manuals: object) -> None:
+        self._settings, self._manuals = settings, manuals
+
+    async def check(self) -> str:
+        return await _check_local_manuals(self._settings, self._manuals)
+
+    async def aclose(self) -> None:
+        await self._manuals.aclose()  # type: ignore[attr-defined]
 
 
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
@@ -408,6 +450,8 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         name: str, build: Callable[[Settings, bool], Awaitable[object]]
     ) -> Callable[[], Awaitable[str]]:
         if live is not None:
+            if name == "manuals" and settings.tools.manuals == "sqlite":
+                return lambda: _check_local_manuals(settings, live.manuals)  # type: ignore[attr-defined]
             return getattr(live, name).check  # type: ignore[no-any-return]
         # Read-only: `check` looks, run before an upgrade too, and a store opened to write would
         # migrate its database (which the version still serving may then refuse) or file the
@@ -415,6 +459,13 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         database = getattr(app.storage_paths(settings), DATABASES[name])
         if name == "grievances" and settings.tools.grievances == "local":
             return lambda: _check_local_grievances(lambda: build(settings, True), database)
+        if name == "manuals" and settings.tools.manuals == "sqlite":
+
+            async def build_manuals() -> object:
+                manuals = await build(settings, True)
+                return _Compared(settings, manuals)
+
+            return lambda: _check_backend(build_manuals, database)
         return lambda: _check_backend(lambda: build(settings, True), database)
 
     async def discord() -> str:

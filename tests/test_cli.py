@@ -2265,3 +2265,31 @@ def test_a_speaker_that_is_no_discord_id_is_refused_before_the_note_is_asked(cap
         "argument --user: 'nova' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
     )
     assert build_parser().parse_args([*command, "--user", "222222222222222222"]).user == "222222222222222222"
+
+
+async def test_check_names_the_manuals_the_local_index_no_longer_matches(settings, tmp_path: Path) -> None:
+    # The index holds what `init` cut from the manuals folder then: a manual added, changed or
+    # removed since was answered from the old passages, and `check` said "ok" all the same.
+    from bot.seed import initialise
+
+    manuals = tmp_path / "manuals"
+    shutil.copytree(paths.MANUALS, manuals)
+    configured = make_settings(settings.storage_dir, VOXDESK_STORAGE_MANUALS_DIR=str(manuals))
+    line = {r.service: r for r in await health.check_all(configured)}["manuals"]
+    assert line.mark == "ok", line.line()
+
+    (manuals / "cross-play.md").write_text("# Cross-play\n\n## Turning it on\n\nSettings, then Online.\n")
+    refunds = manuals / "refunds.md"
+    refunds.write_text(refunds.read_text().replace("14 days", "30 days", 1) + "\nAsk within a month.\n")
+    (manuals / "crashes.md").unlink()
+    line = {r.service: r for r in await health.check_all(configured)}["manuals"]
+    assert line.mark == "warn", line.line()
+    assert line.detail.endswith(
+        f"; the manuals in {manuals} differ from the index (added cross-play.md; changed refunds.md;"
+        " removed crashes.md): players are answered from the old passages until `python -m bot init`"
+        " indexes them again"
+    ), line.detail
+
+    await initialise(configured, speech=False)
+    line = {r.service: r for r in await health.check_all(configured)}["manuals"]
+    assert line.mark == "ok", line.line()

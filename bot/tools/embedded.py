@@ -270,5 +270,14 @@ class FtsManuals:
             return "local manuals index is empty: run `python -m bot init`"
         return f"local manuals index: {count} passages"
 
+    async def indexed(self) -> dict[str, list[tuple[str, str, str]]]:
+        """Each manual's passages as the index holds them, (key, title, text) in their order, by
+        the manual's file name: what `check` compares the manuals folder with."""
+        cursor = await self._conn.execute("SELECT source, key, title, text FROM passages ORDER BY rowid")
+        held: dict[str, list[tuple[str, str, str]]] = {}
+        for source, key, title, text in await cursor.fetchall():
+            held.setdefault(source, []).append((key, title, text))
+        return held
+
     async def aclose(self) -> None:
         await self._conn.close()
