@@ -618,6 +618,7 @@ def load_settings(
         _check_storage_place(settings)
         _check_ranges(settings)
         _check_not_empty(settings)
+        _check_jira_project(settings)
         _check_languages(settings.offline)
         _check_addresses(settings, environ)
     _check_required_secrets(settings)
@@ -852,6 +853,24 @@ NAMES_SOMETHING = (
     ("jira", "project"),
     ("jira", "issue_type"),
 )
+
+
+# Jira's project key format: a capital letter, then capitals, digits or "_", 2 to 10 in all. \Z,
+# not $: $ also matches before a final line break, which would pass "GRV\n".
+JIRA_PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}\Z")
+
+
+def _check_jira_project(settings: Settings) -> None:
+    """jira.project, with Jira on: a key Jira cannot have names no project, and the Jira client
+    refused it only when the backend was built, `run` stopping there on a traceback."""
+    if settings.tools.grievances != "jira" or JIRA_PROJECT_KEY.match(project := settings.jira.project):
+        return
+    if JIRA_PROJECT_KEY.match(project.upper()):
+        # Jira's keys are upper case, and its REST API takes a project key case-sensitively.
+        raise ConfigError(
+            f"jira.project = {project!r}: Jira project keys are upper case: set it to {project.upper()!r}"
+        )
+    raise ConfigError(f"jira.project = {project!r} is not a Jira project key like GRV: fix it")
 
 
 def _check_not_empty(settings: Settings) -> None:

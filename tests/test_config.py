@@ -246,6 +246,14 @@ def test_a_config_path_from_the_environment_starting_with_a_tilde_is_in_the_home
         ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "many"}, "agent.max_tool_rounds"),
         ("[agent]\nengine = 'openai'\n", {}, "OPENAI_API_KEY"),
         ("[tools]\ngrievances = 'jira'\n", {"JIRA_EMAIL": "a@b.c"}, "JIRA_API_TOKEN"),
+        # Jira's project keys are upper case: the client refused one at the backend's build, and
+        # `run` stopped there on a traceback, status 1.
+        (
+            "[tools]\ngrievances = 'jira'\n[jira]\nproject = 'grv'\n",
+            {},
+            "jira.project = 'grv': Jira project keys are upper case: set it to 'GRV'",
+        ),
+        ("[tools]\ngrievances = 'jira'\n", {"VOXDESK_JIRA_PROJECT": "G-RV"}, "not a Jira project key"),
         ("[tools]\nstats = 'odbc'\n", {}, "VOXDESK_SQL_CONNECTION_STRING"),
         ("[agent\n", {}, "not valid TOML"),
         # Values of the right type that would break the bot later, not at load:
@@ -1149,3 +1157,7 @@ def test_a_name_set_twice_in_dotenv_is_a_warning_naming_its_lines_not_its_values
         f"{tmp_path / '.env'}: DISCORD_TOKEN is set on line 1 and again on line 3: .env gives line 3's"
     )
     assert "token" not in caplog.text.replace("DISCORD_TOKEN", "")
+
+
+def test_a_jira_project_is_not_checked_with_jira_off(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "[jira]\nproject = 'grv'\n"), environ={}).jira.project == "grv"

@@ -27,7 +27,7 @@ from jira import JIRA, JIRAError
 from urllib3.exceptions import NewConnectionError
 
 from bot import logs
-from bot.config import shown_url
+from bot.config import JIRA_PROJECT_KEY, shown_url
 from bot.retry_after import http_date, seconds_named
 from bot.tools import TICKET_KEY, USER_ID, cluster_start, well_formed
 from bot.tools.base import DECLINED, DUPLICATE
@@ -36,7 +36,7 @@ from bot.tools.grievance_store import KEY_PREFIX, iso_at
 log = logging.getLogger(__name__)
 
 # \Z, not $: $ also matches before a final line break, which would pass "<id>\n".
-PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}\Z")
+PROJECT_KEY = JIRA_PROJECT_KEY
 LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}\Z")
 LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}\Z")
 SEARCH_FIELDS = ["summary", "description", "labels", "status", "resolution", "created", "updated"]
