@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import re
+import shutil
 import socket
 import sqlite3
 import time
@@ -2459,6 +2460,23 @@ async def test_check_page_shows_each_service(wsettings) -> None:
         core.engine.down = True  # type: ignore[attr-defined]
         html = await (await check_again(client)).text()
         assert "the model service is unreachable" in html
+
+
+async def test_the_desk_check_page_names_a_manual_changed_since_the_index(settings, tmp_path) -> None:
+    # The running bot answers from the index `init` built: staff on the desk hear of a manual
+    # edited since, as `voxdesk check` says it.
+    manuals = tmp_path / "manuals"
+    shutil.copytree(paths.MANUALS, manuals)
+    configured = web_settings(settings.storage_dir, VOXDESK_STORAGE_MANUALS_DIR=str(manuals))
+    async with web_client(configured) as (client, _):
+        await log_in(client)
+        html = await (await client.get("/desk/check")).text()
+        assert '<tr class="warn"><td>warn</td><td>manuals</td>' not in html
+        refunds = manuals / "refunds.md"
+        refunds.write_text(refunds.read_text() + "\nAsk within a month.\n")
+        html = await (await check_again(client)).text()
+    assert '<tr class="warn"><td>warn</td><td>manuals</td><td>sqlite</td>' in html
+    assert "differ from the index (changed refunds.md)" in html
 
 
 async def test_the_desk_check_page_warns_of_grievance_lines_set_aside(wsettings) -> None:
