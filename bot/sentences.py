@@ -155,6 +155,10 @@ TICKETS_UNREACHABLE = (
 )
 LOCAL_RECORD_NOTE = "from our local record; the ticket system is unreachable"
 UNTRACKED_NOTE = "from our local record; the ticket system no longer has this ticket"
+HIDDEN_NOTE = (
+    "from our local record; the ticket is filed and staff can see it, but the ticket system "
+    "doesn't let me read its status"
+)
 # In place of each ticket's words, for the model to tell the player, when others read the answer.
 TICKET_WORDS_KEPT = (
     "kept private in a public channel: ask in a DM or with /grievance status to hear what each ticket says"
@@ -238,6 +242,10 @@ UPDATED_AGO = "{count} ago"
 UPDATED_JUST_NOW = "just now"
 FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is unreachable."
 FROM_UNTRACKED = " That's from our local record, because the ticket system no longer has it."
+FROM_HIDDEN = (
+    " That's from our local record: the ticket is filed and staff can see it, but the ticket "
+    "system doesn't let me read its status."
+)
 OLDER_TICKETS = "And {count} older ones."
 ONE_OLDER_TICKET = "And one older one."
 MORE_OLDER_TICKETS = "And more than {count} older ones."

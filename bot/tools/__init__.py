@@ -164,8 +164,11 @@ def filed_in(filing: str) -> tuple[str, str] | None:
 
 
 def _record_note(ticket: Grievance) -> str:
-    """Why a ticket's status is the local record's: gone from the tracker, or it is unreachable."""
-    return say.UNTRACKED_NOTE if ticket.untracked else say.LOCAL_RECORD_NOTE
+    """Why a ticket's status is the local record's: gone from the tracker, hidden from the bot's
+    account there, or the tracker is unreachable."""
+    if ticket.untracked:
+        return say.UNTRACKED_NOTE
+    return say.HIDDEN_NOTE if ticket.hidden else say.LOCAL_RECORD_NOTE
 
 
 async def readable_grievances(

@@ -254,6 +254,9 @@ class Grievance:
     # True when the remote tracker no longer has it (deleted, or moved out of its project): the
     # status is the local record's, and support staff work it there
     untracked: bool = False
+    # True when the remote tracker has it but hides it from the bot's account (an issue security
+    # level): filed, and staff see it, but its status is the local record's
+    hidden: bool = False
 
 
 class StatsBackend(Protocol):

@@ -534,6 +534,10 @@ class JiraGrievances:
     async def _hidden(self, remote_key: str) -> None:
         """Jira hides `remote_key`, an issue a create of its own has just made (_shown)."""
         await self._store.note_hidden(remote_key)
+        self._say_hidden(remote_key)
+
+    def _say_hidden(self, remote_key: str) -> None:
+        """The one log line for staff while Jira hides what the bot files, however often asked."""
         if not self._hidden_said:
             self._hidden_said = True
             log.error("%s", hidden_reason(self._settings.project, remote_key))
@@ -817,7 +821,7 @@ class JiraGrievances:
                 return dataclasses.replace(row, untracked=True)
         if issue is None and await self._still_hidden():
             # Jira hides what it files from the account (_shown): not found is no sign it is gone.
-            return dataclasses.replace(row, from_local_record=True)
+            return dataclasses.replace(row, from_local_record=True, hidden=True)
         if issue is None:
             if await self._store.mark_gone(row.local_key):
                 log.info(
@@ -836,6 +840,7 @@ class JiraGrievances:
         if (hidden := await self._store.hidden_issue()) is None:
             return False
         if not await self._in_thread(self._tracker.shows, hidden):
+            self._say_hidden(hidden)  # after a restart, a player's ask is the first to find it
             return True
         await self._shown_again(hidden)
         return False

@@ -22,6 +22,7 @@ import pytest
 import requests
 from jira import JIRA, JIRAError
 
+from bot import sentences as say
 from bot.app import build_grievance_backend, running_app
 from bot.backup import backup
 from bot.config import ConfigError, JiraSettings
@@ -1990,6 +1991,39 @@ async def test_issues_security_hides_from_the_account_are_said_not_taken_as_dele
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
     assert said == [("ERROR", HIDDEN.format(key="GRV-101"))]
     assert str(checked.value) == HIDDEN.format(key="GRV-102")  # the newest: still hidden
+
+
+async def test_a_player_asking_after_a_hidden_ticket_hears_it_is_filed_not_unreachable(
+    fake, db, caplog
+) -> None:
+    # A security level hides the bot's own issues from it: a player asking after theirs heard "the
+    # ticket system is unreachable", and after a restart staff heard nothing of why.
+    fake.secure_new = True
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    caplog.clear()
+    backend = await open_backend(fake, db)
+    tools = Toolbox(build_tools(None, None, backend))  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.INFO):
+            asks = [
+                await tools.run(
+                    ToolContext(user_id=NOVA, private=True),
+                    ToolCall(id=str(n), name="get_grievance_status", arguments=arguments),
+                )
+                for n, arguments in enumerate([{"ticket_key": "GRV-101"}, {}, {"ticket_key": filed.key}])
+            ]
+    finally:
+        await backend.aclose()
+    assert all(a.ok for a in asks), [a.result for a in asks]
+    notes = [t.get("note") for a in asks for t in a.result["tickets"]]
+    assert notes == [say.HIDDEN_NOTE] * 3
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [("ERROR", HIDDEN.format(key="GRV-101"))]
 
 
 async def test_issues_jira_shows_the_account_again_clear_what_check_says(fake, db) -> None:

@@ -619,7 +619,9 @@ def _record_note(note: str | None) -> str:
     """Why a ticket's status is from the local record, as said after it."""
     if not note:
         return ""
-    return say.FROM_UNTRACKED if note == say.UNTRACKED_NOTE else say.FROM_LOCAL_RECORD
+    return {say.UNTRACKED_NOTE: say.FROM_UNTRACKED, say.HIDDEN_NOTE: say.FROM_HIDDEN}.get(
+        note, say.FROM_LOCAL_RECORD
+    )
 
 
 def _when(stamp: str, now: float | None = None) -> str:
