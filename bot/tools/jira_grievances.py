@@ -235,9 +235,16 @@ class JiraGrievances:
             await self._in_thread(self._tracker.server_info)
         except TrackerError as exc:
             # The first request, which asks for no project nor credentials: a connection nothing
-            # answers, or a 404 for Jira's own REST API, is the address that is wrong.
-            if exc.status == 404 or (exc.status is None and str(exc).startswith("cannot connect")):
+            # answers, or a 404 for Jira's own REST API, is the address that is wrong. A server
+            # error or a dropped connection is the service, down a while, that the pusher retries.
+            if exc.status == 404 or exc.unreached:
                 raise TrackerError(f"{exc}: check jira.url", exc.status, maybe_done=False) from exc
+            if exc.dropped or (exc.status is not None and exc.status >= 500):
+                raise TrackerError(
+                    f"{exc}: Jira did not answer; the bot keeps trying, and files what waits once it does",
+                    exc.status,
+                    maybe_done=False,
+                ) from exc
             raise
         await self._in_thread(self._tracker.myself)  # the credentials, refused here if wrong
         types = await self._in_thread(self._tracker.issue_types)

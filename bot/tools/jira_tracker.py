@@ -120,8 +120,15 @@ class TrackerError(Exception):
         retry_after: float | None = None,
         limit: str = "",
         gist: str | None = None,
+        unreached: bool = False,
+        dropped: bool = False,
     ) -> None:
         super().__init__(reason)
+        # How the connection failed, by the exception's type rather than its words: none was made
+        # (refused, host unknown, none within the timeout: a wrong jira.url as likely as not), or
+        # one made went without an answer (reset, or a read timeout: the service, not the address).
+        self.unreached = unreached
+        self.dropped = dropped
         # The reason without what differs between answers alike: the wait Jira asked for, new with
         # each 429, and the issue a refused move names. One outage or one refusal of many
         # grievances is then said once (logs.Outage tells a new reason as news).
@@ -533,17 +540,26 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
             retry_after=retry_after,
             limit=limit,
             gist=gist,
+            # The client's own "Empty Response!": no HTTP answer came at all.
+            unreached=status is None,
         )
     if isinstance(exc, requests.ConnectTimeout):
         return TrackerError(
-            f"cannot connect to Jira at {url}: no answer within {timeout:g} s", maybe_done=False
+            f"cannot connect to Jira at {url}: no answer within {timeout:g} s",
+            maybe_done=False,
+            unreached=True,
         )
     if isinstance(exc, requests.Timeout):
-        return TrackerError(f"Jira at {url} did not answer within {timeout:g} s")
+        return TrackerError(f"Jira at {url} did not answer within {timeout:g} s", dropped=True)
     if isinstance(exc, requests.ConnectionError):
         refused = isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), NewConnectionError)
         detail = "connection refused or host unknown" if refused else "connection lost"
-        return TrackerError(f"cannot connect to Jira at {url}: {detail}", maybe_done=not refused)
+        return TrackerError(
+            f"cannot connect to Jira at {url}: {detail}",
+            maybe_done=not refused,
+            unreached=refused,
+            dropped=not refused,
+        )
     # Kept with the grievance for the desk and the player's export, past every log handler's mask:
     # requests quotes a URL it cannot parse (a typo'd port) with jira.url's user:password@.
     return TrackerError(f"Jira call failed: {type(exc).__name__}: {logs.masked(str(exc))[:REASON_CHARS]}")

@@ -2165,6 +2165,47 @@ async def test_check_names_jira_url_when_it_answers_404_as_no_jira_does(fake, db
     assert str(refused.value).endswith(": check jira.url")
 
 
+DID_NOT_ANSWER = ": Jira did not answer; the bot keeps trying, and files what waits once it does"
+
+
+@pytest.mark.parametrize("failure", ["500", "503"])
+async def test_check_says_a_jira_answering_5xx_at_start_did_not_answer(fake, db, failure) -> None:
+    # Jira down a while as the bot starts: the start-up line must not send the operator to a
+    # jira.url that is right, and says the pusher goes on trying.
+    fake.fail(failure)
+    backend = await open_backend(fake, db)
+    try:
+        with pytest.raises(TrackerError) as refused:
+            await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(refused.value).startswith(f"Jira answered HTTP {failure}")
+    assert str(refused.value).endswith(DID_NOT_ANSWER), str(refused.value)
+
+
+async def test_check_says_a_jira_dropping_the_connection_did_not_answer(fake, db) -> None:
+    # A connection made and reset before any answer: an address that reached something. Its
+    # reason starts "cannot connect", which alone was taken for a wrong jira.url.
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.transport.abort()  # a reset, not an answer
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = await open_backend(fake, db, url=f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(TrackerError) as refused:
+            await backend.check()
+    finally:
+        await backend.aclose()
+        server.close()
+        await server.wait_closed()
+    assert re.fullmatch(
+        rf"cannot connect to Jira at http://127\.0\.0\.1:{port}: connection lost{re.escape(DID_NOT_ANSWER)}",
+        str(refused.value),
+    ), str(refused.value)
+
+
 # ---- the fake itself, through the real client ------------------------------------------------------
 
 
