@@ -961,6 +961,10 @@ _RECORDING = {
 }
 
 
+class _PollStopped(Exception):
+    """The bot is stopping: the Jira poll's search was not begun, or was let go (stop_polling)."""
+
+
 def quiet_for(retry_after: float | None) -> float:
     """Seconds the Jira poll waits after a failure: a 429's Retry-After, up to MAX_QUIET_SECONDS."""
     if retry_after is None:
@@ -1003,6 +1007,9 @@ class TicketNews:
         # A 429's Retry-After: no poll before this time.monotonic(), which a clock stepped back
         # (NTP correcting a fast host) cannot push later.
         self._jira_quiet_until = 0.0
+        # The bot is stopping (stop_polling): no poll begins, and one in flight is let go unsaid.
+        self._stopping = False
+        self._search: asyncio.Future[Any] | None = None
         # Jira's answers that said its rate limit is nearly spent, as counted at the last round,
         # and whether that round left the poll out for them.
         self._near_limit_seen = 0
@@ -1191,11 +1198,17 @@ class TicketNews:
             self._jira is not None
             and self._local is not None
             and time.monotonic() >= self._jira_quiet_until
+            and not self._stopping
             and not self._near_limit_skip()
         ):
             try:
                 found += await self._find_in_jira(self._jira, self._local)
+            except _PollStopped:
+                log.debug("ticket news: the Jira poll in flight let go, the bot stopping")
             except Exception as exc:
+                if self._stopping:  # failed as the stop came: about a bot no longer serving
+                    log.debug("ticket news: asking Jira what changed failed while stopping: %s", exc)
+                    return found
                 # A TrackerError's gist: its reason without the wait a 429 asks, new with each one.
                 said = getattr(exc, "gist", None) or str(exc)
                 self._jira_outage.failed(
@@ -1317,7 +1330,7 @@ class TicketNews:
         since = float(last) if last else now - self.settings.poll_seconds
         minutes = self._window(now - since, ticked, said is not None)
         for _ in range(WINDOW_TRIES):
-            issues = await jira.updated_issues(await local.users(), minutes)
+            issues = await self._search_jira(jira, await local.users(), minutes)
             said = jira_now()
             if said is None or not last:
                 # No Date header (a proxy dropping it): the host's clock is all there is. No
@@ -1381,6 +1394,28 @@ class TicketNews:
         await self.store.set_cursor("jira-polled-at", repr(polled_at))
         self._jira_polled = ticked
         return found
+
+    def stop_polling(self) -> None:
+        """The bot is stopping: Jira's answer to a poll, come during the drain, would be said (a
+        failure's WARNING) in the middle of the shutdown. The search in flight is cancelled, as
+        nothing of its answer was kept yet; the next poll's window reaches back to the last one."""
+        self._stopping = True
+        if self._search is not None:
+            self._search.cancel()
+
+    async def _search_jira(self, jira: Any, user_ids: list[str], minutes: int) -> Any:
+        if self._stopping:
+            raise _PollStopped
+        self._search = asyncio.ensure_future(jira.updated_issues(user_ids, minutes))
+        try:
+            return await self._search
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._stopping and (current is None or not current.cancelling()):
+                raise _PollStopped from None
+            raise  # the round itself cancelled
+        finally:
+            self._search = None
 
     def _window(self, away: float, ticked: float, by_jira: bool) -> int:
         """Minutes a poll looks back to take in changes since the last poll, `away` seconds ago by

@@ -286,6 +286,7 @@ async def _serve(
             # Stopping: a service's answer to the start-up check, come during the drain, would be
             # said in the middle of the shutdown about a bot no longer serving.
             probe.cancel()
+            app.news.stop_polling()  # as the probe, a poll's failure said during the drain
             if connection in done:
                 if isinstance(connection.exception(), discord.PrivilegedIntentsRequired):
                     # discord.py leaves the client open for this close only: REST still works,

@@ -291,3 +291,57 @@ async def test_run_names_a_player_database_it_cannot_open_as_it_starts(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len([e for e in errors if "NoSuchDriver" in e]) == (0 if said else 1), errors
     assert password not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_a_ticket_news_poll_still_out_when_run_stops_says_nothing_during_the_shutdown(
+    services, seeded_storage: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ticket news asks Jira what changed; Jira hangs, the stop comes with a note in flight, and
+    # Jira answers during the drain: the poll's failure was a WARNING in the middle of the shutdown.
+    import asyncio
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+    from tests.discord_harness import caught_up, nova, running_bot, voice_note
+    from tests.fakes.discord_server import serving
+    from tests.frontend_engine import FrontendEngine
+
+    search, jira = services
+    jira.hang_seconds = 600  # longer than the test: it is the test that ends the hang
+    storage = copy_of(seeded_storage, tmp_path / "s")
+    settings = await cloud_settings(
+        storage,
+        search,
+        jira,
+        VOXDESK_JIRA_TIMEOUT_SECONDS="600",
+        VOXDESK_NEWS_ENABLED="true",
+        VOXDESK_NEWS_POLL_SECONDS="0.05",
+    )
+    store = await LocalGrievanceStore.open(storage_paths(settings).grievances)
+    try:  # a player whose tickets the poll asks Jira about
+        await store.register(NOVA, "wallet", "charged twice")
+    finally:
+        await store.aclose()
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
+
+    async with serving() as discord, running_bot(settings, discord, engine=engine) as h:
+        await caught_up(h.bot)
+        await eventually(lambda: bool(jira.requests_to("/search/jql")))  # a poll got its answer
+        jira.fail("hang")
+        polls = len(jira.requests_to("/search/jql"))
+        await eventually(lambda: len(jira.requests_to("/search/jql")) > polls)  # and the next hangs
+        await discord.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        h.stop.set()
+        await eventually(lambda: "shutting down: no new notes" in said())
+        jira.fail("500")
+        jira.release()  # Jira answers now, while the note in flight holds the drain
+        await asyncio.sleep(0.5)
+        engine.hold.set()
+    lines = said()
+    after = lines[lines.index("shutting down: no new notes") :]
+    assert not [line for line in after if line.startswith("ticket news: asking Jira")], after
