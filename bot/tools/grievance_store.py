@@ -143,6 +143,10 @@ STATUS_HISTORY = "status_history:"
 # The row of `meta` holding the newest issue the tracker made and then hid from the bot's account
 # (an issue security level it is not in), while it hides them: `check` is a process of its own.
 HIDDEN = "hidden_issue"
+# The rows of `meta` holding the issue a create made for a pending grievance, kept from the create's
+# answer until the grievance is marked pushed: a process stopped in between finds the issue by it
+# after a restart, where a search by its key label leaves out one Jira hides from the account.
+CREATED = "created_issue:"
 STATUS_CHANGES_KEPT = 50
 # Complaints filed lately by a front end that tells a repeat the first ticket (/grievance file),
 # in a database of their own beside grievances.db (`recent_beside`), attached to the store's
@@ -1318,6 +1322,26 @@ class LocalGrievanceStore:
         found = first(await self._conn.execute_fetchall(f"SELECT value FROM meta WHERE name = '{HIDDEN}'"))
         return None if found is None else str(found[0])
 
+    async def created_issue(self, local_key: str) -> str | None:
+        """The issue a create made for pending grievance `local_key` (note_created), if kept."""
+        found = first(
+            await self._conn.execute_fetchall(
+                "SELECT value FROM meta WHERE name = ?", (f"{CREATED}{local_key}",)
+            )
+        )
+        return None if found is None else str(found[0])
+
+    async def note_created(self, local_key: str, remote_key: str) -> None:
+        """Keep `remote_key`, the issue a create has just made for pending `local_key`, until
+        mark_pushed: before anything else is asked of the tracker about it."""
+        async with self._writing():
+            await self._conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (f"{CREATED}{local_key}", remote_key),
+            )
+            await self._conn.commit()
+
     async def note_hidden(self, remote_key: str | None) -> None:
         """Keep `remote_key` as an issue the tracker hid from the bot's account right after making
         it (None: the newest it made it shows), for `check`, a process of its own, to say."""
@@ -1366,6 +1390,7 @@ class LocalGrievanceStore:
                 " next_try_at = NULL, attempts = attempts + 1 WHERE local_key = ?",
                 (remote_key, local_key),
             )
+            await self._conn.execute("DELETE FROM meta WHERE name = ?", (f"{CREATED}{local_key}",))
             await self._conn.commit()
 
     async def record_attempt(

@@ -368,6 +368,41 @@ async def test_a_timeout_after_jira_created_the_issue_does_not_duplicate_it(fake
     assert len(fake.requests_to("/search/jql")) >= 2  # looked again, found it, did not create
 
 
+@pytest.mark.parametrize("hidden", [False, True], ids=["shown", "hidden"])
+async def test_a_pusher_stopped_between_create_and_its_look_up_files_once_after_a_restart(
+    fake, db, hidden
+) -> None:
+    # Jira made the issue and answered the create; the process stopped before the one look-up that
+    # follows it (_shown), the row still pending under its claim. After the restart the push looks
+    # for the issue by its key label, which Jira leaves a hidden issue out of.
+    fake.secure_new = hidden
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        fake.fail("create_then_hang_next")
+        push = asyncio.create_task(backend.push_pending())
+        await eventually(lambda: bool(fake.requests_to("/issue/GRV-101", "GET")))
+        push.cancel()  # stopped there, as a kill would
+        await asyncio.wait({push})
+        fake.release()
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 1
+    assert (await local_rows(db))[filed.key] == ("pending", None)
+    await expire_claims(db)
+    again = await open_backend(fake, db)
+    try:
+        await again.push_pending()
+        await expire_claims(db)
+        await again.push_pending()  # a second round: none may make another
+        (told,) = await again.status(NOVA, filed.key)
+    finally:
+        await again.aclose()
+    assert creates(fake) == 1, sorted(fake.issues)
+    assert (await local_rows(db))[filed.key] == ("pushed", "GRV-101")
+    assert told.key == "GRV-101" and told.hidden == hidden
+
+
 def _linked(text: str) -> str:
     return re.sub(r"https://\S+", lambda m: f"[{m[0]}|{m[0]}|smart-link]", text)
 

@@ -21,7 +21,8 @@ Jira Cloud's Retry-After (rate limited; `near_limit` marks every answer given wi
 X-RateLimit-NearLimit: true), 503 with one (a resource limit), 503 with Atlassian's
 HTML "Page Unavailable" page (the site down or in maintenance), an API token expired or revoked
 (answered as an anonymous request is, with X-Seraph-LoginReason: AUTHENTICATED_FAILED), "create the issue,
-then hang" (a timeout after Jira has already created the issue) and "hang, then create the
+then hang" (a timeout after Jira has already created the issue), "create the issue, answer, then
+hang the next request" (the look-up that follows a create) and "hang, then create the
 issue" (a create Jira is slow to make: the issue comes when the hang ends, after the client, or
 with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
 With `secure_new`, each issue made is hidden from the account, as an issue security level it is
@@ -98,6 +99,7 @@ FAIL_MODES = (
     "502_then_create",
     "reject_create",
     "429_issue_write",
+    "create_then_hang_next",
 )
 
 # What Atlassian's edge answers, whatever was asked, while a site is unavailable.
@@ -842,6 +844,10 @@ class FakeJira(Strict):
         if self._failure == "create_then_hang":
             self._take_failure()
             await self._hang()
+        if self._failure == "create_then_hang_next":
+            # The create answered, and the request after it (the pusher's look-up of the new
+            # issue) hangs: a test stops the pusher there, as a crash between the two would.
+            self.fail("hang", times=1)
         return web.json_response(created, status=201)
 
     async def _make_late(self, *made: Any) -> None:
