@@ -353,6 +353,9 @@ class WebSettings:
     # Host names the site is asked for by (its public name behind a proxy), besides this machine's
     # own; empty: only those on a loopback host, any elsewhere; "*": any (docs/web.md).
     allowed_hosts: list[str] = field(default_factory=list)
+    # Connections one address holds open at once (idle ones up to 30 s each), beyond which one is
+    # closed as it opens; a peer in trusted_proxies (every visitor's connections) is not counted.
+    connections_per_address: int = 64
 
 
 # Read from the environment by the openai SDK itself: build_client leaves them out, so that the
@@ -817,7 +820,7 @@ POSITIVE = {
     ("web", "login_seconds"), ("web", "login_name_attempts"), ("web", "session_hours"),
     ("web", "playground_turns"),
     ("web", "playground_notes_per_minute"), ("web", "playground_complaints"),
-    ("web", "playground_complaints_per_day"),
+    ("web", "playground_complaints_per_day"), ("web", "connections_per_address"),
 }  # fmt: skip
 MAX_DEFER_SECONDS = 2.5
 # Each tool round is one more billed request, carrying the whole prompt and every result so far,

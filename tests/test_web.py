@@ -5524,3 +5524,39 @@ async def test_every_route_answers_head_options_and_a_long_query_without_a_serve
                     assert answer.status < 500, (method, url, answer.status)
                     assert answer.status != 405 or answer.headers.get("Allow"), (method, url)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("trusted", "held"), [([], 8), (["127.0.0.1"], 40)], ids=["client", "proxy"])
+async def test_one_address_holds_at_most_its_share_of_connections(wsettings, trusted, held) -> None:
+    """Each idle connection is held HEAD_SECONDS, each an open file: one client opening them by
+    the hundred would run the desk out of descriptors. A proxy of ours (every visitor's connections
+    come from its address) is not held to one client's share."""
+    import dataclasses
+
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    w = dataclasses.replace(wsettings.web, connections_per_address=8, trusted_proxies=trusted)
+    settings = dataclasses.replace(wsettings, web=w)
+    core = await build_app(settings, FrontendEngine())  # type: ignore[arg-type]
+    runner = await web.start(core, port=0)
+    opened = []
+    try:
+        for _ in range(40):
+            opened.append(await asyncio.open_connection("127.0.0.1", web.bound_port(runner)))
+        answered = 0
+        for reader, writer in opened:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            # Not a timing assertion: a guard so a connection never answered or closed fails the test.
+            try:
+                said = await asyncio.wait_for(reader.read(), 15)
+            except ConnectionResetError:  # refused at once: closed unread
+                said = b""
+            answered += said.startswith(b"HTTP/1.1 ")
+        assert answered == held
+    finally:
+        for _, writer in opened:
+            writer.close()
+        await runner.cleanup()
+        await core.aclose()

@@ -8,6 +8,7 @@ connected.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -30,7 +31,7 @@ from aiohttp_session import setup as setup_sessions
 
 from bot import stop_signals
 from bot.app import App, storage_paths
-from bot.config import Settings
+from bot.config import Settings, WebSettings
 from bot.db import locked_now
 from bot.tools import cluster_start
 from bot.web import security
@@ -384,6 +385,8 @@ async def start(
     app.on_cleanup.append(stop_serving)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    assert runner.server is not None
+    _cap_connections(runner.server, w)
     reuse = hasattr(socket, "SO_REUSEPORT")
     try:
         if reuse and chosen and not serving.shared:
@@ -395,6 +398,51 @@ async def start(
         raise
     log.info("web front end on %s", ", ".join(str(a) for a in runner.addresses))
     return runner
+
+
+def _cap_connections(server: web.Server, w: WebSettings) -> None:
+    """An address holds at most web.connections_per_address connections open: beyond them one is
+    closed (reset) as it opens. Each open connection is a file descriptor, idle ones held up to
+    HEAD_SECONDS, and one client opening them by the hundred would leave none for anyone else.
+    A peer in web.trusted_proxies is not counted: every visitor's connections come from it. No
+    middleware sees a connection before its first request, so this is aiohttp's own bookkeeping
+    of them (the server's connection_made and connection_lost), wrapped on this server alone."""
+    proxies = tuple(w.trusted_proxies)
+    held: collections.Counter[str] = collections.Counter()
+    counted: dict[object, str] = {}
+    made, lost = server.connection_made, server.connection_lost
+    warned = False
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        nonlocal warned
+        made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else ""
+        if not address or security._is_trusted(address, proxies):
+            return
+        if held[address] >= w.connections_per_address:
+            if not warned:
+                warned = True
+                log.warning(
+                    "web: a client has %d connections open, web.connections_per_address: more"
+                    " from it are closed as they open (said once a process)",
+                    held[address],
+                )
+            transport.abort()
+            return
+        held[address] += 1
+        counted[handler] = address
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        address = counted.pop(handler, None)
+        if address is not None:
+            held[address] -= 1
+            if not held[address]:
+                del held[address]
+        lost(handler, exc)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
 
 
 class _Serving:
