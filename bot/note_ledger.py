@@ -152,6 +152,10 @@ class Unanswered:
     # A 'started' note's claim: no reply of its turn can come after this (LEASE_SECONDS).
     lease_until: float | None = None
 
+    def claimed_at(self) -> float | None:
+        """When a 'started' note's claim was made (time.time()): every post of its turn came after."""
+        return None if self.lease_until is None else self.lease_until - LEASE_SECONDS
+
 
 @dataclasses.dataclass
 class KeptAnswer:

@@ -44,7 +44,14 @@ from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
 from cogs.limits import InAnyWindow, room_for
-from cogs.replies import discords_trouble, from_the_edge, limited_for, may_read_history, timed_out_until
+from cogs.replies import (
+    NONCE_SECONDS,
+    discords_trouble,
+    from_the_edge,
+    limited_for,
+    may_read_history,
+    timed_out_until,
+)
 
 if TYPE_CHECKING:
     from bot.note_ledger import Unanswered
@@ -361,6 +368,12 @@ class CatchUp(commands.Cog):
                             # Given back by another bot on this storage (a deploy overlapping this
                             # one), whose copy answers it, or whose stop asks for it again.
                             log.debug("note %s waits for the bot that gave it back", left.message_id)
+                            continue
+                        if message is None and _cut_past_the_nonces(left):
+                            # Its turn cut by a death longer ago than Discord keeps a nonce: a
+                            # part of the answer it posted would be posted again, not returned.
+                            # Asked for only if it did not reach the player, as with none kept.
+                            await voice.ask_again_unfetchable(channel, left.message_id, left.user_id, True)
                             continue
                         if message is None:
                             # Given back or cut short by a process that died: its copy died
@@ -1380,6 +1393,13 @@ def _covers(since: datetime.datetime | None, other: datetime.datetime | None) ->
 
 def _told_before_the_answer(said: discord.Message) -> bool:
     return said.content in TOLD_BEFORE_THE_ANSWER
+
+
+def _cut_past_the_nonces(left: Unanswered) -> bool:
+    """Whether the note's turn was begun (claimed, by a process now dead) longer ago than
+    Discord keeps a nonce: the answer kept for it may have gone out past its return."""
+    claimed = left.claimed_at()
+    return left.state == "started" and claimed is not None and time.time() - claimed > NONCE_SECONDS
 
 
 def _sent_at(message_id: int) -> datetime.datetime:

@@ -664,6 +664,11 @@ async def send_voice_message(
         posted.add("v")
 
 
+# How long Discord is taken to keep a nonce: it checks one "for uniqueness in the past few
+# minutes", how many unsaid; two, the fewest those words allow.
+NONCE_SECONDS = 120.0
+
+
 def _nonce(message: discord.Message, kind: str) -> str:
     """The same for every POST of one part of a note's answer (its voice message, its file, each
     piece of its text): Discord posts a message that its edge then answered 502 for (or whose

@@ -1134,8 +1134,9 @@ class VoiceNotes(commands.Cog):
         notes it cuts there, and the note is settled: given up on untold, the player would wait
         for an answer that never comes. A cut turn's answer is kept before its first post there
         (`_keep_before_posting`), but a ledger that refused that write leaves one that may have
-        gone out unrecorded, and no process may read the channel to look, so its player is asked
-        only if it did not reach them."""
+        gone out unrecorded, as does a turn begun longer ago than Discord keeps the nonces that
+        would return its parts, and no process may read the channel to look, so its player is
+        asked only if it did not reach them."""
         text = say.MAYBE_UNANSWERED_SEND_AGAIN if cut else say.RESTARTING_SEND_AGAIN
         ledger = self.bot.core.notes
         copy = _note_from_the_ledger(self.bot, channel, message_id, user_id)

@@ -52,6 +52,7 @@ from tests.discord_harness import (
     voice_note,
     while_it_runs,
 )
+from tests.fakes import discord_server
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     BOT_USER_ID,
@@ -1813,6 +1814,56 @@ async def test_a_note_killed_once_its_answer_was_out_where_the_bot_may_not_read_
     assert again == [f"v{note['id']}"], again  # sent again under its nonce: Discord's own returned
     assert not any(MAYBE_UNANSWERED_SEND_AGAIN in (r.body.get("content") or "") for r in said), said
     assert (await stored_states(settings))[note["id"]] == "answered"
+
+
+@pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
+async def test_a_kept_answer_cut_by_a_kill_past_the_nonce_window_is_not_posted_twice(
+    settings, fake, tmp_path, monkeypatch
+) -> None:
+    # As ..._killed_once_its_answer_was_out_..., but its turn began longer ago than Discord keeps
+    # a nonce (a restart held back, or another container's claim waited out to its lease): sent
+    # again, its voice message went out a second time. Nothing says whether it went out the first
+    # time, so the line asks only if it did not.
+    monkeypatch.setattr(discord_server, "NONCE_SECONDS", 0.0)  # Discord has forgotten the nonces
+    log_path = tmp_path / "bot.log"
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    fake.posts_before_held, fake.posts_held = 1, 1  # the voice message goes; its transcript waits
+
+    def voiced(_: object) -> bool:
+        return any(r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL))
+
+    with bot_process(settings, fake, log_path) as process:
+        await logged_in(fake, process, log_path)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await while_it_runs(fake.wait_for(voiced, 90), process, log_path, "answered the note", 100)
+        held = eventually(lambda: fake.posts_held == 0)  # the transcript's POST reached Discord
+        await while_it_runs(held, process, log_path, "sent the transcript", 100)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+    with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as db, db:
+        # The claim (and the turn after it) ten minutes older: well past any nonce window.
+        db.execute(
+            "UPDATE notes SET lease_until = lease_until - 600 WHERE message_id = ?", (int(note["id"]),)
+        )
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path, {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}) as process:
+        await logged_in(fake, process, log_path)
+
+        async def settled() -> None:
+            # The ledger is another process's file: polled, with no event to wait on.
+            while (await stored_states(settings))[note["id"]] not in ("answered", "expired"):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+
+        await while_it_runs(settled(), process, log_path, "settled the note", 100)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()[-4000:]
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert len([r for r in said if r.is_voice_message]) == 1, said
+    asked = [
+        r.body.get("content") for r in said if MAYBE_UNANSWERED_SEND_AGAIN in (r.body.get("content") or "")
+    ]
+    assert asked == [f"<@{nova.id}> {MAYBE_UNANSWERED_SEND_AGAIN}"], said
+    assert (await stored_states(settings))[note["id"]] == "expired"
 
 
 async def test_a_note_a_dead_bot_left_where_the_bot_may_not_read_history_is_asked_for_past_a_5xx(
