@@ -404,8 +404,19 @@ async def _check_local_manuals(settings: Settings, manuals: object) -> str:
     if not held:
         return detail  # the empty index's own line says to run `init`
     folder = settings.manuals_dir
+    try:
+        chunks = await asyncio.to_thread(chunk_manuals, folder)
+    except OSError as exc:
+        # The index still answers: only the comparison is lost, not the line.
+        return NeedsHuman(f"{detail}; the manuals in {folder} not compared with the index: {_reason(exc)}")
+    if not chunks:
+        # A folder gone, or one this user may not list (glob then finds nothing): not every manual
+        # removed, and `init` refuses a folder that holds none.
+        return NeedsHuman(
+            f"{detail}; no manuals found in {folder} to compare the index with: check storage.manuals_dir"
+        )
     found: dict[str, list[tuple[str, str, str]]] = {}
-    for chunk in await asyncio.to_thread(chunk_manuals, folder):
+    for chunk in chunks:
         found.setdefault(chunk.source, []).append((chunk.key, chunk.title, chunk.text))
     differ = [
         ("added", sorted(found.keys() - held.keys())),

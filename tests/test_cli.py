@@ -2293,3 +2293,34 @@ async def test_check_names_the_manuals_the_local_index_no_longer_matches(setting
     await initialise(configured, speech=False)
     line = {r.service: r for r in await health.check_all(configured)}["manuals"]
     assert line.mark == "ok", line.line()
+
+
+async def test_check_says_a_manuals_folder_it_cannot_read_rather_than_every_manual_removed(
+    settings, tmp_path: Path
+) -> None:
+    # A manuals folder gone (the index restored from a backup to a host without it) or unreadable
+    # (glob lists nothing there) read as every manual removed, with `init` to run, which refuses a
+    # folder that holds no manuals; a manual it cannot read failed the whole line, the index fine.
+    from bot.seed import initialise
+
+    manuals = tmp_path / "manuals"
+    shutil.copytree(paths.MANUALS, manuals)
+    configured = make_settings(settings.storage_dir, VOXDESK_STORAGE_MANUALS_DIR=str(manuals))
+    await initialise(configured, speech=False)
+
+    shutil.rmtree(manuals)
+    line = {r.service: r for r in await health.check_all(configured)}["manuals"]
+    assert line.mark == "warn", line.line()
+    assert line.detail == (
+        f"local manuals index: 46 passages; no manuals found in {manuals} to compare the index with:"
+        " check storage.manuals_dir"
+    ), line.detail
+
+    shutil.copytree(paths.MANUALS, manuals)
+    (manuals / "faq.md").symlink_to(tmp_path / "nowhere.md")  # a link to a manual moved away
+    line = {r.service: r for r in await health.check_all(configured)}["manuals"]
+    assert line.mark == "warn", line.line()
+    assert line.detail.startswith(
+        f"local manuals index: 46 passages; the manuals in {manuals} not compared with the index:"
+        f" {manuals / 'faq.md'}: "
+    ), line.detail
