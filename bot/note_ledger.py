@@ -151,10 +151,16 @@ class Unanswered:
     state: str
     # A 'started' note's claim: no reply of its turn can come after this (LEASE_SECONDS).
     lease_until: float | None = None
+    # When the answer kept for it was written (time.time()), if one is: where the bot may not
+    # read history, just before its first post.
+    kept_at: float | None = None
 
-    def claimed_at(self) -> float | None:
-        """When a 'started' note's claim was made (time.time()): every post of its turn came after."""
-        return None if self.lease_until is None else self.lease_until - LEASE_SECONDS
+    def posted_after(self) -> float | None:
+        """A 'started' note's: the time every post of its turn came after, its claim's or, later,
+        its answer's keeping."""
+        if self.lease_until is None:
+            return None
+        return max(self.lease_until - LEASE_SECONDS, self.kept_at or 0.0)
 
 
 @dataclasses.dataclass
@@ -695,14 +701,22 @@ class NoteLedger:
         # would be fetched and its reply searched for (up to 50 pages of history) for nothing.
         async with self._lock:
             rows = await self._conn.execute_fetchall(
-                "SELECT message_id, place_id, user_id, state, owner, lease_until FROM notes"
+                "SELECT message_id, place_id, notes.user_id, state, owner, lease_until, made_at"
+                " FROM notes LEFT JOIN answers USING (message_id)"
                 " WHERE state IN ('pending', 'started') ORDER BY message_id"
             )
         now = time.time()
         # Notes this process answers (or answered) unrecorded are its own, whatever their row
         # says: listed, each recheck would fetch them from Discord for no answer.
         return [
-            Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"], row["lease_until"])
+            Unanswered(
+                row["message_id"],
+                row["place_id"],
+                row["user_id"],
+                row["state"],
+                row["lease_until"],
+                row["made_at"],
+            )
             for row in rows
             if self._claimable(row["state"], row["owner"], row["lease_until"], now)
             and row["message_id"] not in self._unrecorded

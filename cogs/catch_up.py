@@ -1396,10 +1396,10 @@ def _told_before_the_answer(said: discord.Message) -> bool:
 
 
 def _cut_past_the_nonces(left: Unanswered) -> bool:
-    """Whether the note's turn was begun (claimed, by a process now dead) longer ago than
-    Discord keeps a nonce: the answer kept for it may have gone out past its return."""
-    claimed = left.claimed_at()
-    return left.state == "started" and claimed is not None and time.time() - claimed > NONCE_SECONDS
+    """Whether the note's turn (by a process now dead) may have posted longer ago than Discord
+    keeps a nonce: the answer kept for it, sent again, would be posted twice, not returned."""
+    after = left.posted_after()
+    return left.state == "started" and after is not None and time.time() - after > NONCE_SECONDS
 
 
 def _sent_at(message_id: int) -> datetime.datetime:

@@ -1817,14 +1817,18 @@ async def test_a_note_killed_once_its_answer_was_out_where_the_bot_may_not_read_
 
 
 @pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
+@pytest.mark.parametrize("posted_long_ago", [True, False])
 async def test_a_kept_answer_cut_by_a_kill_past_the_nonce_window_is_not_posted_twice(
-    settings, fake, tmp_path, monkeypatch
+    settings, fake, tmp_path, monkeypatch, posted_long_ago
 ) -> None:
-    # As ..._killed_once_its_answer_was_out_..., but its turn began longer ago than Discord keeps
-    # a nonce (a restart held back, or another container's claim waited out to its lease): sent
-    # again, its voice message went out a second time. Nothing says whether it went out the first
-    # time, so the line asks only if it did not.
-    monkeypatch.setattr(discord_server, "NONCE_SECONDS", 0.0)  # Discord has forgotten the nonces
+    # As ..._killed_once_its_answer_was_out_..., but its answer was posted longer ago than Discord
+    # keeps a nonce (a restart held back, or another container's claim waited out to its lease):
+    # sent again, its voice message went out a second time. Nothing says whether it went out the
+    # first time, so the line asks only if it did not. A note claimed long before its answer was
+    # posted (queued behind its player's others, a raid's turns) is sent again all the same: the
+    # answer is kept just before its first post, and its nonces still return what it made.
+    if posted_long_ago:
+        monkeypatch.setattr(discord_server, "NONCE_SECONDS", 0.0)  # Discord has forgotten the nonces
     log_path = tmp_path / "bot.log"
     fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
     fake.posts_before_held, fake.posts_held = 1, 1  # the voice message goes; its transcript waits
@@ -1841,10 +1845,13 @@ async def test_a_kept_answer_cut_by_a_kill_past_the_nonce_window_is_not_posted_t
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait, 10)
     with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as db, db:
-        # The claim (and the turn after it) ten minutes older: well past any nonce window.
+        # The claim ten minutes older, and with it the answer's keeping (just before its first
+        # post) or not: well past any nonce window.
         db.execute(
             "UPDATE notes SET lease_until = lease_until - 600 WHERE message_id = ?", (int(note["id"]),)
         )
+        if posted_long_ago:
+            db.execute("UPDATE answers SET made_at = made_at - 600 WHERE message_id = ?", (int(note["id"]),))
     fake.identified.clear()
     with bot_process(settings, fake, log_path, {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}) as process:
         await logged_in(fake, process, log_path)
@@ -1862,8 +1869,14 @@ async def test_a_kept_answer_cut_by_a_kill_past_the_nonce_window_is_not_posted_t
     asked = [
         r.body.get("content") for r in said if MAYBE_UNANSWERED_SEND_AGAIN in (r.body.get("content") or "")
     ]
-    assert asked == [f"<@{nova.id}> {MAYBE_UNANSWERED_SEND_AGAIN}"], said
-    assert (await stored_states(settings))[note["id"]] == "expired"
+    if posted_long_ago:
+        assert asked == [f"<@{nova.id}> {MAYBE_UNANSWERED_SEND_AGAIN}"], said
+        assert (await stored_states(settings))[note["id"]] == "expired"
+    else:
+        assert asked == [], said
+        again = [r.body.get("nonce") for r in fake.received if r.kind == "message_again"]
+        assert again == [f"v{note['id']}"], again
+        assert (await stored_states(settings))[note["id"]] == "answered"
 
 
 async def test_a_note_a_dead_bot_left_where_the_bot_may_not_read_history_is_asked_for_past_a_5xx(
