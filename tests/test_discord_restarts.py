@@ -4377,3 +4377,28 @@ async def test_a_given_back_note_whose_claim_a_stop_ran_out_of_time_in_is_not_le
         assert "started" not in [states[n["id"]] for n in notes], states
     finally:
         await ledger.aclose()
+
+
+async def test_an_answer_the_ledger_refuses_to_keep_before_its_first_post_still_goes_out(
+    settings, fake, caplog, monkeypatch
+) -> None:
+    # Where the bot may not read history the answer is kept before its first post; a ledger that
+    # refuses that write (a full disk) costs only what a kill in the send would find, not the
+    # answer, and the note is settled as answered.
+    caplog.set_level(logging.INFO)
+    kept = NoteLedger.keep_answer
+
+    async def full_disk(ledger: NoteLedger, message_id: int, answer: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(NoteLedger, "keep_answer", full_disk)
+    async with running_without_history(settings, fake) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: f"answered note {note['id']}" in caplog.text)
+        monkeypatch.setattr(NoteLedger, "keep_answer", kept)
+        assert h.bot.get_cog("VoiceNotes")._unsent.get(int(note["id"])) is None  # type: ignore[union-attr]
+    said = fake.sent("message", ALLOWED_CHANNEL)
+    assert len([r for r in said if r.is_voice_message]) == 1, said
+    refused = f"could not keep the answer to note {note['id']} in the ledger: database or disk is full"
+    assert [r.levelno for r in caplog.records if refused in r.getMessage()] == [logging.ERROR], caplog.text
+    assert (await stored_states(settings))[note["id"]] == "answered"
