@@ -1620,6 +1620,34 @@ async def test_a_limit_that_resets_in_hours_is_not_told_as_a_minutes_wait(
         assert (reply.kind, reply.text) == ("apology", say.VOICE_SERVICE_LIMITED)
 
 
+async def test_a_shorter_limits_429_come_in_a_long_limits_pause_leaves_it_told_as_long(storage, fake) -> None:
+    """Two notes' requests out at once: one's 429 names a day's requests run out (hours), then
+    the other's, out with it, a tokens per minute limit's seconds. The day's pause still holds
+    every request, yet the second 429 had the wait told to the players be its seconds: they
+    heard "try again in a minute" for hours."""
+    day, minute = asyncio.Event(), asyncio.Event()
+    fake.failures = [
+        rate_limited(200, "6h0m0s", held=day),
+        rate_limited(30_000, "2s", per="tokens per min (TPM)", held=minute),
+    ]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")
+    async with running_app(settings) as app:
+        gate = app.agent.engine.chat_gate
+        first = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        second = asyncio.create_task(app.agent.respond(ToolContext(user_id=BLAZE), NOTE))
+        while fake.failures:  # both requests out, their 429s held
+            assert not (first.done() or second.done())
+            await asyncio.sleep(0.01)
+        day.set()
+        while not gate.limited:  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.01)
+        minute.set()
+        replies = await asyncio.gather(first, second)
+        later = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert len(fake.chats) == 2
+    assert [r.text for r in (*replies, later)] == [say.VOICE_SERVICE_LIMITED] * 3
+
+
 async def test_a_limit_that_resets_in_seconds_is_still_told_as_a_minutes_wait(storage, fake) -> None:
     # OpenAI's 429 for the requests per minute run out: a wait of seconds.
     fake.failures = [rate_limited(500, "20s", per="requests per min (RPM)")]

@@ -347,7 +347,10 @@ class Gate:
         self.failures = 0
         self.probe = None
         pause = self._limited_pause(asked)
-        self.limit_ends = 0.0 if asked is None else time.monotonic() + asked
+        if time.monotonic() + pause >= self.until:
+            # Only the wait of the 429 whose pause holds requests: a shorter limit's, come with a
+            # longer one's (tokens per minute beside a day's requests), ends within that pause.
+            self.limit_ends = 0.0 if asked is None else time.monotonic() + asked
         # A short pause is waited out by the turns (see _send): only a longer one needs saying.
         self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT, busy=True)
         return pause
