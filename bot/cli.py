@@ -814,7 +814,7 @@ COMMANDS: dict[
     ),
     "refile": (
         cmd_refile,
-        "file the grievances a stop logged as UNFILED (the disk full): voxdesk refile LOG, or - for stdin",
+        "file the grievances a full disk left logged as UNFILED: voxdesk refile LOG, or - for stdin",
         lambda p: p.add_argument(
             "logs",
             nargs="*",

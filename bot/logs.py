@@ -123,8 +123,9 @@ def masked(text: str) -> str:
     return text
 
 
-# Before the spool line of a grievance a process held in memory and could write nowhere as it
-# stopped (a full disk): the one copy left is in the log, off the storage folder, and
+# Before the spool line of a grievance a process held in memory, the disk refusing it (logged as it
+# is held, and again at a stop that could write it nowhere): the one copy a killed process leaves,
+# or one a stop leaves, is in the log, off the storage folder, and
 # `voxdesk refile` finds it there by this mark.
 UNFILED = "UNFILED GRIEVANCE, re-file it with `voxdesk refile LOG`: "
 # The mark of an older voxdesk (7de950c and before) on such a line, which names no filing id.

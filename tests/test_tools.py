@@ -3007,7 +3007,8 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
 
     with caplog.at_level(logging.ERROR):
         asyncio.run(held_at_shutdown())
-    (logged,) = [r for r in caplog.records if UNFILED in r.getMessage()]
+    held, logged = [r for r in caplog.records if UNFILED in r.getMessage()]
+    assert held.getMessage() == logged.getMessage()  # as it was held, and again at the stop
     assert logged.levelno == logging.ERROR
     # The one record whose mark the log's handlers keep (logs.unmarked spells out any other's).
     assert getattr(logged, logs.STORE_LINE) is True
@@ -3030,6 +3031,112 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
     events, mine = asyncio.run(filed())
     assert mine.count("charged twice for gems") == 1
     assert [kind for kind, _ in events] == ["filed_late"]  # ticket news tells the player its key
+
+
+def test_a_grievance_held_in_memory_is_in_the_log_for_refile_before_any_stop(settings, monkeypatch) -> None:
+    # Held in memory while the disk was full, its one copy was the ERROR line quoting it (masked,
+    # with no filing id) until a stop logged its UNFILED line: a process killed first (SIGKILL, the
+    # OOM killer, a stop's timeout) left none that `refile` files, though the player heard it would
+    # be filed.
+    import io
+
+    from bot.tools.grievance_spool import UNFILED
+
+    from .test_cli import voxdesk
+
+    logs.mask_secrets(["refund"])
+    said = "no refund for the gems I was charged twice"
+    path = settings.storage_dir / "grievances.db"
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(logs.plain_formatter())
+    store_log = logging.getLogger("bot.tools.grievance_store")
+    store_log.addHandler(handler)
+    logs.install_secret_mask(store_log)
+    before_stop = ""
+
+    async def held() -> None:
+        nonlocal before_stop
+        store = await LocalGrievanceStore.open(path)
+        free = fill_the_disk(store, monkeypatch)
+        try:
+            with pytest.raises(ToolError) as told:
+                await complaint_filer(store)(ToolContext(user_id=NOVA, request_id="42"), "wallet", said)
+            assert str(told.value) == say.HELD_FOR_LATER
+            before_stop = written.getvalue()  # all a process killed now leaves
+        finally:
+            await store.aclose()  # the disk still full: the stop's line too
+            free()
+
+    try:
+        asyncio.run(held())
+    finally:
+        store_log.removeHandler(handler)
+    # The line giving both refusals quotes the grievance for an operator, masked as any line is.
+    (refused,) = [line for line in before_stop.splitlines() if "could be neither filed" in line]
+    assert "no *** for the gems" in refused and UNFILED not in refused
+    log_file = settings.storage_dir.parent / "voxdesk.log"
+    log_file.write_text(before_stop)
+    done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "1 unfiled grievance(s) found" in done.stdout
+    log_file.write_text(written.getvalue())  # the stop's line as well: the same grievance
+    done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "1 unfiled grievance(s) found" in done.stdout
+
+    async def filed() -> list[str]:
+        store = await LocalGrievanceStore.open(path)
+        try:
+            return [g.description for g in await store.status(NOVA)]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(filed()).count(said) == 1  # its words as the player said them, filed once
+
+
+def test_a_held_grievance_the_bot_filed_since_is_not_filed_again_from_its_log_line(
+    settings, monkeypatch, caplog
+) -> None:
+    # Its UNFILED line is logged as it is held: once the disk takes it, the bot files it from
+    # memory, and a `refile` of that log later files nothing more.
+    from bot.tools.grievance_spool import UNFILED
+
+    from .test_cli import voxdesk
+
+    path = settings.storage_dir / "grievances.db"
+    said = "charged twice for gems, then the disk was freed"
+
+    async def held_then_filed() -> None:
+        store = await LocalGrievanceStore.open(path)
+        free = fill_the_disk(store, monkeypatch)
+        try:
+            with pytest.raises(ToolError):
+                await complaint_filer(store)(ToolContext(user_id=NOVA, request_id="42"), "wallet", said)
+        finally:
+            free()
+        try:
+            await store.file_spooled()  # as the refiler does
+            assert await store.count_unfiled() == 0
+        finally:
+            await store.aclose()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(held_then_filed())
+    (logged,) = [r for r in caplog.records if UNFILED in r.getMessage()]  # none at the stop
+    log_file = settings.storage_dir.parent / "voxdesk.log"
+    log_file.write_text(f"[ERROR   ] {logged.name}: {logged.getMessage()}\n")
+    done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
+    assert (done.returncode, done.stderr) == (0, "")
+
+    async def filed() -> list[str]:
+        store = await LocalGrievanceStore.open(path)
+        try:
+            return [g.description for g in await store.status(NOVA)]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(filed()).count(said) == 1
 
 
 def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line(
@@ -3071,7 +3178,8 @@ def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line
         store_log.removeHandler(handler)
     lines = written.getvalue().splitlines()
     assert [line for line in lines if line.endswith("a *** of ***")]
-    (unfiled,) = [line for line in lines if UNFILED in line]
+    held, unfiled = [line for line in lines if UNFILED in line]
+    assert held == unfiled  # as it was held, and again at the stop
     log_file = settings.storage_dir.parent / "voxdesk.log"
     log_file.write_text(unfiled + "\n")
     done = voxdesk("refile", str(log_file), storage=settings.storage_dir)

@@ -837,7 +837,12 @@ class LocalGrievanceStore:
         """Hold a grievance in memory until the spool takes it; False when too many are held."""
         if len(self._held) >= MAX_HELD:
             return False
-        self._held[filing_id or uuid.uuid4().hex] = row
+        filing_id = filing_id or uuid.uuid4().hex
+        self._held[filing_id] = row
+        # Memory is no copy a killed process keeps (SIGKILL, the OOM killer, a stop's timeout,
+        # before aclose() logs it): the log is, as the line `voxdesk refile` files under the id it
+        # is held by, so that this line, the stop's and the spool file it once between them.
+        _log_unfiled(filing_id, row)
         return True
 
     async def _spool_held(self) -> None:
@@ -1850,9 +1855,9 @@ class LocalGrievanceStore:
                 await self._spool_held()
             for filing_id, row in self._held.items():
                 # The disk still refuses it: the log, which lives off the storage folder, keeps the
-                # one copy, as the spool line `voxdesk refile` files (once, by its filing id). Its
-                # player heard no key (HELD_FOR_LATER): ticket news tells the one it is filed as.
-                log.error("%s%s", UNFILED, spool_line(filing_id, **row), extra={STORE_LINE: True})
+                # one copy, again at the stop (a log rotated since it was held holds the other no
+                # more). Its player heard no key (HELD_FOR_LATER): ticket news tells it once filed.
+                _log_unfiled(filing_id, row)
             await self._conn.close()
 
     @staticmethod
@@ -2016,6 +2021,12 @@ def _unchosen_in(filing: str) -> str | None:
     any other id."""
     turn, mark, _ = filing.partition(UNCHOSEN)
     return turn if mark and filed_in(f"{turn}0") else None
+
+
+def _log_unfiled(filing_id: str, row: dict[str, Any]) -> None:
+    """A grievance held in memory as the spool line `voxdesk refile` files once, by its filing id:
+    the store's line, which the log's handlers keep as the player wrote it (bot/logs.py)."""
+    log.error("%s%s", UNFILED, spool_line(filing_id, **row), extra={STORE_LINE: True})
 
 
 def _spool_row(
