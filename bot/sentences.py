@@ -101,8 +101,8 @@ VOICE_SERVICE_DOWN = (
 VOICE_SERVICE_BUSY = (
     "Sorry, my voice service is busy right now, so I can't answer. Please try again in a minute."
 )
-# The same, when the limit named a wait of more than a few minutes (a day's requests or tokens run
-# out): "in a minute" would have players try again and again. It names no time: a day's limit
+# The same, when the limit named a wait of more than agent.A_MINUTE_OR_SO (a day's requests or
+# tokens run out): "in a minute" would have players try again and again. It names no time: a day's limit
 # refills over the day and lets a request in well before its reset.
 VOICE_SERVICE_LIMITED = (
     "Sorry, my voice service has reached its limit for now, so I can't answer. Please try again later."
