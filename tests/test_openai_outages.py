@@ -121,6 +121,24 @@ def test_429s_in_a_row_double_the_pause_and_those_out_with_one_do_not() -> None:
     assert gate.rate_limited(None, out_together) == 1.0  # an answer between: a new run
 
 
+def test_a_429_out_with_a_days_limit_naming_minutes_leaves_the_days_wait(monkeypatch) -> None:
+    # A day's requests run out (6 h) and, out with it, a 429 naming 6 minutes: both pauses are
+    # LONGEST_PAUSE, the later ending a moment after, and its wait replaced the day's. Four
+    # minutes on, the players heard "try again in a minute" with hours of the limit to go.
+    from bot.engines import openai as engine_module
+
+    now = [1000.0]
+    monkeypatch.setattr(engine_module.time, "monotonic", lambda: now[0])
+    gate = engine_module.Gate("chat", 30.0, "the fallback answers")
+    assert gate.rate_limited(21_600.0, 999.0) == engine_module.LONGEST_PAUSE
+    now[0] = 1000.1
+    assert gate.rate_limited(360.0, 999.5) == engine_module.LONGEST_PAUSE  # out with it
+    now[0] = 1250.0
+    assert gate.limit_left() == 1000.0 + 21_600.0 - 1250.0
+    gate.answered()  # the limit let one in: whatever it named is over
+    assert gate.limit_left() is None
+
+
 async def test_the_request_gone_alone_counts_its_own_failure_sent_on_the_clocks_same_tick() -> None:
     # A coarse monotonic clock (Windows ticks every 15.6 ms) reads the same when the request out
     # alone goes as when the gate took note of it: its 429 or 5xx is its own, not the burst's,

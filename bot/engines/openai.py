@@ -347,10 +347,12 @@ class Gate:
         self.failures = 0
         self.probe = None
         pause = self._limited_pause(asked)
-        if time.monotonic() + pause >= self.until:
-            # Only the wait of the 429 whose pause holds requests: a shorter limit's, come with a
-            # longer one's (tokens per minute beside a day's requests), ends within that pause.
-            self.limit_ends = 0.0 if asked is None else time.monotonic() + asked
+        now = time.monotonic()
+        ends = 0.0 if asked is None else now + asked
+        # Within a pause, the later end: a shorter limit's 429 come with a longer one's (tokens per
+        # minute beside a day's requests) ends within it, and pauses capped at LONGEST_PAUSE alike
+        # do not say whose wait is longer. After it, this 429's wait is the limit's now.
+        self.limit_ends = max(self.limit_ends, ends) if now < self.until else ends
         # A short pause is waited out by the turns (see _send): only a longer one needs saying.
         self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT, busy=True)
         return pause
