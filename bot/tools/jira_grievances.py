@@ -432,50 +432,49 @@ class JiraGrievances:
         creating = False
         shown: bool | None = True  # of the issue a create made; None: Jira did not say
         try:
-            if (made := await self._store.created_issue(row.local_key)) is not None:
-                # A create Jira answered, its push stopped before the grievance was marked pushed:
-                # the issue is filed, shown to the account or not (a search by its label leaves a
-                # hidden one out, and would make another).
+            pushes = await self._in_thread(
+                self._tracker.pushes_of_local_key,
+                row.local_key,
+                row.user_id,
+                row.description,
+                # A grievance no push took before has made no issue: one of its key label made
+                # since it was filed is a lost grievance's, seen through a clock behind Jira's.
+                row.created_at if row.tried else "",
+                pushing=True,
+            )
+            found = pushes[0] if pushes else None
+            remote_key = found.key if found is not None else None
+            if found is not None:
+                # Found, not taken from the kept key: a status staff set while the push was cut
+                # short is copied below, as ticket news leaves a pending row's issue to its push.
+                log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
+            elif (made := await self._store.created_issue(row.local_key)) is not None:
+                # A create Jira answered, its push stopped before the grievance was marked pushed,
+                # and the search leaves the issue out (hidden from the account, or not indexed
+                # yet): filed all the same, and another create would make a second.
                 log.info("grievance %s was already in Jira as %s (its push cut short)", row.local_key, made)
-                found, remote_key = None, made
+                remote_key = made
                 shown = await self._shown(made)
             else:
-                pushes = await self._in_thread(
-                    self._tracker.pushes_of_local_key,
+                # The find may have been slow: create only while the row is still ours, and
+                # hold it long enough for the create and for Jira to finish it (a push cut off
+                # mid-create never learns whether Jira is still making the issue).
+                renewed = time.time() + 2 * s.timeout_seconds + self._unanswered_create_seconds()
+                if not await self._store.renew(row.local_key, token, renewed):
+                    log.warning("claim on grievance %s lapsed before its create: next round", row.local_key)
+                    return None
+                token = renewed
+                creating = True
+                remote_key = await self._in_thread(
+                    self._tracker.create,
                     row.local_key,
                     row.user_id,
+                    row.category,
                     row.description,
-                    # A grievance no push took before has made no issue: one of its key label made
-                    # since it was filed is a lost grievance's, seen through a clock behind Jira's.
-                    row.created_at if row.tried else "",
                     pushing=True,
                 )
-                found = pushes[0] if pushes else None
-                remote_key = found.key if found is not None else None
-                if found is not None:
-                    log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
-                else:
-                    # The find may have been slow: create only while the row is still ours, and
-                    # hold it long enough for the create and for Jira to finish it (a push cut off
-                    # mid-create never learns whether Jira is still making the issue).
-                    renewed = time.time() + 2 * s.timeout_seconds + self._unanswered_create_seconds()
-                    if not await self._store.renew(row.local_key, token, renewed):
-                        log.warning(
-                            "claim on grievance %s lapsed before its create: next round", row.local_key
-                        )
-                        return None
-                    token = renewed
-                    creating = True
-                    remote_key = await self._in_thread(
-                        self._tracker.create,
-                        row.local_key,
-                        row.user_id,
-                        row.category,
-                        row.description,
-                        pushing=True,
-                    )
-                    await self._store.note_created(row.local_key, remote_key)
-                    shown = await self._shown(remote_key)
+                await self._store.note_created(row.local_key, remote_key)
+                shown = await self._shown(remote_key)
         except ValueError as exc:  # a value that may not go into JQL or a label
             error = TrackerError(str(exc), row_only=True, maybe_done=False)
             due = time.time() + s.max_backoff_seconds

@@ -2832,3 +2832,31 @@ async def test_a_password_in_jira_url_stays_out_of_the_error_the_desk_and_export
 )
 def test_a_jira_time_is_stored_as_its_instant_in_utc(jira: str, stored: str) -> None:
     assert iso_utc(jira) == stored
+
+
+async def test_a_status_staff_set_while_a_push_was_cut_short_after_its_create_is_kept(fake, db) -> None:
+    # The push stopped after Jira answered its create, before its look-up; while the bot was down
+    # staff moved the issue. Ticket news leaves a pending row's issue to its push, whose news tells
+    # the status: the push that ends it takes Jira's, not the first one the create gave.
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        fake.fail("create_then_hang_next")
+        push = asyncio.create_task(backend.push_pending())
+        await eventually(lambda: bool(fake.requests_to("/issue/GRV-101", "GET")))
+        push.cancel()
+        await asyncio.wait({push})
+        fake.release()
+    finally:
+        await backend.aclose()
+    fake.set_status("GRV-101", "In Progress")
+    await expire_claims(db)
+    again = await open_backend(fake, db)
+    try:
+        assert await again.push_pending() == 1
+    finally:
+        await again.aclose()
+    assert creates(fake) == 1
+    assert sql(
+        db, "SELECT push_state, remote_key, status FROM grievances WHERE local_key = ?", (filed.key,)
+    ) == [("pushed", "GRV-101", "in progress")]
