@@ -15,6 +15,7 @@ import datetime as dt
 import html
 import logging
 import re
+import ssl
 import threading
 import time
 import unicodedata
@@ -490,6 +491,18 @@ def _page_title(response: requests.Response | None) -> str:
     return title or "an HTML page"
 
 
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl module's own error under requests' SSLError (through urllib3's MaxRetryError and
+    SSLError), which names what TLS refused."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        inner = getattr(seen, "reason", None) or (seen.args[0] if seen is not None and seen.args else None)
+        seen = inner if isinstance(inner, BaseException) else None
+    return None
+
+
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
     used: it carries whole response headers and bodies."""
@@ -551,6 +564,15 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         )
     if isinstance(exc, requests.Timeout):
         return TrackerError(f"Jira at {url} did not answer within {timeout:g} s", dropped=True)
+    if isinstance(exc, requests.exceptions.SSLError) and not isinstance(_ssl_cause(exc), ssl.SSLEOFError):
+        # TLS refused before any request went (https:// to a port that speaks plain HTTP, a
+        # certificate this host does not trust): the address or the trust store to mend, not a
+        # Jira down a while. An EOF mid-TLS is a connection dropped, as a reset is.
+        cause = _ssl_cause(exc)
+        detail = (
+            getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or "handshake failed"
+        )
+        return TrackerError(f"cannot connect to Jira at {url}: TLS failed ({detail})", unreached=True)
     if isinstance(exc, requests.ConnectionError):
         refused = isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), NewConnectionError)
         detail = "connection refused or host unknown" if refused else "connection lost"

@@ -2241,6 +2241,22 @@ async def test_check_says_a_jira_dropping_the_connection_did_not_answer(fake, db
     ), str(refused.value)
 
 
+async def test_check_names_jira_url_when_its_scheme_does_not_match_the_server(fake, db) -> None:
+    # https:// to a port that speaks plain HTTP: the TLS handshake fails before any request goes,
+    # an address to mend, not a Jira down a while. requests' SSLError is a ConnectionError.
+    backend = await open_backend(fake, db, url=fake.url.replace("http://", "https://"))
+    try:
+        with pytest.raises(TrackerError) as refused:
+            await backend.check()
+    finally:
+        await backend.aclose()
+    assert re.fullmatch(
+        r"cannot connect to Jira at https://127\.0\.0\.1:\d+:"
+        r" TLS failed \(WRONG_VERSION_NUMBER\): check jira\.url",
+        str(refused.value),
+    ), str(refused.value)
+
+
 # ---- the fake itself, through the real client ------------------------------------------------------
 
 
