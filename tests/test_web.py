@@ -5560,3 +5560,53 @@ async def test_one_address_holds_at_most_its_share_of_connections(wsettings, tru
             writer.close()
         await runner.cleanup()
         await core.aclose()
+
+
+@pytest.mark.parametrize(
+    ("peers", "held"),
+    [
+        ([f"2001:db8:1:2::{i + 1:x}" for i in range(12)], 8),
+        ([f"2001:db8:1:{i + 1:x}::1" for i in range(12)], 12),
+        ([f"::ffff:203.0.113.{i + 1}" for i in range(12)], 12),
+        (["::ffff:203.0.113.7"] * 6 + ["203.0.113.7"] * 6, 8),
+    ],
+    ids=["one-v6-64", "v6-64s", "mapped-v4s", "mapped-is-v4"],
+)
+def test_the_connection_cap_counts_an_ipv6_client_by_its_64(wsettings, peers, held) -> None:
+    """An IPv6 subscriber holds a whole /64 and may open each connection from another address in
+    it, as the rate limits know: counted by exact address, one client would have no cap at all.
+    Loopback offers one IPv6 address, so the peers here are transports' names alone; the cap's own
+    real-socket test is the one above."""
+    import dataclasses
+
+    from bot import web
+
+    class Transport:
+        def __init__(self, peer: str) -> None:
+            self.peer, self.aborted = peer, False
+
+        def get_extra_info(self, name: str) -> object:
+            return (self.peer, 443, 0, 0) if name == "peername" else None
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    class Server:
+        def connection_made(self, handler: object, transport: object) -> None:
+            pass
+
+        def connection_lost(self, handler: object, exc: BaseException | None = None) -> None:
+            pass
+
+    server = Server()
+    w = dataclasses.replace(wsettings.web, connections_per_address=8, trusted_proxies=[])
+    web._cap_connections(server, w)  # type: ignore[arg-type]
+    transports = [Transport(peer) for peer in peers]
+    for handler, transport in enumerate(transports):
+        server.connection_made(handler, transport)
+    assert sum(not t.aborted for t in transports) == held
+    for handler in range(len(transports)):
+        server.connection_lost(handler)
+    late = Transport(peers[0])
+    server.connection_made("late", late)
+    assert not late.aborted  # the ones that closed are no longer counted

@@ -402,11 +402,14 @@ async def start(
 
 def _cap_connections(server: web.Server, w: WebSettings) -> None:
     """An address holds at most web.connections_per_address connections open: beyond them one is
-    closed (reset) as it opens. Each open connection is a file descriptor, idle ones held up to
-    HEAD_SECONDS, and one client opening them by the hundred would leave none for anyone else.
-    A peer in web.trusted_proxies is not counted: every visitor's connections come from it. No
-    middleware sees a connection before its first request, so this is aiohttp's own bookkeeping
-    of them (the server's connection_made and connection_lost), wrapped on this server alone."""
+    closed (reset) as it opens. An IPv6 client counts as its /64, as the rate limits count it: it
+    may open each connection from another address in it. Each open connection is a file
+    descriptor, idle ones held up to HEAD_SECONDS, and one client opening them by the hundred
+    would leave none for anyone else. A peer in web.trusted_proxies is not counted: every
+    visitor's connections come from it. No middleware sees a connection before its first request,
+    so this is aiohttp's own bookkeeping of them (the server's connection_made and
+    connection_lost), wrapped on this server alone: processes sharing the port (SO_REUSEPORT)
+    each count their own."""
     proxies = tuple(w.trusted_proxies)
     held: collections.Counter[str] = collections.Counter()
     counted: dict[object, str] = {}
@@ -418,8 +421,9 @@ def _cap_connections(server: web.Server, w: WebSettings) -> None:
         made(handler, transport)
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else ""
-        if not address or security._is_trusted(address, proxies):
+        if not address or security.is_trusted(address, proxies):
             return
+        address = security.subscriber(address)
         if held[address] >= w.connections_per_address:
             if not warned:
                 warned = True

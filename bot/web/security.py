@@ -843,7 +843,7 @@ def client_key(request: web.Request, settings: WebSettings) -> str:
     client's to forge, and so is the whole header from a peer that is not our proxy)."""
     address = request.remote or "unknown"
     proxies = tuple(settings.trusted_proxies)
-    if settings.trust_forwarded and _is_trusted(address, proxies):
+    if settings.trust_forwarded and is_trusted(address, proxies):
         # Every line of the header, in order: a proxy may add its own line (HAProxy's `option
         # forwardfor` does) after the one the client sent, and the first line alone is forged.
         forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
@@ -852,9 +852,9 @@ def client_key(request: web.Request, settings: WebSettings) -> str:
         # every visitor: one of them would spend the limits of all.
         for hop in reversed(hops):
             address = _without_port(hop)
-            if not _is_trusted(address, proxies):
+            if not is_trusted(address, proxies):
                 break
-    return _subscriber(address)
+    return subscriber(address)
 
 
 def _without_port(hop: str) -> str:
@@ -874,7 +874,7 @@ def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
 
 
-def _is_trusted(address: str, proxies: tuple[str, ...]) -> bool:
+def is_trusted(address: str, proxies: tuple[str, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -965,7 +965,7 @@ def ignored_proxy_middleware(
     @web.middleware
     async def ignored_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal said
-        if not said and "X-Forwarded-For" in request.headers and _is_trusted(request.remote or "", proxies):
+        if not said and "X-Forwarded-For" in request.headers and is_trusted(request.remote or "", proxies):
             said = True
             log.warning(
                 "web: requests come through a reverse proxy (X-Forwarded-For from %s) but"
@@ -997,7 +997,7 @@ def unlisted_proxy_middleware(
         if (
             not said
             and "X-Forwarded-For" in request.headers
-            and not _is_trusted(request.remote or "", proxies)
+            and not is_trusted(request.remote or "", proxies)
         ):
             said = True
             log.warning(
@@ -1031,7 +1031,7 @@ def plain_cookies_middleware(
     async def plain_cookies(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal said
         if not said and (
-            request.secure or (_forwarded_https(request) and _is_trusted(request.remote or "", proxies))
+            request.secure or (_forwarded_https(request) and is_trusted(request.remote or "", proxies))
         ):
             said = True
             log.warning(
@@ -1135,7 +1135,7 @@ async def loopback_only(host: str) -> bool:
         return False
 
 
-def _subscriber(address: str) -> str:
+def subscriber(address: str) -> str:
     # One IPv6 subscriber holds a whole /64 and may use a new address for every request.
     try:
         ip = ipaddress.ip_address(address)
