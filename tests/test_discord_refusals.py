@@ -775,6 +775,7 @@ async def test_a_stalled_answer_that_went_out_late_is_not_posted_again_after_a_r
     monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
     fake.posts_held = 1
     async with running_bot(settings, fake, recheck_seconds=3600.0, send_seconds=1.0):
+        await settle(fake)  # the start's first recheck over: none comes while the POST stalls
         note = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(hourglass_on(note))
         assert await settled(settings, note) == "pending"
@@ -799,6 +800,7 @@ async def test_a_stalled_answer_that_went_out_late_is_not_posted_again_past_its_
     fake.posts_held = 1
     async with running_bot(settings, fake, recheck_seconds=3600.0, send_seconds=2.0) as h:
         catch_up = h.bot.get_cog("CatchUp")
+        await settle(fake)  # the start's first recheck over: answer_leftovers below is the only one
         note = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(hourglass_on(note))
         assert await settled(settings, note) == "pending"
