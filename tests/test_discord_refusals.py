@@ -310,6 +310,7 @@ async def test_an_answer_partly_posted_before_a_restart_is_finished_after_it_not
         monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
     async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as h:
         await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
+        await settle(fake)  # the start's first recheck over: none sends the answer before the restart
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"  # given back for the recheck
         assert len(h.engine.turns) == 1
@@ -334,6 +335,7 @@ async def test_an_answer_from_the_ledger_that_discord_fails_again_is_finished_fr
     fake.posts_unavailable = 1  # the first piece of words: nothing of the answer is out
     async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as h:
         await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        await settle(fake)  # the start's first recheck over: none sends the answer before the restart
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
     assert fake.replies_to(note["id"]) == []
@@ -356,6 +358,7 @@ async def test_an_answer_partly_posted_is_finished_by_the_new_process_of_an_over
     fail_after_the_first_piece_of_words(fake, "voice_and_text")
     async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as old:
         await old.bot.core.preferences.set_reply_mode(str(nova.id), "voice_and_text")
+        await settle(fake)  # the old one's first recheck over: its next is 3600 s off
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
         async with running_bot(settings, fake, engine=NumbersItsAnswers(first=2), recheck_seconds=0.2) as new:
@@ -373,6 +376,7 @@ async def test_an_answer_forgotten_in_memory_for_newer_ones_is_finished_not_made
     async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as h:
         voice, catch_up = h.bot.get_cog("VoiceNotes"), h.bot.get_cog("CatchUp")
         await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        await settle(fake)  # the start's first recheck over: answer_leftovers below is the only one
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
         voice._unsent.clear()
