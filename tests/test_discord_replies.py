@@ -359,6 +359,7 @@ async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(
     caplog.set_level(logging.INFO)
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
         fake.posts_unavailable = 10
+        await settle(fake)  # the start's first recheck over: none fetches the note before its deletion
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
         fake.posts_unavailable = 0
