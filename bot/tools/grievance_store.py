@@ -1322,29 +1322,32 @@ class LocalGrievanceStore:
             self._store_id = str(value)
             return self._store_id
 
+    async def _meta_value(self, name: str) -> str | None:
+        """The value `meta` holds under `name`, None when it holds none."""
+        found = first(await self._conn.execute_fetchall("SELECT value FROM meta WHERE name = ?", (name,)))
+        return None if found is None else str(found[0])
+
+    async def _set_meta(self, name: str, value: str) -> None:
+        """`value` under `name` in `meta`, in the caller's write (uncommitted)."""
+        await self._conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
     async def hidden_issue(self) -> str | None:
         """The newest issue the tracker made and then hid from the bot's account (note_hidden)."""
-        found = first(await self._conn.execute_fetchall(f"SELECT value FROM meta WHERE name = '{HIDDEN}'"))
-        return None if found is None else str(found[0])
+        return await self._meta_value(HIDDEN)
 
     async def created_issue(self, local_key: str) -> str | None:
         """The issue a create made for pending grievance `local_key` (note_created), if kept."""
-        found = first(
-            await self._conn.execute_fetchall(
-                "SELECT value FROM meta WHERE name = ?", (f"{CREATED}{local_key}",)
-            )
-        )
-        return None if found is None else str(found[0])
+        return await self._meta_value(f"{CREATED}{local_key}")
 
     async def note_created(self, local_key: str, remote_key: str) -> None:
         """Keep `remote_key`, the issue a create has just made for pending `local_key`, until
         mark_pushed: before anything else is asked of the tracker about it."""
         async with self._writing():
-            await self._conn.execute(
-                "INSERT INTO meta (name, value) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (f"{CREATED}{local_key}", remote_key),
-            )
+            await self._set_meta(f"{CREATED}{local_key}", remote_key)
             await self._conn.commit()
 
     async def note_hidden(self, remote_key: str | None) -> None:
@@ -1354,11 +1357,7 @@ class LocalGrievanceStore:
             if remote_key is None:
                 await self._conn.execute(f"DELETE FROM meta WHERE name = '{HIDDEN}'")
             else:
-                await self._conn.execute(
-                    f"INSERT INTO meta (name, value) VALUES ('{HIDDEN}', ?)"
-                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (remote_key,),
-                )
+                await self._set_meta(HIDDEN, remote_key)
             await self._conn.commit()
 
     async def count_pending(self) -> int:
@@ -1450,17 +1449,12 @@ class LocalGrievanceStore:
     async def _record_change(self, grievance_id: int, at: str, was: str, status: str, by: str) -> None:
         """Add a change to the grievance's status history, in the write transaction that makes it."""
         name = f"{STATUS_HISTORY}{grievance_id}"
-        found = first(await self._conn.execute_fetchall("SELECT value FROM meta WHERE name = ?", (name,)))
         changes = [
             {"at": c.at, "from": c.from_status, "to": c.to_status, "by": c.changed_by}
-            for c in status_changes(found[0] if found else None)
+            for c in status_changes(await self._meta_value(name))
         ]
         changes.append({"at": at, "from": was, "to": status, "by": by})
-        await self._conn.execute(
-            "INSERT INTO meta (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (name, json.dumps(changes[-STATUS_CHANGES_KEPT:])),
-        )
+        await self._set_meta(name, json.dumps(changes[-STATUS_CHANGES_KEPT:]))
 
     async def status_history(self, local_key: str) -> list[StatusChange]:
         """The grievance's status changes kept (the newest STATUS_CHANGES_KEPT), oldest first."""
