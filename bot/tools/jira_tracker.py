@@ -564,11 +564,12 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         )
     if isinstance(exc, requests.Timeout):
         return TrackerError(f"Jira at {url} did not answer within {timeout:g} s", dropped=True)
-    if isinstance(exc, requests.exceptions.SSLError) and not isinstance(_ssl_cause(exc), ssl.SSLEOFError):
+    if isinstance(exc, requests.exceptions.SSLError) and not isinstance(
+        cause := _ssl_cause(exc), ssl.SSLEOFError
+    ):
         # TLS refused before any request went (https:// to a port that speaks plain HTTP, a
         # certificate this host does not trust): the address or the trust store to mend, not a
         # Jira down a while. An EOF mid-TLS is a connection dropped, as a reset is.
-        cause = _ssl_cause(exc)
         detail = (
             getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or "handshake failed"
         )
