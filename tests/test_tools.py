@@ -1,12 +1,13 @@
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -3033,13 +3034,39 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
     assert [kind for kind, _ in events] == ["filed_late"]  # ticket news tells the player its key
 
 
+@contextlib.contextmanager
+def store_log_through_the_mask() -> Iterator[io.StringIO]:
+    """The grievance store's log lines as a deployment's masking handler writes them."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(logs.plain_formatter())
+    store_log = logging.getLogger("bot.tools.grievance_store")
+    store_log.addHandler(handler)
+    logs.install_secret_mask(store_log)
+    try:
+        yield written
+    finally:
+        store_log.removeHandler(handler)
+
+
+def novas_filed_words(path: Path) -> list[str]:
+    """The words of each grievance the store at `path` holds for Nova."""
+
+    async def filed() -> list[str]:
+        store = await LocalGrievanceStore.open(path)
+        try:
+            return [g.description for g in await store.status(NOVA)]
+        finally:
+            await store.aclose()
+
+    return asyncio.run(filed())
+
+
 def test_a_grievance_held_in_memory_is_in_the_log_for_refile_before_any_stop(settings, monkeypatch) -> None:
     # Held in memory while the disk was full, its one copy was the ERROR line quoting it (masked,
     # with no filing id) until a stop logged its UNFILED line: a process killed first (SIGKILL, the
     # OOM killer, a stop's timeout) left none that `refile` files, though the player heard it would
     # be filed.
-    import io
-
     from bot.tools.grievance_spool import UNFILED
 
     from .test_cli import voxdesk
@@ -3047,12 +3074,6 @@ def test_a_grievance_held_in_memory_is_in_the_log_for_refile_before_any_stop(set
     logs.mask_secrets(["refund"])
     said = "no refund for the gems I was charged twice"
     path = settings.storage_dir / "grievances.db"
-    written = io.StringIO()
-    handler = logging.StreamHandler(written)
-    handler.setFormatter(logs.plain_formatter())
-    store_log = logging.getLogger("bot.tools.grievance_store")
-    store_log.addHandler(handler)
-    logs.install_secret_mask(store_log)
     before_stop = ""
 
     async def held() -> None:
@@ -3068,10 +3089,8 @@ def test_a_grievance_held_in_memory_is_in_the_log_for_refile_before_any_stop(set
             await store.aclose()  # the disk still full: the stop's line too
             free()
 
-    try:
+    with store_log_through_the_mask() as written:
         asyncio.run(held())
-    finally:
-        store_log.removeHandler(handler)
     # The line giving both refusals quotes the grievance for an operator, masked as any line is.
     (refused,) = [line for line in before_stop.splitlines() if "could be neither filed" in line]
     assert "no *** for the gems" in refused and UNFILED not in refused
@@ -3084,15 +3103,7 @@ def test_a_grievance_held_in_memory_is_in_the_log_for_refile_before_any_stop(set
     done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
     assert (done.returncode, done.stderr) == (0, "")
     assert "1 unfiled grievance(s) found" in done.stdout
-
-    async def filed() -> list[str]:
-        store = await LocalGrievanceStore.open(path)
-        try:
-            return [g.description for g in await store.status(NOVA)]
-        finally:
-            await store.aclose()
-
-    assert asyncio.run(filed()).count(said) == 1  # its words as the player said them, filed once
+    assert novas_filed_words(path).count(said) == 1  # its words as the player said them, filed once
 
 
 def test_a_held_grievance_the_bot_filed_since_is_not_filed_again_from_its_log_line(
@@ -3145,8 +3156,6 @@ def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line
     # A SQL or proxy password that is an ordinary word ("refund") is masked wherever it stands as
     # a word: the store's UNFILED line, the one copy of a grievance the disk refused at a stop, read
     # "***" for the player's word, and `refile` filed the altered complaint as theirs.
-    import io
-
     from bot.tools.grievance_spool import UNFILED
 
     from .test_cli import voxdesk
@@ -3154,12 +3163,6 @@ def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line
     logs.mask_secrets(["refund", "hunter2-but-longer"])
     said = "no refund for the gems I was charged twice; my note says hunter2-but-longer"
     path = settings.storage_dir / "grievances.db"
-    written = io.StringIO()
-    handler = logging.StreamHandler(written)
-    handler.setFormatter(logs.plain_formatter())
-    store_log = logging.getLogger("bot.tools.grievance_store")
-    store_log.addHandler(handler)
-    logs.install_secret_mask(store_log)
 
     async def held_at_shutdown() -> None:
         store = await LocalGrievanceStore.open(path)
@@ -3167,15 +3170,14 @@ def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line
         try:
             with pytest.raises(ToolError):
                 await complaint_filer(store)(ToolContext(user_id=NOVA, request_id="42"), "wallet", said)
-            store_log.warning("a refund of %s", "hunter2-but-longer")  # any other line: masked
+            # any other line: masked
+            logging.getLogger("bot.tools.grievance_store").warning("a refund of %s", "hunter2-but-longer")
         finally:
             await store.aclose()  # the disk still full
             free()
 
-    try:
+    with store_log_through_the_mask() as written:
         asyncio.run(held_at_shutdown())
-    finally:
-        store_log.removeHandler(handler)
     lines = written.getvalue().splitlines()
     assert [line for line in lines if line.endswith("a *** of ***")]
     held, unfiled = [line for line in lines if UNFILED in line]
@@ -3184,15 +3186,7 @@ def test_a_secret_the_players_words_hold_stays_theirs_in_the_stores_unfiled_line
     log_file.write_text(unfiled + "\n")
     done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
     assert done.returncode == 0, done.stderr
-
-    async def filed() -> list[str]:
-        store = await LocalGrievanceStore.open(path)
-        try:
-            return [g.description for g in await store.status(NOVA)]
-        finally:
-            await store.aclose()
-
-    assert said in asyncio.run(filed())
+    assert said in novas_filed_words(path)
 
 
 async def test_a_cancel_while_the_app_closes_still_logs_a_grievance_the_disk_refuses(
