@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -1775,17 +1776,12 @@ async def test_a_note_whose_turn_was_killed_where_the_bot_may_not_read_history_i
     assert (await stored_states(settings))[note["id"]] == "expired"
 
 
-@pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
-async def test_a_note_killed_once_its_answer_was_out_where_the_bot_may_not_read_history_is_not_said_lost(
-    settings, fake, tmp_path
-) -> None:
-    # Killed once Discord took the answer's voice message, before the note was recorded answered
-    # (here its transcript's POST is held): the next start, which may not read the channel to see
-    # the answer, told the player "I'm restarting and can't answer notes here just now. Please
-    # send yours again", a second turn asked for a note answered. The answer is kept before its
-    # first post there, and the next start sends it under the same nonces: Discord returns the
-    # messages it made, and the player gets the answer once, asked nothing.
-    log_path = tmp_path / "bot.log"
+async def killed_once_its_voice_message_is_out(
+    settings: Settings, fake: FakeDiscord, log_path: Path
+) -> dict[str, Any]:
+    """A note in a channel where the bot may not read history, answered by a bot process killed
+    once Discord took the answer's voice message and its transcript's POST, before the note was
+    recorded answered."""
     fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
     fake.posts_before_held, fake.posts_held = 1, 1  # the voice message goes; its transcript waits
 
@@ -1800,6 +1796,21 @@ async def test_a_note_killed_once_its_answer_was_out_where_the_bot_may_not_read_
         await while_it_runs(held, process, log_path, "sent the transcript", 100)
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait, 10)
+    return note
+
+
+@pytest.mark.timeout(300)  # real processes start (imports, speech workers): slow on a busy machine
+async def test_a_note_killed_once_its_answer_was_out_where_the_bot_may_not_read_history_is_not_said_lost(
+    settings, fake, tmp_path
+) -> None:
+    # Killed once Discord took the answer's voice message, before the note was recorded answered
+    # (here its transcript's POST is held): the next start, which may not read the channel to see
+    # the answer, told the player "I'm restarting and can't answer notes here just now. Please
+    # send yours again", a second turn asked for a note answered. The answer is kept before its
+    # first post there, and the next start sends it under the same nonces: Discord returns the
+    # messages it made, and the player gets the answer once, asked nothing.
+    log_path = tmp_path / "bot.log"
+    note = await killed_once_its_voice_message_is_out(settings, fake, log_path)
     fake.identified.clear()
     with bot_process(settings, fake, log_path, {"VOXDESK_DISCORD_RECHECK_SECONDS": "0.5"}) as process:
         await logged_in(fake, process, log_path)
@@ -1834,20 +1845,7 @@ async def test_a_kept_answer_cut_by_a_kill_past_the_nonce_window_is_not_posted_t
     if posted_long_ago:
         monkeypatch.setattr(discord_server, "NONCE_SECONDS", 0.0)  # Discord has forgotten the nonces
     log_path = tmp_path / "bot.log"
-    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
-    fake.posts_before_held, fake.posts_held = 1, 1  # the voice message goes; its transcript waits
-
-    def voiced(_: object) -> bool:
-        return any(r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL))
-
-    with bot_process(settings, fake, log_path) as process:
-        await logged_in(fake, process, log_path)
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await while_it_runs(fake.wait_for(voiced, 90), process, log_path, "answered the note", 100)
-        held = eventually(lambda: fake.posts_held == 0)  # the transcript's POST reached Discord
-        await while_it_runs(held, process, log_path, "sent the transcript", 100)
-        process.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(process.wait, 10)
+    note = await killed_once_its_voice_message_is_out(settings, fake, log_path)
     with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as db, db:
         # The claim ten minutes older, and with it the answer's keeping (just before its first
         # post) or not: well past any nonce window.
